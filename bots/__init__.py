@@ -1,0 +1,1 @@
+"""Platform adapters (Slack, Telegram, console) and the command line."""

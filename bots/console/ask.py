@@ -1,0 +1,96 @@
+"""``chatbridge ask``: one turn, printed, with an exit code a script can trust."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from bots.runtime import open_runtime
+from bots.settings import Settings
+from core.errors import InputError
+from core.service import ChatService
+from core.types import (
+    Author,
+    ChatRequest,
+    DeltaEvent,
+    ErrorEvent,
+    FinalEvent,
+    ReplyEvent,
+)
+
+__all__ = ["console_request", "read_images", "run_ask"]
+
+
+def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
+    """The bytes of each image file; a missing file is the person's error."""
+    found: list[bytes] = []
+    for name in paths:
+        try:
+            found.append(Path(name).read_bytes())
+        except OSError as err:
+            raise InputError(user_message=f"cannot read image {name}: {err.strerror}") from err
+    return tuple(found)
+
+
+def console_request(
+    conversation: str, text: str, images: tuple[bytes, ...] = ()
+) -> ChatRequest:
+    """A core request from the terminal."""
+    import getpass
+
+    return ChatRequest(
+        platform="console", scope=f"console/{conversation}",
+        author=Author(getpass.getuser(), getpass.getuser()), text=text,
+        event_id=f"console-{uuid.uuid4()}", images=images,
+    )
+
+
+def usage_dict(event: FinalEvent) -> dict[str, int]:
+    """Usage of a turn as JSON-ready numbers."""
+    u = event.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+async def stream_turn(
+    service: ChatService, request: ChatRequest, out: TextIO | None
+) -> FinalEvent | ErrorEvent:
+    """Run one turn, echoing text deltas to ``out`` as they arrive."""
+    last: ReplyEvent | None = None
+    async for event in service.handle(request):
+        if isinstance(event, DeltaEvent) and out is not None:
+            out.write(event.text)
+            out.flush()
+        last = event
+    if isinstance(last, FinalEvent | ErrorEvent):
+        return last
+    return ErrorEvent("duplicate", "This message was already answered.")
+
+
+async def run_ask(
+    settings: Settings, *, conversation: str, text: str, image_paths: Sequence[str],
+    as_json: bool,
+) -> int:
+    """Ask once; print the reply (or one error line on stderr) and return the exit code."""
+    images = read_images(image_paths)
+    async with open_runtime(settings) as runtime:
+        request = console_request(conversation, text, images)
+        result = await stream_turn(runtime.service, request, None if as_json else sys.stdout)
+    if isinstance(result, ErrorEvent):
+        print(f"chatbridge: {result.message}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps({
+            "reply": result.text, "conversation": conversation, "model": result.model,
+            "usage": usage_dict(result), "latency_ms": result.latency_ms,
+            "partial": result.partial,
+        }, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+    if result.notice:
+        print(f"chatbridge: {result.notice}", file=sys.stderr)
+    return 0

@@ -1,0 +1,82 @@
+"""``chatbridge chat``: an interactive, streaming terminal conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from bots.console.ask import console_request, read_images, stream_turn
+from bots.runtime import open_runtime
+from bots.settings import Settings
+from core.errors import InputError
+from core.types import ErrorEvent
+
+__all__ = ["run_chat"]
+
+HELP = """Type a message and press Enter. Commands:
+  /image PATH   attach an image to your next message
+  /reset        start a new conversation (the old one is kept)
+  /help         this help
+  /exit         leave (Ctrl-D works too)"""
+
+
+async def _read_line(prompt: str) -> str | None:
+    def read() -> str | None:
+        try:
+            return input(prompt)
+        except EOFError:
+            return None
+
+    return await asyncio.to_thread(read)
+
+
+async def run_chat(settings: Settings, *, conversation: str) -> int:
+    """Chat until end of input; one message per line when stdin is not a terminal."""
+    interactive = sys.stdin.isatty()
+    failures = 0
+    async with open_runtime(settings) as runtime:
+        service = runtime.service
+        if interactive:
+            print(f"chatbridge · model {settings.model} · conversation {conversation!r} "
+                  "· /help for commands")
+        pending: list[str] = []
+        while True:
+            line = await _read_line("you> " if interactive else "")
+            if line is None:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit"):
+                break
+            if text == "/help":
+                print(HELP)
+                continue
+            if text == "/reset":
+                await service.reset(platform="console", scope=f"console/{conversation}")
+                pending.clear()
+                print("(started a new conversation)")
+                continue
+            if text.startswith("/image "):
+                pending.append(text.removeprefix("/image ").strip())
+                print(f"(image attached: {pending[-1]})")
+                continue
+            try:
+                images = read_images(pending)
+            except InputError as err:
+                print(f"chatbridge: {err.user_message}", file=sys.stderr)
+                pending.clear()
+                continue
+            pending.clear()
+            if interactive:
+                sys.stdout.write("bot> ")
+            result = await stream_turn(service, console_request(conversation, text, images),
+                                       sys.stdout)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            if isinstance(result, ErrorEvent):
+                failures += 1
+                print(f"chatbridge: {result.message}", file=sys.stderr)
+            elif result.notice:
+                print(f"chatbridge: {result.notice}", file=sys.stderr)
+    return 1 if failures and not interactive else 0

@@ -1,0 +1,110 @@
+"""Database engine creation and Alembic migrations (``chatbridge db …``).
+
+A new SQLite database is migrated automatically on first use; PostgreSQL is
+migrated explicitly with ``chatbridge db upgrade``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from core.errors import ConfigError, StoreError
+
+__all__ = ["HEAD", "create_engine", "current", "downgrade", "ensure_schema", "upgrade"]
+
+HEAD = "0001"  # newest revision in migrations/versions; a test keeps them equal
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``, tuned for SQLite (WAL) or pooled for PostgreSQL."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_async_engine(url)
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    except (ImportError, SQLAlchemyError, ValueError) as err:
+        raise ConfigError(f"CHATBRIDGE_DATABASE_URL is not usable: {err}") from err
+
+
+def _config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+async def _run(engine: AsyncEngine, action: str, revision: str = "head") -> None:
+    from alembic import command
+
+    def go(connection: Connection) -> None:
+        cfg = _config(connection)
+        if action == "upgrade":
+            command.upgrade(cfg, revision)
+        elif action == "downgrade":
+            command.downgrade(cfg, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(go)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate up to ``revision``."""
+    await _run(engine, "upgrade", revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Migrate down to ``revision`` (``base`` for an empty database)."""
+    await _run(engine, "downgrade", revision)
+
+
+async def current(engine: AsyncEngine) -> str | None:
+    """The database's revision, or ``None`` when it was never migrated."""
+    try:
+        async with engine.connect() as conn:
+            value = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+            return str(value) if value is not None else None
+    except SQLAlchemyError:
+        return None
+
+
+async def ensure_schema(engine: AsyncEngine) -> None:
+    """Be sure the schema is at HEAD: migrate SQLite, ask for ``db upgrade`` elsewhere."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as err:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"cannot reach the database {where}: {type(err).__name__}",
+                         user_message=f"Cannot reach the database {where}.") from err
+    try:
+        revision = await current(engine)
+        if revision == HEAD:
+            return
+        if engine.dialect.name == "sqlite":
+            await upgrade(engine)
+            return
+    except SQLAlchemyError as err:
+        raise StoreError(f"cannot reach the database: {type(err).__name__}: {err}") from err
+    raise ConfigError(
+        f"the database is at revision {revision or 'none'}, chatbridge needs {HEAD}: "
+        "run `chatbridge db upgrade`"
+    )

@@ -1,0 +1,64 @@
+"""The entry point's wiring: settings in, a ready ``ChatService`` out.
+
+I/O objects (the database engine, the pooled HTTP client) are created here, once,
+and passed down; they are closed when the block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import httpx
+
+from bots.db import create_engine, ensure_schema
+from bots.settings import Settings
+from core.model import DashScopeClient, ModelClient, OpenAIClient, RetryingClient, RetryPolicy
+from core.service import ChatService, ServiceOptions
+from core.store import Store
+
+__all__ = ["Runtime", "open_runtime"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a running bot holds."""
+
+    settings: Settings
+    service: ChatService
+    store: Store
+    http: httpx.AsyncClient
+
+
+def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:
+    """The model client the settings ask for, with retries."""
+    cls = DashScopeClient if settings.model_api == "dashscope" else OpenAIClient
+    inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
+                timeout=settings.model_timeout)
+    return RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Open the database and HTTP pool, and start the local model if asked to."""
+    with contextlib.ExitStack() as stack:
+        if settings.local_model:
+            from bots.local_model import local_server
+
+            settings = replace(settings, model_base_url=stack.enter_context(local_server()))
+        engine = create_engine(settings.database_url)
+        try:
+            await ensure_schema(engine)
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+            async with httpx.AsyncClient(limits=limits) as http:
+                store = Store(engine)
+                options = ServiceOptions(
+                    model=settings.model, profiles=settings.profiles, stream=settings.stream,
+                    max_image_side=settings.max_image_side,
+                )
+                service = ChatService(store=store, model=build_model(settings, http),
+                                      options=options)
+                yield Runtime(settings, service, store, http)
+        finally:
+            await engine.dispose()

@@ -1,0 +1,112 @@
+"""Translate HTTP failures of model endpoints into core errors."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from core.errors import (
+    ModelAuthError,
+    ModelBadRequest,
+    ModelError,
+    ModelRateLimited,
+    ModelRefused,
+    ModelUnavailable,
+)
+
+__all__ = ["error_from_body", "error_from_response", "redact", "retry_after_seconds"]
+
+_MODERATION = {
+    "data_inspection_failed", "datainspectionfailed", "ipinfringementsuspect",
+    "customroleblocked", "faqruleblocked", "content_filter",
+}
+_KEYLIKE = re.compile(r"\b(sk|xox[abprs]|xapp)-[A-Za-z0-9*._-]{6,}")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Remove secrets and anything shaped like an API key from ``text``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEYLIKE.sub("***", text)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The server's retry hint: ``retry-after-ms``, then ``Retry-After`` seconds or date."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        if parsed is None:
+            return None
+        return max(parsed.timestamp() - time.time(), 0.0)
+
+
+def _code_and_message(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        return "", ""
+    error = body.get("error")
+    inner: dict[str, Any] = error if isinstance(error, dict) else body
+    code = str(inner.get("code") or inner.get("type") or "")
+    message = str(inner.get("message") or "")
+    return code, message.strip()
+
+
+def error_from_body(
+    status: int, body: Any, *, retry_after: float | None = None, model: str = "",
+    secrets: tuple[str | None, ...] = (),
+) -> ModelError:
+    """The core error for an HTTP status and an (OpenAI or DashScope) error body."""
+    code, message = _code_and_message(body)
+    detail = redact(f"HTTP {status} {code}: {message}".strip(), *secrets)
+    lowered = code.lower().replace(".", "")
+    if lowered in _MODERATION or "data_inspection" in lowered:
+        return ModelRefused(detail, status_code=status, code=code)
+    if status in (401, 403) or lowered in ("arrearage", "invalidapikey", "invalid_api_key"):
+        user = None
+        if lowered == "arrearage":
+            user = "The model account is not in good standing (arrears); check the billing."
+        return ModelAuthError(detail, status_code=status, code=code, user_message=user)
+    if status == 429:
+        return ModelRateLimited(detail, status_code=status, code=code, retry_after=retry_after)
+    if status in (408, 409) or status >= 500:
+        return ModelUnavailable(detail, status_code=status, code=code, retry_after=retry_after)
+    if status == 404:
+        return ModelBadRequest(
+            detail, status_code=status, code=code,
+            user_message=f"The model {model!r} was not found at the endpoint; "
+            "check CHATBRIDGE_MODEL and CHATBRIDGE_MODEL_BASE_URL.",
+        )
+    return ModelBadRequest(detail, status_code=status, code=code,
+                           user_message=f"The model refused the request: {redact(message)}"
+                           if message else None)
+
+
+async def error_from_response(
+    response: httpx.Response, *, model: str = "", secrets: tuple[str | None, ...] = ()
+) -> ModelError:
+    """Read an error response's body and translate it."""
+    raw = await response.aread()
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        body = {"message": raw[:200].decode("utf-8", "replace")}
+    return error_from_body(
+        response.status_code, body, retry_after=retry_after_seconds(response.headers),
+        model=model, secrets=secrets,
+    )

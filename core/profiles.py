@@ -1,0 +1,143 @@
+"""Profiles: per channel/chat system prompt, model, sampling and context settings.
+
+Profiles are plain values built once at start-up; every check that can fail does so
+here, as a ``ConfigError``, never at the first message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core.errors import ConfigError
+from core.types import Sampling
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "PRESETS", "Profile", "build_profile", "context_window"]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a chat. Answer clearly and concisely; use Markdown "
+    "when it helps."
+)
+
+PRESETS: Mapping[str, tuple[float, float]] = {
+    "creative_writing": (0.9, 0.95),
+    "code_generation": (0.2, 0.8),
+    "factual_qa": (0.1, 0.7),
+    "translation": (0.3, 0.8),
+}
+
+# Context windows (tokens) of models we know; anything else gets DEFAULT_WINDOW.
+_WINDOWS: Mapping[str, int] = {
+    "qwen3.5-plus": 1_000_000,
+    "qwen3.5-flash": 1_000_000,
+    "qwen-plus": 131_072,
+    "qwen-flash": 1_000_000,
+    "qwen-turbo": 1_000_000,
+    "qwen-max": 32_768,
+    "qwen3-max": 262_144,
+    "qwen-long": 10_000_000,
+    "smollm2": 2_048,
+}
+DEFAULT_WINDOW = 8_192
+MAX_DEFAULT_BUDGET = 32_768
+
+
+def context_window(model: str) -> int:
+    """The context window we assume for ``model`` (longest known prefix match)."""
+    name = model.lower()
+    best = ""
+    for known in _WINDOWS:
+        if name.startswith(known) and len(known) > len(best):
+            best = known
+    return _WINDOWS[best] if best else DEFAULT_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """How the bot behaves in one place: prompt, model, sampling, memory size."""
+
+    name: str = "default"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    model: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    context_tokens: int | None = None
+    image_turns: int = 3
+    max_input_chars: int = 32_000
+
+    def budget_for(self, model: str) -> int:
+        """Token budget for the context: set explicitly, or half the model's window."""
+        if self.context_tokens is not None:
+            return self.context_tokens
+        return min(context_window(model) // 2, MAX_DEFAULT_BUDGET)
+
+
+def _number(name: str, raw: Any, where: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise ConfigError(f"{where}: {name} must be a number, not {raw!r}")
+    return float(raw)
+
+
+def _sampling(raw: Mapping[str, Any], where: str) -> Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    preset = raw.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            names = ", ".join(PRESETS)
+            raise ConfigError(f"{where}: unknown preset {preset!r} (known: {names})")
+        temperature, top_p = PRESETS[preset]
+    if "temperature" in raw:
+        temperature = _number("temperature", raw["temperature"], where)
+    if "top_p" in raw:
+        top_p = _number("top_p", raw["top_p"], where)
+    if temperature is not None and not 0 <= temperature < 2:
+        raise ConfigError(f"{where}: temperature must lie in [0, 2), got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"{where}: top_p must lie in (0, 1], got {top_p}")
+    max_tokens = raw.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ConfigError(f"{where}: max_tokens must be a positive integer")
+    thinking = raw.get("enable_thinking")
+    if thinking is not None and not isinstance(thinking, bool):
+        raise ConfigError(f"{where}: enable_thinking must be true or false")
+    return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                    enable_thinking=thinking)
+
+
+_KNOWN_KEYS = {
+    "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
+    "enable_thinking", "context_tokens", "image_turns", "max_input_chars",
+}
+
+
+def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None) -> Profile:
+    """Validate one profile table; keys it leaves out come from ``base``."""
+    where = f"profile {name!r}"
+    unknown = set(raw) - _KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    base = base or Profile()
+    merged_sampling = _sampling(raw, where)
+    sampling = Sampling(
+        temperature=merged_sampling.temperature
+        if merged_sampling.temperature is not None else base.sampling.temperature,
+        top_p=merged_sampling.top_p if merged_sampling.top_p is not None else base.sampling.top_p,
+        max_tokens=merged_sampling.max_tokens or base.sampling.max_tokens,
+        enable_thinking=merged_sampling.enable_thinking
+        if merged_sampling.enable_thinking is not None else base.sampling.enable_thinking,
+    )
+    profile = replace(base, name=name, sampling=sampling)
+    for key in ("context_tokens", "image_turns", "max_input_chars"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{where}: {key} must be a non-negative integer")
+            profile = replace(profile, **{key: value})  # type: ignore[arg-type]
+    for key in ("system_prompt", "model"):
+        if key in raw:
+            if not isinstance(raw[key], str) or not raw[key].strip():
+                raise ConfigError(f"{where}: {key} must be a non-empty string")
+            profile = replace(profile, **{key: raw[key]})
+    return profile

@@ -1,0 +1,188 @@
+"""ChatService: the one entry point adapters call.
+
+A ``ChatRequest`` goes in; an async stream of reply events comes out. The user's
+message is stored before the model is called; a failed turn is stored as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from weakref import WeakValueDictionary
+
+from core.context import build_messages
+from core.errors import ChatbridgeError, InputError, ModelError, ModelStreamBroken
+from core.images import DEFAULT_MAX_SIDE, prepare_image
+from core.model.base import ModelClient
+from core.profiles import Profile
+from core.store import Store, TurnStart
+from core.tokens import TokenCounter, counter_for, message_tokens
+from core.types import (
+    ChatRequest,
+    DeltaEvent,
+    DuplicateEvent,
+    ErrorEvent,
+    FinalEvent,
+    FinishChunk,
+    Image,
+    ModelCall,
+    ReasoningChunk,
+    ReplyEvent,
+    StatusEvent,
+    TextChunk,
+    Usage,
+)
+
+__all__ = ["ChatService", "ServiceOptions"]
+
+MAX_CONTEXT_MESSAGES = 400
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """Settings the service needs, read once at the entry point."""
+
+    model: str
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
+    default_profile: str = "default"
+    stream: bool = True
+    max_image_side: int = DEFAULT_MAX_SIDE
+    max_images: int = 10
+
+
+class ChatService:
+    """Runs turns: record, serialize per conversation, build context, call, persist."""
+
+    def __init__(self, *, store: Store, model: ModelClient, options: ServiceOptions) -> None:
+        self._store = store
+        self._model = model
+        self._options = options
+        self._locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+        self._counters: dict[str, TokenCounter] = {}
+
+    def profile(self, name: str | None) -> Profile:
+        """The named profile, or the default one."""
+        profiles = self._options.profiles
+        return profiles.get(name or "", profiles[self._options.default_profile])
+
+    def model_for(self, profile: Profile) -> str:
+        """The model a profile uses."""
+        return profile.model or self._options.model
+
+    def _counter(self, model: str) -> TokenCounter:
+        if model not in self._counters:
+            self._counters[model] = counter_for(model)
+        return self._counters[model]
+
+    async def reset(self, *, platform: str, scope: str) -> bool:
+        """Close the conversation under this key; the next message starts a new one."""
+        return await self._store.reset(platform=platform, scope=scope)
+
+    async def _prepare_images(self, raw: tuple[bytes, ...]) -> tuple[Image, ...]:
+        if len(raw) > self._options.max_images:
+            raise InputError(user_message=f"Please send at most {self._options.max_images} "
+                             "images at a time.")
+        side = self._options.max_image_side
+        return tuple([await asyncio.to_thread(prepare_image, data, max_side=side)
+                      for data in raw])
+
+    async def handle(self, request: ChatRequest) -> AsyncIterator[ReplyEvent]:
+        """Answer one inbound message as a stream of reply events."""
+        profile = self.profile(request.profile)
+        model = self.model_for(profile)
+        text = request.text.strip()
+        if not text and not request.images:
+            yield ErrorEvent("bad_input", "Your message was empty; please write something.")
+            return
+        if len(text) > profile.max_input_chars:
+            yield ErrorEvent("bad_input", f"Your message is too long ({len(text)} characters); "
+                             f"the limit is {profile.max_input_chars}.")
+            return
+        bad_input: InputError | None = None
+        try:
+            images = await self._prepare_images(request.images)
+        except InputError as err:
+            bad_input, images = err, ()
+        tokens = message_tokens(self._counter(model), text, images)
+        start = await self._store.begin_turn(
+            platform=request.platform, scope=request.scope, event_id=request.event_id,
+            profile=profile.name, author=request.author, text=text, token_count=tokens,
+            images=images,
+        )
+        if start is None:
+            yield DuplicateEvent(request.event_id)
+            return
+        if bad_input is not None:
+            await self._fail(start, request, model, bad_input, 0)
+            yield ErrorEvent(bad_input.kind, bad_input.user_message, request.scope)
+            return
+        lock = self._locks.setdefault(start.conversation_id, asyncio.Lock())
+        async with lock:
+            async for event in self._run_turn(start, request, profile, model):
+                yield event
+
+    async def _run_turn(
+        self, start: TurnStart, request: ChatRequest, profile: Profile, model: str
+    ) -> AsyncIterator[ReplyEvent]:
+        began = time.monotonic()
+        yield StatusEvent("thinking…")
+        counter = self._counter(model)
+        system_tokens = counter.count(profile.system_prompt)
+        history = await self._store.load_context(
+            start.conversation_id,
+            budget_tokens=max(profile.budget_for(model) - system_tokens, 1),
+            max_messages=MAX_CONTEXT_MESSAGES,
+            image_turns=profile.image_turns,
+        )
+        call = ModelCall(model, build_messages(profile, history), profile.sampling)
+        answer: list[str] = []
+        reasoning: list[str] = []
+        finish = FinishChunk("stop")
+        try:
+            async for chunk in self._model.stream(call, stream=self._options.stream):
+                if isinstance(chunk, TextChunk):
+                    answer.append(chunk.text)
+                    yield DeltaEvent(chunk.text)
+                elif isinstance(chunk, ReasoningChunk):
+                    reasoning.append(chunk.text)
+                elif isinstance(chunk, FinishChunk):
+                    finish = chunk
+        except ModelStreamBroken as err:
+            partial = err.partial or "".join(answer)
+            latency = int((time.monotonic() - began) * 1000)
+            await self._store.finish_turn(
+                start, event_id=request.event_id, platform=request.platform, text=partial,
+                token_count=message_tokens(counter, partial), status="partial",
+                reasoning="".join(reasoning), model=model, latency_ms=latency, error=str(err),
+            )
+            yield FinalEvent(partial, request.scope, model, Usage(), latency, partial=True,
+                             notice="(The answer was cut off before it was finished.)")
+            return
+        except ModelError as err:
+            await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
+            yield ErrorEvent(err.kind, err.user_message, request.scope)
+            return
+        text = "".join(answer)
+        usage = finish.usage or Usage(0, 0)
+        latency = int((time.monotonic() - began) * 1000)
+        await self._store.finish_turn(
+            start, event_id=request.event_id, platform=request.platform, text=text,
+            token_count=message_tokens(counter, text),
+            status="ok", reasoning="".join(reasoning), model=finish.model or model,
+            usage=usage, latency_ms=latency,
+        )
+        notice = "(The answer hit the length limit.)" if finish.reason == "length" else ""
+        yield FinalEvent(text, request.scope, finish.model or model, usage, latency,
+                         notice=notice)
+
+    async def _fail(
+        self, start: TurnStart, request: ChatRequest, model: str, err: ChatbridgeError,
+        latency_ms: int,
+    ) -> None:
+        await self._store.finish_turn(
+            start, event_id=request.event_id, platform=request.platform, text="",
+            token_count=0, status="failed", model=model, latency_ms=latency_ms,
+            error=f"{err.kind}: {err}",
+        )

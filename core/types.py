@@ -1,0 +1,169 @@
+"""Plain values that travel between the adapters and the core.
+
+These are pure values: no database ids, no I/O. Identity (which row a message is,
+which conversation is open under a key) is a storage concern and lives in ``core.store``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image ready for a model: normalized bytes, their type and size."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        """Size of the bytes."""
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who wrote a message, as the platform knows them."""
+
+    id: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One inbound message for the core: where it belongs, who wrote it, what it says."""
+
+    platform: str
+    scope: str
+    author: Author
+    text: str
+    event_id: str
+    images: tuple[bytes, ...] = ()
+    profile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage reported by the model for one call."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ContextMessage:
+    """One message as the model will see it."""
+
+    role: Role
+    text: str
+    images: tuple[Image, ...] = ()
+    author_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Sampling settings for one model call."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    enable_thinking: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """Everything a model client needs for one call."""
+
+    model: str
+    messages: tuple[ContextMessage, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+# ---- what a model client yields ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """A piece of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningChunk:
+    """A piece of the model's thinking; never part of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishChunk:
+    """The model said why it stopped, and (when it reported it) what it used."""
+
+    reason: str
+    usage: Usage | None = None
+    model: str = ""
+
+
+ModelChunk = TextChunk | ReasoningChunk | FinishChunk
+
+
+# ---- what ChatService yields to adapters ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """Progress the person may be shown ("thinking…")."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaEvent:
+    """New answer text to append."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinalEvent:
+    """The turn is done: the whole answer and what it cost."""
+
+    text: str
+    conversation: str
+    model: str
+    usage: Usage
+    latency_ms: int
+    partial: bool = False
+    notice: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """The turn produced no answer; ``message`` is fit to show the person."""
+
+    kind: str
+    message: str
+    conversation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateEvent:
+    """The event was already received; nothing is to be sent."""
+
+    event_id: str
+
+
+ReplyEvent = StatusEvent | DeltaEvent | FinalEvent | ErrorEvent | DuplicateEvent

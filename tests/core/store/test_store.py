@@ -1,0 +1,127 @@
+"""The store on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.store import Store
+from core.store.models import Attachment, Conversation, InboundEvent, Message
+from core.types import Author, Image, Usage
+
+ALICE = Author("U1", "Alice")
+
+
+def image(seed: bytes) -> Image:
+    return Image(data=seed * 10, mime="image/png", width=20, height=20,
+                 sha256=hashlib.sha256(seed * 10).hexdigest())
+
+
+async def turn(store: Store, event: str, text: str = "hi", scope: str = "console/a",
+               images: tuple[Image, ...] = ()) -> int:
+    start = await store.begin_turn(platform="console", scope=scope, event_id=event,
+                                   profile="default", author=ALICE, text=text,
+                                   token_count=5, images=images)
+    assert start is not None
+    await store.finish_turn(start, event_id=event, platform="console", text=f"re: {text}",
+                            token_count=5, status="ok", model="m", usage=Usage(3, 2),
+                            latency_ms=7)
+    return start.conversation_id
+
+
+async def test_redelivered_event_is_recorded_once(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    await turn(store, "ev1")
+    again = await store.begin_turn(platform="console", scope="console/a", event_id="ev1",
+                                   profile=None, author=ALICE, text="hi", token_count=1)
+    assert again is None
+    async with engine.connect() as conn:
+        assert len((await conn.execute(select(InboundEvent))).all()) == 1
+        assert len((await conn.execute(select(Message))).all()) == 2
+
+
+async def test_messages_round_trip_with_usage(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    conv = await turn(store, "ev1", "hello")
+    history = await store.load_context(conv, budget_tokens=1000, max_messages=50, image_turns=3)
+    assert [(m.role, m.text) for m in history] == [("user", "hello"), ("assistant", "re: hello")]
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Message).where(Message.role == "assistant"))).one()
+        assert (row.prompt_tokens, row.completion_tokens, row.latency_ms) == (3, 2, 7)
+        assert row.status == "ok"
+        user = (await conn.execute(select(Message).where(Message.role == "user"))).one()
+        assert (user.author_id, user.author_name) == ("U1", "Alice")
+
+
+async def test_reset_keeps_old_conversation(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    first = await turn(store, "ev1")
+    assert await store.reset(platform="console", scope="console/a")
+    second = await turn(store, "ev2")
+    assert second != first
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(Conversation.id, Conversation.status)
+                                   .order_by(Conversation.id))).all()
+    assert [r.status for r in rows] == ["closed", "open"]
+    history = await store.load_context(second, budget_tokens=1000, max_messages=50,
+                                       image_turns=3)
+    assert len(history) == 2
+
+
+async def test_context_is_bounded_by_budget_and_count(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    conv = 0
+    for i in range(30):
+        conv = await turn(store, f"ev{i}", f"m{i}")
+    history = await store.load_context(conv, budget_tokens=50, max_messages=100, image_turns=3)
+    assert len(history) == 10  # 10 messages of 5 tokens
+    assert history[-1].text == "re: m29"
+    assert history[0].text == "m25"
+    capped = await store.load_context(conv, budget_tokens=10_000, max_messages=7, image_turns=3)
+    assert len(capped) == 7
+
+
+async def test_failed_turn_keeps_user_message(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    start = await store.begin_turn(platform="console", scope="console/a", event_id="e",
+                                   profile=None, author=ALICE, text="question", token_count=3)
+    assert start is not None
+    await store.finish_turn(start, event_id="e", platform="console", text="", token_count=0,
+                            status="failed", error="unavailable: HTTP 503")
+    history = await store.load_context(start.conversation_id, budget_tokens=100,
+                                       max_messages=10, image_turns=3)
+    assert [m.text for m in history] == ["question"]
+    async with engine.connect() as conn:
+        evt = (await conn.execute(select(InboundEvent))).one()
+        failed = (await conn.execute(select(Message).where(Message.status == "failed"))).one()
+    assert evt.status == "failed"
+    assert failed.error == "unavailable: HTTP 503"
+
+
+async def test_images_stored_once_and_only_recent_loaded(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    same = image(b"a")
+    conv = await turn(store, "e1", "one", images=(same,))
+    await turn(store, "e2", "two", images=(same, image(b"b")))
+    await turn(store, "e3", "three", images=(image(b"c"),))
+    async with engine.connect() as conn:
+        assert len((await conn.execute(select(Attachment))).all()) == 3
+    history = await store.load_context(conv, budget_tokens=1000, max_messages=50, image_turns=2)
+    users = [m for m in history if m.role == "user"]
+    assert [len(m.images) for m in users] == [0, 2, 1]
+    assert [m.image_count for m in users] == [1, 2, 1]
+    assert users[1].images[0].data == same.data
+    assert [i.sha256 for i in users[1].images] == [same.sha256, image(b"b").sha256]
+
+
+async def test_concurrent_first_messages_share_one_conversation(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    starts = await asyncio.gather(*[
+        store.begin_turn(platform="console", scope="console/race", event_id=f"r{i}",
+                         profile=None, author=ALICE, text="x", token_count=1)
+        for i in range(8)
+    ])
+    assert len({s.conversation_id for s in starts if s}) == 1

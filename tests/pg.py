@@ -1,0 +1,79 @@
+"""A throwaway PostgreSQL cluster from the installed server binaries.
+
+Used when ``CHATBRIDGE_TEST_POSTGRES_URL`` is not set. As root, the server runs as
+the ``postgres`` user (initdb refuses root).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def bin_dir() -> Path | None:
+    """The newest installed PostgreSQL server binaries, if any."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(Path(p).parent.parent.name))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """A running cluster; ``url`` is an asyncpg SQLAlchemy URL to its ``postgres`` db."""
+
+    def __init__(self) -> None:
+        binaries = bin_dir()
+        if binaries is None:
+            raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+        self.bin = binaries
+        self.dir = Path(tempfile.mkdtemp(prefix="chatbridge-pg-"))
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            os.chmod(self.dir, 0o755)
+        subprocess.run(
+            _as_server_user([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                             "--auth=trust", "-E", "UTF8", "--no-sync"]),
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            _as_server_user([
+                str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
+                "-o", f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off "
+                      "-c synchronous_commit=off -c full_page_writes=off",
+                "-w", "start",
+            ]),
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        """Stop the server and remove its files."""
+        subprocess.run(
+            _as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                             "stop"]),
+            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.1)
+        shutil.rmtree(self.dir, ignore_errors=True)

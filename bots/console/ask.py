@@ -30,7 +30,7 @@ def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
     found: list[bytes] = []
     for name in paths:
         try:
-            found.append(Path(name).read_bytes())
+            found.append(Path(name).expanduser().read_bytes())
         except OSError as err:
             raise InputError(user_message=f"cannot read image {name}: {err.strerror}") from err
     return tuple(found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from bots.console.ask import console_request, read_images, stream_turn
 from bots.runtime import open_runtime
@@ -18,6 +19,12 @@ HELP = """Type a message and press Enter. Commands:
   /reset        start a new conversation (the old one is kept)
   /help         this help
   /exit         leave (Ctrl-D works too)"""
+
+
+def _image_path(text: str) -> Path | None:
+    """The file a /image command names, if it exists."""
+    path = Path(text.strip()).expanduser()
+    return path if path.is_file() else None
 
 
 async def _read_line(prompt: str) -> str | None:
@@ -58,8 +65,12 @@ async def run_chat(settings: Settings, *, conversation: str) -> int:
                 print("(started a new conversation)")
                 continue
             if text.startswith("/image "):
-                pending.append(text.removeprefix("/image ").strip())
-                print(f"(image attached: {pending[-1]})")
+                path = _image_path(text.removeprefix("/image "))
+                if path is not None:
+                    pending.append(str(path))
+                    print(f"(image attached: {path})")
+                else:
+                    print(f"chatbridge: no such file: {text[7:].strip()}", file=sys.stderr)
                 continue
             try:
                 images = read_images(pending)

@@ -1,0 +1,63 @@
+"""Settings from the environment, .env and chatbridge.toml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bots.settings import LOCAL, load_settings
+from core.errors import ConfigError
+
+
+def test_defaults_with_a_dashscope_key(tmp_path: Path) -> None:
+    s = load_settings({"DASHSCOPE_API_KEY": "sk-1"}, cwd=tmp_path)
+    assert s.model == "qwen3.5-plus" and s.model_api == "openai"
+    assert s.model_base_url == "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+    assert s.model_api_key == "sk-1"
+    assert s.database_url == "sqlite+aiosqlite:///chatbridge.db"
+    assert "sk-1" not in repr(s)
+
+
+def test_native_api_default_base(tmp_path: Path) -> None:
+    s = load_settings({"DASHSCOPE_API_KEY": "k", "CHATBRIDGE_MODEL_API": "dashscope"},
+                      cwd=tmp_path)
+    assert s.model_base_url == "https://dashscope-intl.aliyuncs.com/api/v1"
+
+
+def test_own_key_wins_and_empty_means_none(tmp_path: Path) -> None:
+    s = load_settings({"DASHSCOPE_API_KEY": "ds", "CHATBRIDGE_MODEL_API_KEY": "",
+                       "CHATBRIDGE_MODEL_BASE_URL": "http://127.0.0.1:8080/v1"}, cwd=tmp_path)
+    assert s.model_api_key is None
+
+
+def test_remote_without_key_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CHATBRIDGE_MODEL_API_KEY"):
+        load_settings({"CHATBRIDGE_MODEL_BASE_URL": "https://api.openai.com/v1"}, cwd=tmp_path)
+
+
+def test_local_model_when_nothing_is_configured(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    s = load_settings({}, cwd=tmp_path)
+    assert s.model_base_url == LOCAL and s.model == "smollm2"
+
+
+def test_dotenv_and_toml(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DASHSCOPE_API_KEY=from-dotenv\nCHATBRIDGE_MODEL=qwen-flash\n")
+    (tmp_path / "chatbridge.toml").write_text(
+        '[defaults]\npreset = "factual_qa"\n[profiles.support]\nmodel = "qwen-plus"\n'
+    )
+    s = load_settings({"CHATBRIDGE_MODEL": "qwen-max"}, cwd=tmp_path)
+    assert s.model_api_key == "from-dotenv" and s.model == "qwen-max"  # env beats .env
+    assert s.profiles["support"].model == "qwen-plus"
+    assert s.profiles["support"].sampling.temperature == 0.1
+
+
+@pytest.mark.parametrize("env", [
+    {"CHATBRIDGE_MODEL_API": "grpc"}, {"CHATBRIDGE_MODEL_TIMEOUT": "soon"},
+    {"CHATBRIDGE_PRESET": "nope"}, {"CHATBRIDGE_CONFIG": "missing.toml"},
+    {"CHATBRIDGE_ENABLE_THINKING": "maybe"},
+])
+def test_bad_settings(tmp_path: Path, env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_settings({"DASHSCOPE_API_KEY": "k", **env}, cwd=tmp_path)

@@ -57,6 +57,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
+                    model_choices=settings.model_choices,
                 )
                 service = ChatService(store=store, model=build_model(settings, http),
                                       options=options)

@@ -43,6 +43,7 @@ class Settings:
     profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     config_path: str | None = None
     lease_seconds: int = 60
+    model_choices: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -163,6 +164,12 @@ def load_settings(
             "or install chatbridge[local] to try the small local model."
         )
     config, config_path = _config(env, cwd)
+    choices = [m.strip() for m in env.get("CHATBRIDGE_MODELS", "").split(",") if m.strip()]
+    if not choices:
+        raw_choices = (config.get("models") or {}).get("choices") or []
+        if not isinstance(raw_choices, list) or not all(isinstance(m, str) for m in raw_choices):
+            raise ConfigError("[models] choices must be a list of model names")
+        choices = list(raw_choices)
     return Settings(
         database_url=env.get("CHATBRIDGE_DATABASE_URL") or Settings.database_url,
         model=model or Settings.model,
@@ -176,5 +183,6 @@ def load_settings(
         profiles=_profiles(env, config),
         config_path=config_path,
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),
+        model_choices=tuple(choices),
         env=env,
     )

@@ -49,6 +49,7 @@ class ServiceOptions:
     stream: bool = True
     max_image_side: int = DEFAULT_MAX_SIDE
     max_images: int = 10
+    model_choices: tuple[str, ...] = ()
 
 
 class ChatService:
@@ -79,6 +80,37 @@ class ChatService:
         """Close the conversation under this key; the next message starts a new one."""
         return await self._store.reset(platform=platform, scope=scope)
 
+    @property
+    def model_choices(self) -> tuple[str, ...]:
+        """Models people may switch to (empty: switching is off)."""
+        return self._options.model_choices
+
+    async def current_model(self, *, platform: str, scope: str, profile: str | None) -> str:
+        """The model this conversation key uses now."""
+        chosen = None
+        if self._options.model_choices:
+            chosen = await self._store.scope_model(platform=platform, scope=scope)
+        return chosen or self.model_for(self.profile(profile))
+
+    async def choose_model(self, *, platform: str, scope: str, model: str | None) -> None:
+        """Switch this conversation key to ``model`` (``None``: back to the profile's)."""
+        if model is not None and model not in self._options.model_choices:
+            choices = ", ".join(self._options.model_choices) or "none configured"
+            raise InputError(user_message=f"Unknown model {model!r}; choose one of: {choices}.")
+        await self._store.set_scope_model(platform=platform, scope=scope, model=model)
+
+    async def record_reply(self, *, platform: str, event_id: str, ref: str) -> None:
+        """Remember where the answer to ``event_id`` was posted (for feedback)."""
+        await self._store.record_reply_ref(platform=platform, event_id=event_id, ref=ref)
+
+    async def record_feedback(
+        self, *, platform: str, ref: str, user_id: str, positive: bool
+    ) -> bool:
+        """Store a thumbs up/down on the answer posted at ``ref``."""
+        return await self._store.record_feedback(
+            platform=platform, ref=ref, user_id=user_id, value="up" if positive else "down"
+        )
+
     async def _prepare_images(self, raw: tuple[bytes, ...]) -> tuple[Image, ...]:
         if len(raw) > self._options.max_images:
             raise InputError(user_message=f"Please send at most {self._options.max_images} "
@@ -91,6 +123,10 @@ class ChatService:
         """Answer one inbound message as a stream of reply events."""
         profile = self.profile(request.profile)
         model = self.model_for(profile)
+        if self._options.model_choices:
+            model = await self._store.scope_model(
+                platform=request.platform, scope=request.scope
+            ) or model
         text = request.text.strip()
         if not text and not request.images:
             yield ErrorEvent("bad_input", "Your message was empty; please write something.")
@@ -151,7 +187,10 @@ class ChatService:
         began = time.monotonic()
         yield StatusEvent("thinking…")
         counter = self._counter(model)
-        call = ModelCall(model, build_messages(profile, history), profile.sampling)
+        call = ModelCall(
+            model, build_messages(profile, history, show_authors=request.shared),
+            profile.sampling,
+        )
         answer: list[str] = []
         reasoning: list[str] = []
         finish = FinishChunk("stop")

@@ -38,7 +38,11 @@ class Author:
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """One inbound message for the core: where it belongs, who wrote it, what it says."""
+    """One inbound message for the core: where it belongs, who wrote it, what it says.
+
+    ``shared``: several people write in this conversation (a channel thread, a group), so
+    each message reaches the model with its author's name.
+    """
 
     platform: str
     scope: str
@@ -47,6 +51,7 @@ class ChatRequest:
     event_id: str
     images: tuple[bytes, ...] = ()
     profile: str | None = None
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bots import db
 from core.store.models import Base
 
-TABLES = {"conversations", "messages", "attachments", "message_attachments", "inbound_events"}
+TABLES = {"conversations", "messages", "attachments", "message_attachments", "inbound_events",
+          "feedback", "scope_settings"}
 
 
 def test_head_constant_matches_scripts() -> None:

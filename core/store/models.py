@@ -95,9 +95,14 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(16), default="ok")
     error: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[str | None] = mapped_column(String(256))
+    # Where the platform shows this message (e.g. Slack "C123/1712345678.000100").
+    platform_ref: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_platform_ref", "platform_ref"),
+    )
 
 
 class Attachment(Base):
@@ -139,3 +144,30 @@ class InboundEvent(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("platform", "event_id"),)
+
+
+class Feedback(Base):
+    """A person's rating of an answer (thumbs up/down); one per person and message."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("message_id", "user_id"),)
+
+
+class ScopeSetting(Base):
+    """Choices that outlive a reset, per conversation key (e.g. the model picked)."""
+
+    __tablename__ = "scope_settings"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    model: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -33,9 +33,11 @@ from core.errors import StoreError
 from core.store.models import (
     Attachment,
     Conversation,
+    Feedback,
     InboundEvent,
     Message,
     MessageAttachment,
+    ScopeSetting,
     utcnow,
 )
 from core.types import Author, Image, Usage
@@ -49,6 +51,8 @@ _msg: Table = Message.__table__  # type: ignore[assignment]
 _att: Table = Attachment.__table__  # type: ignore[assignment]
 _link: Table = MessageAttachment.__table__  # type: ignore[assignment]
 _evt: Table = InboundEvent.__table__  # type: ignore[assignment]
+_fb: Table = Feedback.__table__  # type: ignore[assignment]
+_scope: Table = ScopeSetting.__table__  # type: ignore[assignment]
 
 # Built once, executed with parameters: building a statement per call costs more than
 # SQLite takes to run it.
@@ -417,3 +421,66 @@ class Store:
             return int(value or 0)
 
         return await self._tx(work, "count messages")
+
+    async def record_reply_ref(self, *, platform: str, event_id: str, ref: str) -> bool:
+        """Remember where the answer to ``event_id`` appears on the platform."""
+
+        def work(conn: Connection) -> bool:
+            in_platform = select(_conv.c.id).where(_conv.c.platform == platform)
+            result = conn.execute(
+                update(_msg)
+                .where(_msg.c.event_id == event_id, _msg.c.role == "assistant",
+                       _msg.c.conversation_id.in_(in_platform.scalar_subquery()))
+                .values(platform_ref=ref)
+            )
+            return bool(result.rowcount)
+
+        return await self._tx(work, "remember the reply")
+
+    async def record_feedback(
+        self, *, platform: str, ref: str, user_id: str, value: str
+    ) -> bool:
+        """Store a rating of the answer shown at ``ref``; ``False`` if no such answer."""
+
+        def work(conn: Connection) -> bool:
+            message_id = conn.scalar(
+                select(_msg.c.id)
+                .join(_conv, _conv.c.id == _msg.c.conversation_id)
+                .where(_msg.c.platform_ref == ref, _conv.c.platform == platform)
+                .order_by(_msg.c.id.desc())
+                .limit(1)
+            )
+            if message_id is None:
+                return False
+            stmt = self._insert(_fb).values(message_id=message_id, user_id=user_id,
+                                            value=value, created_at=utcnow())
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["message_id", "user_id"],
+                set_={"value": stmt.excluded.value, "created_at": stmt.excluded.created_at},
+            ))
+            return True
+
+        return await self._tx(work, "store the feedback")
+
+    async def scope_model(self, *, platform: str, scope: str) -> str | None:
+        """The model chosen for this conversation key, if any."""
+        return await self._tx(
+            lambda conn: conn.scalar(
+                select(_scope.c.model).where(_scope.c.platform == platform,
+                                             _scope.c.scope_key == scope)
+            ),
+            "read the model choice",
+        )
+
+    async def set_scope_model(self, *, platform: str, scope: str, model: str | None) -> None:
+        """Choose the model for this conversation key (``None``: the profile's)."""
+
+        def work(conn: Connection) -> None:
+            stmt = self._insert(_scope).values(platform=platform, scope_key=scope, model=model,
+                                               updated_at=utcnow())
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["platform", "scope_key"],
+                set_={"model": stmt.excluded.model, "updated_at": stmt.excluded.updated_at},
+            ))
+
+        await self._tx(work, "store the model choice")

@@ -162,3 +162,45 @@ async def test_only_recent_images_reach_the_model(service: ChatService,
     assert isinstance(users[0]["content"], str) and "earlier image" in users[0]["content"]
     for m in users[1:]:
         assert m["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+async def test_shared_conversations_name_the_authors(service: ChatService,
+                                                     fake_model: FakeModelServer) -> None:
+    req = ChatRequest(platform="slack", scope="T/C/1", author=Author("U1", "Ann"), text="hi all",
+                      event_id="s1", shared=True)
+    await run(service, req)
+    assert fake_model.requests[-1].json["messages"][-1]["content"] == "Ann: hi all"
+
+
+async def test_feedback_on_a_posted_reply(service: ChatService, engine: AsyncEngine) -> None:
+    await run(service, request("rate me", event="fb1"))
+    await service.record_reply(platform="console", event_id="fb1", ref="C1/123.456")
+    assert await service.record_feedback(platform="console", ref="C1/123.456", user_id="U9",
+                                         positive=True)
+    assert await service.record_feedback(platform="console", ref="C1/123.456", user_id="U9",
+                                         positive=False)  # a change of mind replaces it
+    assert not await service.record_feedback(platform="console", ref="nowhere", user_id="U9",
+                                             positive=True)
+    from core.store.models import Feedback
+
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(Feedback.value, Feedback.user_id))).all()
+    assert [(r.value, r.user_id) for r in rows] == [("down", "U9")]
+
+
+async def test_model_choice_survives_reset(engine: AsyncEngine,
+                                           fake_model: FakeModelServer) -> None:
+    from core.errors import InputError
+
+    async with httpx.AsyncClient() as http:
+        model = OpenAIClient(http, base_url=fake_model.openai_base, api_key=None, timeout=5)
+        svc = ChatService(store=open_store(engine), model=model, options=ServiceOptions(
+            model="qwen3.5-plus", model_choices=("qwen3.5-plus", "qwen-flash")))
+        with pytest.raises(InputError):
+            await svc.choose_model(platform="console", scope="console/t", model="gpt-9")
+        await svc.choose_model(platform="console", scope="console/t", model="qwen-flash")
+        await svc.reset(platform="console", scope="console/t")
+        assert await svc.current_model(platform="console", scope="console/t",
+                                       profile=None) == "qwen-flash"
+        await run(svc, request("which model?"))
+        assert fake_model.requests[-1].json["model"] == "qwen-flash"

@@ -87,11 +87,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_db(args))
     if args.command == "local-model":
         return _local_model(args.port)
-    if args.command in ("slack", "telegram"):
-        raise ConfigError(f"`chatbridge {args.command}` is not available in this version yet")
     from bots.settings import load_settings
 
     settings = load_settings()
+    if args.command == "slack":
+        from bots.slack import main as slack_main
+
+        return slack_main(settings, port=args.port)
+    if args.command == "telegram":
+        from bots.telegram import main as telegram_main
+
+        return telegram_main(settings, webhook=args.webhook, port=args.port)
     if args.command == "ask":
         from bots.console import run_ask
 

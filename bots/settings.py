@@ -42,6 +42,7 @@ class Settings:
     max_image_side: int = 2048
     profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     config_path: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
     lease_seconds: int = 60
     model_choices: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -182,6 +183,7 @@ def load_settings(
         max_image_side=int(_number(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64)),
         profiles=_profiles(env, config),
         config_path=config_path,
+        config=config,
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),
         model_choices=tuple(choices),
         env=env,

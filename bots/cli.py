@@ -13,7 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from core.errors import ChatbridgeError, ConfigError
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.errors import ChatbridgeError, ConfigError, StoreError
 from core.model.faults import redact
 
 __all__ = ["main"]
@@ -65,6 +67,11 @@ async def _db(args: argparse.Namespace) -> int:
         elif args.db_command == "downgrade":
             await db.downgrade(engine, args.revision)
         print(await db.current(engine) or "none (empty database)")
+    except (SQLAlchemyError, OSError) as err:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"database {where}: {type(err).__name__}",
+                         user_message=f"Cannot use the database {where}: "
+                         f"{type(err).__name__}.") from err
     finally:
         await engine.dispose()
     return 0
@@ -109,14 +116,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     return asyncio.run(run_chat(settings, conversation=args.conversation))
 
 
+def _secrets() -> tuple[str, ...]:
+    """Secret values from the environment and ``.env``, to keep out of error lines."""
+    from dotenv import dotenv_values
+
+    names = ("CHATBRIDGE_MODEL_API_KEY", "DASHSCOPE_API_KEY", "SLACK_BOT_TOKEN",
+             "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "TELEGRAM_BOT_TOKEN",
+             "TELEGRAM_WEBHOOK_SECRET")
+    found = [os.environ.get(n) for n in names]
+    try:
+        dotenv = dotenv_values(".env")
+        found += [dotenv.get(n) for n in names]
+    except OSError:
+        pass
+    return tuple(v for v in found if v)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("CHATBRIDGE_LOG_LEVEL", "WARNING").upper(),
                         format="%(levelname)s %(name)s: %(message)s")
-    secrets = tuple(os.environ.get(n) for n in (
-        "CHATBRIDGE_MODEL_API_KEY", "DASHSCOPE_API_KEY", "SLACK_BOT_TOKEN",
-        "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "TELEGRAM_BOT_TOKEN"))
+    secrets = _secrets()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

@@ -6,11 +6,15 @@ migrated explicitly with ``chatbridge db upgrade``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -98,12 +102,32 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
 
 async def current(engine: AsyncEngine) -> str | None:
     """The database's revision, or ``None`` when it was never migrated."""
-    try:
-        async with engine.connect() as conn:
-            value = await conn.scalar(text("SELECT version_num FROM alembic_version"))
-            return str(value) if value is not None else None
-    except SQLAlchemyError:
-        return None
+    async with engine.connect() as conn:
+        if not await conn.run_sync(lambda c: inspect(c).has_table("alembic_version")):
+            return None
+        value = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        return str(value) if value is not None else None
+
+
+def _unreachable(engine: AsyncEngine, err: BaseException) -> StoreError:
+    where = engine.url.render_as_string(hide_password=True)
+    return StoreError(f"cannot reach the database {where}: {type(err).__name__}",
+                      user_message=f"Cannot reach the database {where}.")
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Serialize first-use migrations of one SQLite file across processes."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a+b") as handle:  # noqa: ASYNC230
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:
@@ -112,18 +136,19 @@ async def ensure_schema(engine: AsyncEngine) -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as err:
-        where = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"cannot reach the database {where}: {type(err).__name__}",
-                         user_message=f"Cannot reach the database {where}.") from err
+        raise _unreachable(engine, err) from err
     try:
-        revision = await current(engine)
-        if revision == HEAD:
+        if await current(engine) == HEAD:
             return
-        if engine.dialect.name == "sqlite":
-            await upgrade(engine)
-            return
-    except SQLAlchemyError as err:
-        raise StoreError(f"cannot reach the database: {type(err).__name__}: {err}") from err
+        async with _migration_lock(engine):
+            revision = await current(engine)  # another process may have just done it
+            if revision == HEAD:
+                return
+            if engine.dialect.name == "sqlite":
+                await upgrade(engine)
+                return
+    except (SQLAlchemyError, OSError) as err:
+        raise _unreachable(engine, err) from err
     raise ConfigError(
         f"the database is at revision {revision or 'none'}, chatbridge needs {HEAD}: "
         "run `chatbridge db upgrade`"

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import struct
+import warnings
 
 from PIL import Image as PILImage
 from PIL import ImageOps
@@ -47,7 +48,9 @@ _PIL_FORMATS = {
 _KEEP_MODES = {"image/png": {"1", "L", "LA", "P", "RGB", "RGBA"}, "image/jpeg": {"L", "RGB"}}
 _BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
 _FALLBACK_QUALITIES = (85, 75, 60)
-_DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error)
+# Decoders raise all sorts on hostile input (TypeError from a mangled TIFF, too).
+_DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TypeError, IndexError,
+                  KeyError, ZeroDivisionError, struct.error)
 _LANCZOS = PILImage.Resampling.LANCZOS
 
 
@@ -98,16 +101,18 @@ def prepare_image(
             user_message="I can only read images in PNG, JPEG, WebP, GIF, BMP or TIFF format.",
         )
     try:
-        with PILImage.open(io.BytesIO(data), formats=[_PIL_FORMATS[mime]]) as opened:
-            if opened.width * opened.height > _MAX_PIXELS:
-                raise _too_many_pixels(f"{opened.width}x{opened.height}")
-            opened.load()  # the first frame only, for GIF and animated WebP
-            single_frame = getattr(opened, "n_frames", 1) == 1
-            exif = opened.getexif()
-            rotated = exif.get(0x0112, 1) in range(2, 9)
-            # EXIF/XMP may hold a photo's GPS position: never pass it through to the model.
-            metadata = bool(exif) or any(k in opened.info for k in ("xmp", "XML:com.adobe.xmp"))
-            img = ImageOps.exif_transpose(opened) if rotated else opened.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # hostile files make Pillow warn; we refuse them
+            with PILImage.open(io.BytesIO(data), formats=[_PIL_FORMATS[mime]]) as opened:
+                if opened.width * opened.height > _MAX_PIXELS:
+                    raise _too_many_pixels(f"{opened.width}x{opened.height}")
+                opened.load()  # the first frame only, for GIF and animated WebP
+                single_frame = getattr(opened, "n_frames", 1) == 1
+                exif = opened.getexif()
+                rotated = exif.get(0x0112, 1) in range(2, 9)
+                # EXIF/XMP may hold a photo's GPS position: never pass it through to the model.
+                metadata = bool(exif) or any(k in opened.info for k in ("xmp", "XML:com.adobe.xmp"))
+                img = ImageOps.exif_transpose(opened) if rotated else opened.copy()
     except PILImage.DecompressionBombError as err:
         raise _too_many_pixels(str(err)) from err
     except _DECODE_ERRORS as err:

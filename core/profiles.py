@@ -134,8 +134,9 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
     for key in ("context_tokens", "image_turns", "max_context_messages", "max_input_chars"):
         if key in raw:
             value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{where}: {key} must be a non-negative integer")
+            least = 1 if key in ("max_context_messages", "context_tokens") else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{where}: {key} must be an integer of at least {least}")
             profile = replace(profile, **{key: value})  # type: ignore[arg-type]
     for key in ("system_prompt", "model"):
         if key in raw:

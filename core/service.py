@@ -7,13 +7,22 @@ message is stored before the model is called; a failed turn is stored as failed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from weakref import WeakValueDictionary
 
 from core.context import build_messages
-from core.errors import ChatbridgeError, InputError, ModelError, ModelStreamBroken
+from core.errors import (
+    ChatbridgeError,
+    ImageError,
+    InputError,
+    ModelError,
+    ModelRefused,
+    ModelStreamBroken,
+    StoreError,
+)
 from core.images import DEFAULT_MAX_SIDE, prepare_image
 from core.model.base import ModelClient
 from core.profiles import Profile
@@ -36,6 +45,8 @@ from core.types import (
 )
 
 __all__ = ["ChatService", "ServiceOptions"]
+
+log = logging.getLogger(__name__)
 
 
 
@@ -116,11 +127,24 @@ class ChatService:
             raise InputError(user_message=f"Please send at most {self._options.max_images} "
                              "images at a time.")
         side = self._options.max_image_side
-        return tuple([await asyncio.to_thread(prepare_image, data, max_side=side)
-                      for data in raw])
+        try:
+            return tuple([await asyncio.to_thread(prepare_image, data, max_side=side)
+                          for data in raw])
+        except InputError:
+            raise
+        except Exception as err:  # a decoder bug on hostile input is still bad input
+            raise ImageError(f"image decoder failed: {type(err).__name__}") from err
 
     async def handle(self, request: ChatRequest) -> AsyncIterator[ReplyEvent]:
         """Answer one inbound message as a stream of reply events."""
+        try:
+            async for event in self._handle(request):
+                yield event
+        except StoreError as err:
+            log.error("database failure in %s: %s", request.scope, err)
+            yield ErrorEvent(err.kind, err.user_message, request.scope)
+
+    async def _handle(self, request: ChatRequest) -> AsyncIterator[ReplyEvent]:
         profile = self.profile(request.profile)
         model = self.model_for(profile)
         if self._options.model_choices:
@@ -173,7 +197,9 @@ class ChatService:
                 held = True
             history = start.history
             if history is None:
-                history = tuple(await self._store.load_context(start.conversation_id, limits))
+                history = tuple(await self._store.load_context(
+                    start.conversation_id, limits, current_id=start.message_id
+                ))
             async for event in self._run_turn(start, request, profile, model, history):
                 yield event
         finally:
@@ -217,6 +243,33 @@ class ChatService:
         except ModelError as err:
             await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
             yield ErrorEvent(err.kind, err.user_message, request.scope)
+            return
+        except Exception as err:  # a bug or an unforeseen fault: still end the turn cleanly
+            log.exception("turn failed in %s", request.scope)
+            await self._fail(start, request, model, ChatbridgeError(type(err).__name__),
+                             int((time.monotonic() - began) * 1000))
+            yield ErrorEvent("internal", ChatbridgeError.default_user_message, request.scope)
+            return
+        except BaseException:
+            # Cancelled (shutdown, the adapter gave up) or the consumer went away: record
+            # the turn as partial/failed so a redelivery is not left unanswered forever.
+            text = "".join(answer)
+            await asyncio.shield(self._store.finish_turn(
+                start, event_id=request.event_id, platform=request.platform, text=text,
+                token_count=message_tokens(counter, text),
+                status="partial" if text else "failed", model=model, error="interrupted",
+                latency_ms=int((time.monotonic() - began) * 1000),
+            ))
+            raise
+        if finish.reason == "content_filter" or not "".join(answer).strip():
+            refusal = finish.reason == "content_filter"
+            no_answer = ModelRefused("finish_reason content_filter") if refusal else ModelError(
+                "empty answer", user_message="The model returned an empty answer; "
+                "please try again or rephrase.")
+            await self._fail(start, request, model, no_answer,
+                             int((time.monotonic() - began) * 1000))
+            yield ErrorEvent("refused" if refusal else "empty", no_answer.user_message,
+                             request.scope)
             return
         text = "".join(answer)
         answer_tokens = message_tokens(counter, text)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 from pathlib import Path
 
 from bots.console.ask import console_request, read_images, stream_turn
@@ -28,13 +30,28 @@ def _image_path(text: str) -> Path | None:
 
 
 async def _read_line(prompt: str) -> str | None:
-    def read() -> str | None:
-        try:
-            return input(prompt)
-        except EOFError:
-            return None
+    """One line from stdin (``None`` at end of input), without blocking the event loop.
 
-    return await asyncio.to_thread(read)
+    A daemon thread rather than the default executor: Ctrl-C at the prompt must end the
+    program at once, not after the next Enter.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str | None] = loop.create_future()
+
+    def deliver(line: str | None) -> None:
+        if not done.done():
+            done.set_result(line)
+
+    def read() -> None:
+        try:
+            line: str | None = input(prompt)
+        except (EOFError, OSError, ValueError):
+            line = None
+        with contextlib.suppress(RuntimeError):  # the loop may be gone after Ctrl-C
+            loop.call_soon_threadsafe(deliver, line)
+
+    threading.Thread(target=read, name="chatbridge-stdin", daemon=True).start()
+    return await done
 
 
 async def run_chat(settings: Settings, *, conversation: str) -> int:

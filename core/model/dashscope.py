@@ -52,6 +52,12 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _status_of(comment: str) -> int:
+    """The status in a ``:HTTP_STATUS/400`` comment line; 400 when absent or odd."""
+    _, _, code = comment.partition("HTTP_STATUS/")
+    return int(code) if code.isdigit() else 400
+
+
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
@@ -150,9 +156,10 @@ class DashScopeClient:
                     data = json.loads(event.data)
                 except ValueError:
                     continue
-                if event.event == "error" or (isinstance(data, dict) and data.get("code")):
-                    status = int(event.comment.rpartition("/")[2] or 400) \
-                        if event.comment.startswith("HTTP_STATUS/") else 400
+                if not isinstance(data, dict):
+                    continue
+                if event.event == "error" or data.get("code"):
+                    status = _status_of(event.comment)
                     err = error_from_body(status, data, model=model, secrets=(self._key,))
                     if isinstance(err, ModelRefused) or not text:
                         raise err

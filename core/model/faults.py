@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -51,10 +52,14 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     try:
         return max(float(raw), 0.0)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(parsed.timestamp() - time.time(), 0.0)
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return max(parsed.timestamp() - time.time(), 0.0)
 
 
 def _code_and_message(body: Any) -> tuple[str, str]:

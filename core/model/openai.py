@@ -153,7 +153,9 @@ class OpenAIClient:
                     data = json.loads(event.data)
                 except ValueError:
                     continue
-                if "error" in data:
+                if not isinstance(data, dict):
+                    continue
+                if data.get("error"):
                     err = error_from_body(200, data, model=model, secrets=(self._key,))
                     if isinstance(err, ModelRefused) or not text:
                         raise err

@@ -71,7 +71,7 @@ _CLOSE_EVENT = (
 )
 _CONTEXT = (
     select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name, _msg.c.token_count,
-           _msg.c.image_count)
+           _msg.c.image_count, _msg.c.event_id)
     .where(_msg.c.conversation_id == bindparam("p_id"), _msg.c.status != "failed")
     .order_by(_msg.c.id.desc())
     .limit(bindparam("p_limit"))
@@ -92,12 +92,13 @@ class StoredMessage(NamedTuple):
     author_name: str
     token_count: int
     image_count: int
+    event_id: str = ""
     images: tuple[Image, ...] = ()
 
 
 def _stored(row: Any) -> StoredMessage:
-    ident, role, text, name, tokens, image_count = row
-    return StoredMessage(ident, role, text, name or "", tokens, image_count)
+    ident, role, text, name, tokens, image_count, event_id = row
+    return StoredMessage(ident, role, text, name or "", tokens, image_count, event_id or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +223,8 @@ class Store:
                 conn, conversation_id=conv_id, role="user", author=author, text=text,
                 token_count=token_count, event_id=event_id, images=images,
             )
-            history = None if context is None else tuple(self._context(conn, conv_id, context))
+            history = (None if context is None
+                       else tuple(self._context(conn, conv_id, context, message_id)))
             return TurnStart(conv_id, message_id, conv_profile, history)
 
         return await self._tx(work, "record the message")
@@ -323,15 +325,17 @@ class Store:
         return await self._tx(work, "store the answer")
 
     async def load_context(
-        self, conversation_id: int, limits: ContextLimits
+        self, conversation_id: int, limits: ContextLimits, *, current_id: int | None = None
     ) -> list[StoredMessage]:
         """The newest usable messages that fit the token budget, oldest first.
 
         Images are loaded for the newest ``image_turns`` user messages that have any;
         older messages keep only their ``image_count``.
         """
-        return await self._tx(lambda conn: self._context(conn, conversation_id, limits),
-                              "load the conversation")
+        return await self._tx(
+            lambda conn: self._context(conn, conversation_id, limits, current_id),
+            "load the conversation",
+        )
 
     def _window(
         self, conn: Connection, conversation_id: int, limit: int
@@ -362,18 +366,30 @@ class Store:
         return window
 
     def _context(
-        self, conn: Connection, conversation_id: int, limits: ContextLimits
+        self, conn: Connection, conversation_id: int, limits: ContextLimits,
+        current_id: int | None = None,
     ) -> list[StoredMessage]:
+        """The context for the turn of message ``current_id``, in conversation order.
+
+        User messages newer than the current one wait for their own turn. Each answer
+        follows the message it answers (they share the inbound event id), even when a
+        second message was recorded while the first was being answered.
+        """
         picked: list[StoredMessage] = []
         used = 0
         for message in self._window(conn, conversation_id, limits.max_messages):
+            if current_id is not None and message.role == "user" and message.id > current_id:
+                continue
             if picked and used + message.token_count > limits.budget_tokens:
                 break
             used += message.token_count
             picked.append(message)
-        with_images = [m.id for m in picked if m.image_count][: limits.image_turns]
+        recent_turns = [m for m in picked if m.role == "user"][: limits.image_turns]
+        with_images = [m.id for m in recent_turns if m.image_count]
         images = self._images_for(conn, with_images) if with_images else {}
-        picked.reverse()
+        asked = {m.event_id: m.id for m in picked if m.role == "user" and m.event_id}
+        picked.sort(key=lambda m: (asked.get(m.event_id, m.id) if m.role != "user" else m.id,
+                                   m.role != "user", m.id))
         if not images:
             return picked
         return [m._replace(images=tuple(images[m.id])) if m.id in images else m for m in picked]

@@ -162,3 +162,67 @@ def test_db_upgrade_on_postgres(tmp_path: Path, fake_model: FakeModelServer,
     fake_model.enqueue(Reply(text="from postgres"))
     asked = run(tmp_path, fake_model, "ask", "hi", CHATBRIDGE_DATABASE_URL=postgres_url)
     assert asked.stdout.strip() == "from postgres", asked.stderr
+
+
+def test_parallel_first_use_of_a_new_sqlite_file(tmp_path: Path,
+                                                 fake_model: FakeModelServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATBRIDGE_", "DASHSCOPE_"))}
+    env.update({"CHATBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/new.db",
+                "CHATBRIDGE_MODEL_BASE_URL": fake_model.openai_base,
+                "CHATBRIDGE_MODEL_API_KEY": "", "CHATBRIDGE_MODEL": "qwen-plus"})
+    procs = [subprocess.Popen([sys.executable, "-m", "bots.cli", "ask", "--conversation",
+                               f"c{i}", "hi"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    url = "postgresql+asyncpg://chatbridge:hunter2@127.0.0.1:9/chatbridge"
+    for args in (("db", "current"), ("ask", "hi")):
+        result = run(tmp_path, fake_model, *args, CHATBRIDGE_DATABASE_URL=url)
+        assert result.returncode == 1
+        line = one_clean_line(result.stderr)
+        assert "Cannot" in line and "hunter2" not in line
+
+
+def test_chat_in_a_terminal_streams_and_ctrl_c_leaves_at_once(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    import contextlib
+    import pty
+    import select
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATBRIDGE_", "DASHSCOPE_"))}
+    env.update({"CHATBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/t.db",
+                "CHATBRIDGE_MODEL_BASE_URL": fake_model.openai_base,
+                "CHATBRIDGE_MODEL_API_KEY": "", "CHATBRIDGE_MODEL": "qwen-plus"})
+    fake_model.enqueue(Reply(text="Hi, I am streaming."))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "bots.cli", "chat"], cwd=tmp_path, env=env,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    screen = b""
+
+    def read_until(marker: bytes, count: int = 1) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 30
+        while screen.count(marker) < count and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                screen += os.read(master, 4096)
+        assert screen.count(marker) >= count, screen
+
+    read_until(b"you> ")
+    os.write(master, b"hello\n")
+    read_until(b"you> ", 2)
+    assert b"bot> Hi, I am streaming." in screen
+    proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt
+    assert proc.wait(timeout=5) == 130
+    with contextlib.suppress(OSError):
+        while select.select([master], [], [], 0.2)[0]:
+            screen += os.read(master, 4096)
+    assert b"Traceback" not in screen
+    os.close(master)

@@ -222,3 +222,21 @@ def test_exif_metadata_is_never_passed_through() -> None:
     out = prepare_image(buf.getvalue())
     assert out.data != buf.getvalue()
     assert not PILImage.open(io.BytesIO(out.data)).getexif()
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG", "GIF", "BMP", "WEBP", "JPEG"])
+def test_mutated_images_never_raise_anything_but_image_error(fmt: str) -> None:
+    import random
+
+    buf = io.BytesIO()
+    PILImage.new("RGB", (32, 24), "purple").save(buf, fmt)
+    original = buf.getvalue()
+    rng = random.Random(fmt)
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(8, len(data))] = rng.randrange(256)
+        try:
+            prepare_image(bytes(data))
+        except ImageError as err:
+            assert err.user_message

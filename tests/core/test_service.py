@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 
@@ -204,3 +205,58 @@ async def test_model_choice_survives_reset(engine: AsyncEngine,
                                        profile=None) == "qwen-flash"
         await run(svc, request("which model?"))
         assert fake_model.requests[-1].json["model"] == "qwen-flash"
+
+
+async def test_overlapping_turns_keep_question_answer_order(service: ChatService,
+                                                            fake_model: FakeModelServer) -> None:
+    fake_model.enqueue(Reply(text="answer A", delay=0.3), Reply(text="answer B"),
+                       Reply(text="answer C"))
+    first = asyncio.create_task(run(service, request("question A")))
+    await asyncio.sleep(0.1)  # A's turn is running; B is recorded and waits
+    second = await run(service, request("question B"))
+    await first
+    assert isinstance(second[-1], FinalEvent) and second[-1].text == "answer B"
+    sent = [m["content"] for m in fake_model.requests[1].json["messages"]][1:]
+    assert sent == ["question A", "answer A", "question B"]
+    await run(service, request("question C"))
+    sent = [m["content"] for m in fake_model.requests[2].json["messages"]][1:]
+    assert sent == ["question A", "answer A", "question B", "answer B", "question C"]
+
+
+async def test_images_only_from_the_recent_user_turns(service: ChatService,
+                                                      fake_model: FakeModelServer) -> None:
+    await run(service, request("a picture", images=(png(),)))
+    for i in range(2):  # the profile sends images of the last 2 user turns
+        await run(service, request(f"text {i}"))
+    sent = fake_model.requests[-1].json["messages"]
+    assert all(isinstance(m["content"], str) for m in sent)
+    assert "earlier image" in sent[1]["content"]
+
+
+@pytest.mark.parametrize(("reply", "kind"), [
+    (Reply(text=""), "empty"),
+    (Reply(text="blocked", finish_reason="content_filter"), "refused"),
+])
+async def test_no_usable_answer_is_an_error(service: ChatService, fake_model: FakeModelServer,
+                                            reply: Reply, kind: str) -> None:
+    fake_model.enqueue(reply)
+    last = (await run(service, request("hello")))[-1]
+    assert isinstance(last, ErrorEvent) and last.kind == kind
+
+
+async def test_cancelled_turn_is_closed_not_left_open(service: ChatService,
+                                                      fake_model: FakeModelServer,
+                                                      engine: AsyncEngine) -> None:
+    from core.store.models import InboundEvent
+
+    fake_model.enqueue(Reply(text="slow", delay=2))
+    task = asyncio.create_task(run(service, request("wait for it", event="cancel-me")))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with engine.connect() as conn:
+        status = await conn.scalar(select(InboundEvent.status)
+                                   .where(InboundEvent.event_id == "cancel-me"))
+        error = await conn.scalar(select(Message.error).where(Message.role == "assistant"))
+    assert (status, error) == ("failed", "interrupted")

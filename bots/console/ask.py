@@ -61,11 +61,16 @@ async def stream_turn(
 ) -> FinalEvent | ErrorEvent:
     """Run one turn, echoing text deltas to ``out`` as they arrive."""
     last: ReplyEvent | None = None
+    wrote = False
     async for event in service.handle(request):
         if isinstance(event, DeltaEvent) and out is not None:
             out.write(event.text)
             out.flush()
+            wrote = True
         last = event
+    if isinstance(last, ErrorEvent) and wrote and out is not None:
+        out.write("\n[answer withdrawn]")  # e.g. moderation stopped it mid-stream
+        out.flush()
     if isinstance(last, FinalEvent | ErrorEvent):
         return last
     return ErrorEvent("duplicate", "This message was already answered.")
@@ -81,6 +86,7 @@ async def run_ask(
         request = console_request(conversation, text, images)
         result = await stream_turn(runtime.service, request, None if as_json else sys.stdout)
     if isinstance(result, ErrorEvent):
+        sys.stdout.flush()
         print(f"chatbridge: {result.message}", file=sys.stderr)
         return 1
     if as_json:

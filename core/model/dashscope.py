@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from core.errors import ModelRefused, ModelStreamBroken, ModelUnavailable
-from core.model.faults import error_from_body, error_from_response, redact
+from core.model.http import HTTPModelClient, Piece
 from core.model.openai import image_data_url, sends_thinking_flag
-from core.model.sse import iter_sse
+from core.model.sse import ServerSentEvent
 from core.types import (
     ContextMessage,
     FinishChunk,
@@ -64,21 +61,8 @@ def _usage(raw: Any) -> Usage | None:
     return Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0))
 
 
-class DashScopeClient:
+class DashScopeClient(HTTPModelClient):
     """Qwen over DashScope's native API, over one pooled ``httpx.AsyncClient``."""
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        base_url: str,
-        api_key: str | None,
-        timeout: float = 120.0,
-    ) -> None:
-        self._http = http
-        self._base = base_url.rstrip("/")
-        self._key = api_key
-        self._timeout = httpx.Timeout(timeout, connect=10.0)
 
     def _request(self, call: ModelCall, stream: bool) -> httpx.Request:
         multimodal = is_multimodal(call)
@@ -98,9 +82,7 @@ class DashScopeClient:
                                    for m in call.messages]},
             "parameters": parameters,
         }
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
+        headers = self._headers()
         if stream:
             headers["X-DashScope-SSE"] = "enable"
             headers["Accept"] = "text/event-stream"
@@ -108,83 +90,30 @@ class DashScopeClient:
         return self._http.build_request("POST", url, json=body, headers=headers,
                                         timeout=self._timeout)
 
-    async def stream(self, call: ModelCall, *, stream: bool = True) -> AsyncIterator[ModelChunk]:
-        """Yield reasoning and text chunks, then one ``FinishChunk``."""
-        try:
-            response = await self._http.send(self._request(call, stream), stream=True)
-        except httpx.HTTPError as err:
-            raise ModelUnavailable(
-                f"could not reach the model endpoint: {type(err).__name__}"
-            ) from err
-        try:
-            if response.status_code != 200:
-                raise await error_from_response(response, model=call.model, secrets=(self._key,))
-            if "text/event-stream" in response.headers.get("content-type", ""):
-                async for chunk in self._read_stream(response, call.model):
-                    yield chunk
-            else:
-                async for chunk in self._read_json(response, call.model):
-                    yield chunk
-        finally:
-            await response.aclose()
-
-    async def _read_json(self, response: httpx.Response, model: str) -> AsyncIterator[ModelChunk]:
-        try:
-            body = json.loads(await response.aread())
-            if body.get("code"):
-                raise error_from_body(400, body, model=model, secrets=(self._key,))
-            choice = body["output"]["choices"][0]
-            message = choice.get("message") or {}
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as err:
-            raise ModelUnavailable(f"unreadable answer: {type(err).__name__}") from err
+    def _parse_json(self, body: Any, model: str) -> list[ModelChunk]:
+        if body.get("code"):
+            raise self._error(400, body, model)
+        choice = body["output"]["choices"][0]
+        message = choice.get("message") or {}
+        chunks: list[ModelChunk] = []
         if message.get("reasoning_content"):
-            yield ReasoningChunk(str(message["reasoning_content"]))
+            chunks.append(ReasoningChunk(str(message["reasoning_content"])))
         text = _text_of(message.get("content"))
         if text:
-            yield TextChunk(text)
-        yield FinishChunk(choice.get("finish_reason") or "stop", _usage(body.get("usage")), model)
+            chunks.append(TextChunk(text))
+        chunks.append(FinishChunk(choice.get("finish_reason") or "stop",
+                                  _usage(body.get("usage")), model))
+        return chunks
 
-    async def _read_stream(
-        self, response: httpx.Response, model: str
-    ) -> AsyncIterator[ModelChunk]:
-        text: list[str] = []
-        finish: str | None = None
-        usage: Usage | None = None
-        try:
-            async for event in iter_sse(response.aiter_lines()):
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    continue
-                if not isinstance(data, dict):
-                    continue
-                if event.event == "error" or data.get("code"):
-                    status = _status_of(event.comment)
-                    err = error_from_body(status, data, model=model, secrets=(self._key,))
-                    if isinstance(err, ModelRefused) or not text:
-                        raise err
-                    raise ModelStreamBroken(str(err), partial="".join(text)) from err
-                usage = _usage(data.get("usage")) or usage
-                for choice in (data.get("output") or {}).get("choices") or ():
-                    message = choice.get("message") or {}
-                    if message.get("reasoning_content"):
-                        yield ReasoningChunk(str(message["reasoning_content"]))
-                    piece = _text_of(message.get("content"))
-                    if piece:
-                        text.append(piece)
-                        yield TextChunk(piece)
-                    reason = choice.get("finish_reason")
-                    if reason and reason != "null":
-                        finish = reason
-        except httpx.HTTPError as err:
-            reason_name = redact(type(err).__name__)
-            if not text:
-                raise ModelUnavailable(f"the answer stream failed: {reason_name}") from err
-            raise ModelStreamBroken(f"stream dropped: {reason_name}",
-                                    partial="".join(text)) from err
-        if finish is None:
-            if not text:
-                raise ModelUnavailable("the answer stream ended before any answer")
-            raise ModelStreamBroken("stream ended without a finish reason",
-                                    partial="".join(text))
-        yield FinishChunk(finish, usage, model)
+    def _parse_event(self, event: ServerSentEvent, data: dict[str, Any], model: str) -> Piece:
+        if event.event == "error" or data.get("code"):
+            return Piece(error=self._error(_status_of(event.comment), data, model))
+        piece = Piece(usage=_usage(data.get("usage")))
+        for choice in (data.get("output") or {}).get("choices") or ():
+            message = choice.get("message") or {}
+            piece.reasoning += str(message.get("reasoning_content") or "")
+            piece.text += _text_of(message.get("content"))
+            reason = choice.get("finish_reason")
+            if reason and reason != "null":
+                piece.finish = reason
+        return piece

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from core.errors import ModelRefused, ModelStreamBroken, ModelUnavailable
-from core.model.faults import error_from_body, error_from_response, redact
-from core.model.sse import iter_sse
+from core.model.http import HTTPModelClient, Piece
+from core.model.sse import ServerSentEvent
 from core.types import (
     ContextMessage,
     FinishChunk,
@@ -55,21 +52,8 @@ def _usage(raw: Any) -> Usage | None:
     return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
 
 
-class OpenAIClient:
+class OpenAIClient(HTTPModelClient):
     """Chat completions over one pooled ``httpx.AsyncClient``, streaming or not."""
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        base_url: str,
-        api_key: str | None,
-        timeout: float = 120.0,
-    ) -> None:
-        self._http = http
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._key = api_key
-        self._timeout = httpx.Timeout(timeout, connect=10.0)
 
     def _body(self, call: ModelCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -92,43 +76,17 @@ class OpenAIClient:
             body["enable_thinking"] = thinking and stream
         return body
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream, application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        return headers
-
-    async def stream(self, call: ModelCall, *, stream: bool = True) -> AsyncIterator[ModelChunk]:
-        """Yield reasoning and text chunks, then one ``FinishChunk``."""
-        request = self._http.build_request(
-            "POST", self._url, json=self._body(call, stream), headers=self._headers(),
-            timeout=self._timeout,
+    def _request(self, call: ModelCall, stream: bool) -> httpx.Request:
+        headers = self._headers()
+        headers["Accept"] = "text/event-stream, application/json"
+        return self._http.build_request(
+            "POST", f"{self._base}/chat/completions", json=self._body(call, stream),
+            headers=headers, timeout=self._timeout,
         )
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as err:
-            raise ModelUnavailable(
-                f"could not reach the model endpoint: {type(err).__name__}"
-            ) from err
-        try:
-            if response.status_code != 200:
-                raise await error_from_response(response, model=call.model, secrets=(self._key,))
-            if stream and "text/event-stream" in response.headers.get("content-type", ""):
-                async for chunk in self._read_stream(response, call.model):
-                    yield chunk
-            else:
-                for chunk in await self._read_json(response, call.model):
-                    yield chunk
-        finally:
-            await response.aclose()
 
-    async def _read_json(self, response: httpx.Response, model: str) -> list[ModelChunk]:
-        try:
-            body = json.loads(await response.aread())
-            choice = body["choices"][0]
-            message = choice.get("message") or {}
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as err:
-            raise ModelUnavailable(f"unreadable answer: {type(err).__name__}") from err
+    def _parse_json(self, body: Any, model: str) -> list[ModelChunk]:
+        choice = body["choices"][0]
+        message = choice.get("message") or {}
         chunks: list[ModelChunk] = []
         if message.get("reasoning_content"):
             chunks.append(ReasoningChunk(message["reasoning_content"]))
@@ -138,47 +96,13 @@ class OpenAIClient:
                                   _usage(body.get("usage")), body.get("model") or model))
         return chunks
 
-    async def _read_stream(
-        self, response: httpx.Response, model: str
-    ) -> AsyncIterator[ModelChunk]:
-        text: list[str] = []
-        finish: str | None = None
-        usage: Usage | None = None
-        answered_model = model
-        try:
-            async for event in iter_sse(response.aiter_lines()):
-                if event.data.strip() == "[DONE]":
-                    break
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    continue
-                if not isinstance(data, dict):
-                    continue
-                if data.get("error"):
-                    err = error_from_body(200, data, model=model, secrets=(self._key,))
-                    if isinstance(err, ModelRefused) or not text:
-                        raise err
-                    raise ModelStreamBroken(str(err), partial="".join(text)) from err
-                answered_model = data.get("model") or answered_model
-                usage = _usage(data.get("usage")) or usage
-                for choice in data.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("reasoning_content"):
-                        yield ReasoningChunk(delta["reasoning_content"])
-                    if delta.get("content"):
-                        text.append(delta["content"])
-                        yield TextChunk(delta["content"])
-                    finish = choice.get("finish_reason") or finish
-        except httpx.HTTPError as err:
-            reason = redact(type(err).__name__)
-            if not text:
-                raise ModelUnavailable(f"the answer stream failed: {reason}") from err
-            raise ModelStreamBroken(f"stream dropped: {reason}",
-                                    partial="".join(text)) from err
-        if finish is None:
-            if not text:
-                raise ModelUnavailable("the answer stream ended before any answer")
-            raise ModelStreamBroken("stream ended without a finish reason",
-                                    partial="".join(text))
-        yield FinishChunk(finish, usage, answered_model)
+    def _parse_event(self, event: ServerSentEvent, data: dict[str, Any], model: str) -> Piece:
+        if data.get("error"):
+            return Piece(error=self._error(200, data, model))
+        piece = Piece(usage=_usage(data.get("usage")), model=data.get("model") or "")
+        for choice in data.get("choices") or ():
+            delta = choice.get("delta") or {}
+            piece.reasoning += delta.get("reasoning_content") or ""
+            piece.text += delta.get("content") or ""
+            piece.finish = choice.get("finish_reason") or piece.finish
+        return piece

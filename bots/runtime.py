@@ -14,7 +14,15 @@ import httpx
 
 from bots.db import create_engine, ensure_schema, open_store
 from bots.settings import Settings
-from core.model import DashScopeClient, ModelClient, OpenAIClient, RetryingClient, RetryPolicy
+from core.model import (
+    CircuitBreaker,
+    DashScopeClient,
+    FallbackClient,
+    ModelClient,
+    OpenAIClient,
+    RetryingClient,
+    RetryPolicy,
+)
 from core.service import ChatService, ServiceOptions
 from core.store import Store
 
@@ -32,11 +40,13 @@ class Runtime:
 
 
 def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:
-    """The model client the settings ask for, with retries."""
+    """The model client the settings ask for: retries, fallbacks, breaker, deadline."""
     cls = DashScopeClient if settings.model_api == "dashscope" else OpenAIClient
     inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
                 timeout=settings.model_timeout)
-    return RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
+    retrying = RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
+    return FallbackClient(retrying, fallbacks=settings.model_fallbacks,
+                          breaker=CircuitBreaker(), deadline=settings.turn_seconds)
 
 
 @contextlib.asynccontextmanager

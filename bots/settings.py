@@ -45,6 +45,8 @@ class Settings:
     config: Mapping[str, Any] = field(default_factory=dict)
     lease_seconds: int = 60
     model_choices: tuple[str, ...] = ()
+    model_fallbacks: tuple[str, ...] = ()
+    turn_seconds: float = 300.0
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -186,5 +188,9 @@ def load_settings(
         config=config,
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),
         model_choices=tuple(choices),
+        model_fallbacks=tuple(
+            m.strip() for m in env.get("CHATBRIDGE_MODEL_FALLBACKS", "").split(",") if m.strip()
+        ),
+        turn_seconds=_number(env, "CHATBRIDGE_TURN_SECONDS", 300.0, minimum=1),
         env=env,
     )

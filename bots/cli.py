@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("revision", metavar="REV")
     db_sub.add_parser("current", help="print the database's revision")
 
+    usage = sub.add_parser("usage", help="turns and tokens per user, conversation or model")
+    usage.add_argument("--since", default="7d", help="7d, 12h, 30m, 2w or a date (default 7d)")
+    usage.add_argument("--by", choices=("user", "conversation", "model"), default="user")
+
     local = sub.add_parser("local-model", help="run the bundled local model server")
     local.add_argument("--port", type=int, default=8080)
 
@@ -59,7 +63,7 @@ async def _db(args: argparse.Namespace) -> int:
     from bots import db
     from bots.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(model_required=False)
     engine = db.create_engine(settings.database_url)
     try:
         if args.db_command == "upgrade":
@@ -96,7 +100,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _local_model(args.port)
     from bots.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(model_required=args.command != "usage")
+    if args.command == "usage":
+        from bots.usage import run_usage
+
+        return asyncio.run(run_usage(settings, since=args.since, by=args.by))
     if args.command == "slack":
         from bots.slack import main as slack_main
 

@@ -137,9 +137,13 @@ def _local_available() -> bool:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, *, cwd: Path | None = None
+    environ: Mapping[str, str] | None = None, *, cwd: Path | None = None,
+    model_required: bool = True,
 ) -> Settings:
-    """Read the settings: the environment wins over ``.env``; validate everything now."""
+    """Read the settings: the environment wins over ``.env``; validate everything now.
+
+    ``model_required=False`` is for commands that never call a model (``db``, ``usage``).
+    """
     cwd = cwd or Path.cwd()
     env: dict[str, str] = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
     env.update(environ if environ is not None else os.environ)
@@ -161,7 +165,7 @@ def load_settings(
         base = DASHSCOPE_DEFAULT_URL if api == "dashscope" else OPENAI_DEFAULT_URL
     if base == LOCAL:
         api, model = "openai", model or LOCAL_MODEL_NAME
-    elif not key and not _is_loopback(base):
+    elif not key and not _is_loopback(base) and model_required:
         raise ConfigError(
             f"No model API key for {base}: set CHATBRIDGE_MODEL_API_KEY (or DASHSCOPE_API_KEY), "
             "or install chatbridge[local] to try the small local model."

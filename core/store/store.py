@@ -21,9 +21,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -42,7 +54,7 @@ from core.store.models import (
 )
 from core.types import Author, Image, Usage
 
-__all__ = ["ContextLimits", "Store", "StoredMessage", "TurnStart"]
+__all__ = ["ContextLimits", "Store", "StoredMessage", "TurnStart", "UsageRow"]
 
 T = TypeVar("T")
 
@@ -99,6 +111,17 @@ class StoredMessage(NamedTuple):
 def _stored(row: Any) -> StoredMessage:
     ident, role, text, name, tokens, image_count, event_id = row
     return StoredMessage(ident, role, text, name or "", tokens, image_count, event_id or "")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One line of ``chatbridge usage``."""
+
+    key: str
+    turns: int
+    failed: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,3 +523,45 @@ class Store:
             ))
 
         await self._tx(work, "store the model choice")
+
+    async def usage(self, *, since: datetime, by: str) -> list[UsageRow]:
+        """Turns and tokens since ``since``, grouped by ``user``, ``conversation`` or ``model``.
+
+        A turn is an assistant message; its tokens are what the model reported.
+        """
+        answer = _msg.alias("answer")
+        question = _msg.alias("question")
+        keys = {
+            "model": func.coalesce(answer.c.model, ""),
+            "conversation": _conv.c.platform + ":" + _conv.c.scope_key,
+            "user": func.coalesce(question.c.author_name, question.c.author_id, ""),
+        }
+        if by not in keys:
+            raise ValueError(f"unknown grouping {by!r}")
+        key = keys[by].label("key")
+        query = (
+            select(
+                key,
+                func.count().label("turns"),
+                func.sum(case((answer.c.status == "failed", 1), else_=0)).label("failed"),
+                func.coalesce(func.sum(answer.c.prompt_tokens), 0).label("prompt"),
+                func.coalesce(func.sum(answer.c.completion_tokens), 0).label("completion"),
+            )
+            .select_from(answer)
+            .join(_conv, _conv.c.id == answer.c.conversation_id)
+            .join(question, and_(question.c.conversation_id == answer.c.conversation_id,
+                                 question.c.event_id == answer.c.event_id,
+                                 question.c.role == "user"), isouter=True)
+            .where(answer.c.role == "assistant", answer.c.created_at >= since)
+            .group_by(key)
+            .order_by(func.coalesce(func.sum(answer.c.prompt_tokens), 0)
+                      + func.coalesce(func.sum(answer.c.completion_tokens), 0), key)
+        )
+
+        def work(conn: Connection) -> list[UsageRow]:
+            return [UsageRow(str(r.key), int(r.turns), int(r.failed or 0), int(r.prompt),
+                             int(r.completion)) for r in conn.execute(query)]
+
+        rows = await self._tx(work, "read usage")
+        rows.reverse()
+        return rows

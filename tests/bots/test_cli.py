@@ -174,7 +174,7 @@ def test_parallel_first_use_of_a_new_sqlite_file(tmp_path: Path,
                                f"c{i}", "hi"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(4)]
     for proc in procs:
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
 
 
@@ -226,3 +226,23 @@ def test_chat_in_a_terminal_streams_and_ctrl_c_leaves_at_once(
             screen += os.read(master, 4096)
     assert b"Traceback" not in screen
     os.close(master)
+
+
+def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    fake_model.enqueue(Reply(text="a", usage=(10, 2)), Reply(text="b", usage=(20, 3)),
+                       Reply(kind="error", status=401))
+    run(tmp_path, fake_model, "ask", "--conversation", "one", "hi")
+    run(tmp_path, fake_model, "ask", "--conversation", "two", "hi")
+    run(tmp_path, fake_model, "ask", "--conversation", "two", "again")
+    env = {"CHATBRIDGE_MODEL_BASE_URL": "https://example.invalid/v1"}  # no key needed here
+    by_conv = run(tmp_path, fake_model, "usage", "--by", "conversation", **env)
+    assert by_conv.returncode == 0, by_conv.stderr
+    lines = by_conv.stdout.splitlines()
+    assert lines[1].split() == ["conversation", "turns", "failed", "prompt", "tokens",
+                                "completion", "tokens", "total", "tokens"]
+    assert lines[2].split()[:6] == ["console:console/two", "2", "1", "20", "3", "23"]
+    assert lines[-1].split() == ["total", "3", "1", "30", "5", "35"]
+    by_model = run(tmp_path, fake_model, "usage", "--by", "model", "--since", "1h")
+    assert "qwen-plus" in by_model.stdout
+    bad = run(tmp_path, fake_model, "usage", "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in one_clean_line(bad.stderr)

@@ -173,3 +173,19 @@ async def test_sqlite_lock_held_elsewhere_waits_off_the_event_loop(sqlite_url: s
     other.close()
     store.close()
     await engine.dispose()
+
+
+async def test_usage_by_user_conversation_model(engine: AsyncEngine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    store = open_store(engine)
+    await turn(store, "u1", scope="console/a")
+    await turn(store, "u2", scope="console/b")
+    since = datetime.now(UTC) - timedelta(hours=1)
+    by_user = await store.usage(since=since, by="user")
+    assert [(r.key, r.turns, r.prompt_tokens, r.completion_tokens) for r in by_user] == [
+        ("Alice", 2, 6, 4)]
+    by_conv = await store.usage(since=since, by="conversation")
+    assert sorted(r.key for r in by_conv) == ["console:console/a", "console:console/b"]
+    assert [r.key for r in await store.usage(since=since, by="model")] == ["m"]
+    assert await store.usage(since=datetime.now(UTC) + timedelta(hours=1), by="model") == []

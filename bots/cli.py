@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bots.logs import configure_logging
 from core.errors import ChatbridgeError, ConfigError, StoreError
 from core.model.faults import redact
 
@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     down = db_sub.add_parser("downgrade", help="migrate down to REV ('base' empties it)")
     down.add_argument("revision", metavar="REV")
     db_sub.add_parser("current", help="print the database's revision")
+
+    sub.add_parser("check", help="check settings, database, model and platform tokens")
 
     usage = sub.add_parser("usage", help="turns and tokens per user, conversation or model")
     usage.add_argument("--since", default="7d", help="7d, 12h, 30m, 2w or a date (default 7d)")
@@ -101,6 +103,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bots.settings import load_settings
 
     settings = load_settings(model_required=args.command != "usage")
+    if args.command == "check":
+        from bots.check import run_check
+
+        return asyncio.run(run_check(settings))
     if args.command == "usage":
         from bots.usage import run_usage
 
@@ -143,9 +149,9 @@ def _secrets() -> tuple[str, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("CHATBRIDGE_LOG_LEVEL", "WARNING").upper(),
-                        format="%(levelname)s %(name)s: %(message)s")
     secrets = _secrets()
+    configure_logging(os.environ.get("CHATBRIDGE_LOG_LEVEL", "WARNING"),
+                      os.environ.get("CHATBRIDGE_LOG_FORMAT", "plain"), secrets)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

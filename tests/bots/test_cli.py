@@ -246,3 +246,45 @@ def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:
     assert "qwen-plus" in by_model.stdout
     bad = run(tmp_path, fake_model, "usage", "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in one_clean_line(bad.stderr)
+
+
+def test_check_reports_each_part(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Platforms(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path == "/slack/auth.test":
+                ok = self.headers.get("Authorization") == "Bearer xoxb-good"
+                body = {"ok": ok, "team": "Acme", "user": "chatbridge"} if ok else \
+                    {"ok": False, "error": "invalid_auth"}
+            else:
+                body = {"ok": True, "result": {"id": 1, "is_bot": True, "username": "cb_bot"}}
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Platforms)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {"CHATBRIDGE_SLACK_API_URL": f"{base}/slack/", "SLACK_BOT_TOKEN": "xoxb-good",
+           "CHATBRIDGE_TELEGRAM_API_URL": f"{base}/tg/bot", "TELEGRAM_BOT_TOKEN": "12:SECRET"}
+    try:
+        good = run(tmp_path, fake_model, "check", **env)
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert [line.split()[0] for line in good.stdout.splitlines()] == ["ok"] * 5
+        assert "Acme" in good.stdout and "@cb_bot" in good.stdout
+        fake_model.enqueue(Reply(kind="error", status=401))
+        bad = run(tmp_path, fake_model, "check", **{**env, "SLACK_BOT_TOKEN": "xoxb-bad"})
+        assert bad.returncode == 1
+        assert "FAIL  model: The model API key or access is wrong" in bad.stdout
+        assert "FAIL  slack: Slack refused the bot token" in bad.stdout
+        assert "SECRET" not in bad.stdout + good.stdout
+    finally:
+        server.shutdown()

@@ -68,6 +68,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
                     model_choices=settings.model_choices,
+                    limits=settings.limits,
                 )
                 service = ChatService(store=store, model=build_model(settings, http),
                                       options=options)

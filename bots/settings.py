@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from core.errors import ConfigError
+from core.limits import Limits
 from core.profiles import Profile, build_profile
 
 __all__ = ["LOCAL", "Settings", "load_settings"]
@@ -46,6 +47,7 @@ class Settings:
     lease_seconds: int = 60
     model_choices: tuple[str, ...] = ()
     model_fallbacks: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
     turn_seconds: float = 300.0
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -192,6 +194,7 @@ def load_settings(
         config=config,
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),
         model_choices=tuple(choices),
+        limits=Limits.from_config(config.get("limits") or {}),
         model_fallbacks=tuple(
             m.strip() for m in env.get("CHATBRIDGE_MODEL_FALLBACKS", "").split(",") if m.strip()
         ),

@@ -24,6 +24,7 @@ from core.errors import (
     StoreError,
 )
 from core.images import DEFAULT_MAX_SIDE, prepare_image
+from core.limits import Limits
 from core.model.base import ModelClient
 from core.profiles import Profile
 from core.store import ContextLimits, Store, StoredMessage, TurnStart
@@ -61,6 +62,7 @@ class ServiceOptions:
     max_image_side: int = DEFAULT_MAX_SIDE
     max_images: int = 10
     model_choices: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
 
 class ChatService:
@@ -72,6 +74,7 @@ class ChatService:
         self._options = options
         self._locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
         self._counters: dict[str, TokenCounter] = {}
+        self._rules = options.limits.rules()
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -184,6 +187,7 @@ class ChatService:
                 platform=request.platform, scope=request.scope, event_id=request.event_id,
                 profile=profile.name, author=request.author, text=text, token_count=tokens,
                 images=images, context=limits if held and bad_input is None else None,
+                limits=self._rules if bad_input is None else (),
             )
             if start is None:
                 yield DuplicateEvent(request.event_id)
@@ -191,6 +195,11 @@ class ChatService:
             if bad_input is not None:
                 await self._fail(start, request, model, bad_input, 0)
                 yield ErrorEvent(bad_input.kind, bad_input.user_message, request.scope)
+                return
+            if start.limited is not None:
+                await self._fail(start, request, model,
+                                 ChatbridgeError(start.limited.message), 0)
+                yield ErrorEvent("limited", start.limited.message, request.scope)
                 return
             if not held:
                 await lock.acquire()

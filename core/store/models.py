@@ -171,3 +171,16 @@ class ScopeSetting(Base):
     scope_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     model: Mapped[str | None] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UsageCounter(Base):
+    """Turns and tokens of one subject (``user:<id>``, ``conversation:<key>``) in one window."""
+
+    __tablename__ = "usage_counters"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(600), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -42,6 +42,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.errors import StoreError
+from core.limits import LimitHit, Rule, window_end, window_start
 from core.store.models import (
     Attachment,
     Conversation,
@@ -50,6 +51,7 @@ from core.store.models import (
     Message,
     MessageAttachment,
     ScopeSetting,
+    UsageCounter,
     utcnow,
 )
 from core.types import Author, Image, Usage
@@ -65,6 +67,7 @@ _link: Table = MessageAttachment.__table__  # type: ignore[assignment]
 _evt: Table = InboundEvent.__table__  # type: ignore[assignment]
 _fb: Table = Feedback.__table__  # type: ignore[assignment]
 _scope: Table = ScopeSetting.__table__  # type: ignore[assignment]
+_usage: Table = UsageCounter.__table__  # type: ignore[assignment]
 
 # Built once, executed with parameters: building a statement per call costs more than
 # SQLite takes to run it.
@@ -135,6 +138,8 @@ class TurnStart:
     message_id: int
     profile: str | None
     history: tuple[StoredMessage, ...] | None = None
+    limited: LimitHit | None = None
+    quota_subjects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +233,13 @@ class Store:
         token_count: int,
         images: Sequence[Image] = (),
         context: ContextLimits | None = None,
+        limits: tuple[Rule, ...] = (),
     ) -> TurnStart | None:
         """Record the inbound event and the user's message; ``None`` if seen before.
 
         With ``context``, the conversation's context is loaded in the same transaction.
+        With ``limits``, the turn is counted against them; ``TurnStart.limited`` says
+        which one it would exceed (the message is recorded all the same).
         """
 
         def work(conn: Connection) -> TurnStart | None:
@@ -246,11 +254,54 @@ class Store:
                 conn, conversation_id=conv_id, role="user", author=author, text=text,
                 token_count=token_count, event_id=event_id, images=images,
             )
+            subjects = {"user": f"user:{author.id}", "conversation": f"conversation:{scope}"}
+            hit = self._charge(conn, platform, subjects, limits) if limits else None
+            if hit is not None:
+                return TurnStart(conv_id, message_id, conv_profile, limited=hit)
             history = (None if context is None
                        else tuple(self._context(conn, conv_id, context, message_id)))
-            return TurnStart(conv_id, message_id, conv_profile, history)
+            quota = tuple(sorted({subjects[r.subject] for r in limits if r.measure == "tokens"}))
+            return TurnStart(conv_id, message_id, conv_profile, history, quota_subjects=quota)
 
         return await self._tx(work, "record the message")
+
+    def _charge(
+        self, conn: Connection, platform: str, subjects: dict[str, str],
+        rules: tuple[Rule, ...],
+    ) -> LimitHit | None:
+        """Count one turn in every window a rule watches; the first rule it breaks, if any."""
+        now = utcnow()
+        counted: dict[tuple[str, str], tuple[int, int, datetime]] = {}
+        for rule in rules:
+            key = (rule.subject, rule.period)
+            if key in counted:
+                continue
+            start = window_start(rule.period, now)
+            stmt = self._insert(_usage).values(
+                platform=platform, subject=subjects[rule.subject], period=rule.period,
+                window_start=start, turns=1, tokens=0,
+            )
+            row = conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["platform", "subject", "period", "window_start"],
+                    set_={"turns": _usage.c.turns + 1},
+                ).returning(_usage.c.turns, _usage.c.tokens)
+            ).one()
+            counted[key] = (int(row.turns), int(row.tokens), start)
+        for rule in rules:
+            turns, tokens, start = counted[(rule.subject, rule.period)]
+            used = turns if rule.measure == "turns" else tokens
+            if used > rule.limit or (rule.measure == "tokens" and used >= rule.limit):
+                for (subject, period), (_, _, begun) in counted.items():  # refused: uncount
+                    conn.execute(
+                        update(_usage)
+                        .where(_usage.c.platform == platform,
+                               _usage.c.subject == subjects[subject],
+                               _usage.c.period == period, _usage.c.window_start == begun)
+                        .values(turns=_usage.c.turns - 1)
+                    )
+                return LimitHit(rule, window_end(rule.period, start))
+        return None
 
     def _open_conversation(
         self, conn: Connection, platform: str, scope: str, profile: str | None
@@ -339,6 +390,16 @@ class Store:
             )
             now = utcnow()
             conn.execute(_TOUCH_CONVERSATION, {"p_id": start.conversation_id, "p_now": now})
+            spent = usage.total_tokens if usage else 0
+            for subject in start.quota_subjects if spent else ():
+                stmt = self._insert(_usage).values(
+                    platform=platform, subject=subject, period="day",
+                    window_start=window_start("day", now), turns=0, tokens=spent,
+                )
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["platform", "subject", "period", "window_start"],
+                    set_={"tokens": _usage.c.tokens + spent},
+                ))
             conn.execute(_CLOSE_EVENT, {
                 "p_platform": platform, "p_event": event_id, "p_now": now,
                 "p_status": "failed" if status == "failed" else "done",

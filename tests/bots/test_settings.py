@@ -61,3 +61,12 @@ def test_dotenv_and_toml(tmp_path: Path) -> None:
 def test_bad_settings(tmp_path: Path, env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         load_settings({"DASHSCOPE_API_KEY": "k", **env}, cwd=tmp_path)
+
+
+def test_limits_from_toml(tmp_path: Path) -> None:
+    (tmp_path / "chatbridge.toml").write_text("[limits]\nuser_turns_per_minute = 5\n")
+    s = load_settings({"DASHSCOPE_API_KEY": "k"}, cwd=tmp_path)
+    assert s.limits.user_turns_per_minute == 5
+    (tmp_path / "chatbridge.toml").write_text("[limits]\nuser_turns_per_hour = 5\n")
+    with pytest.raises(ConfigError, match="unknown"):
+        load_settings({"DASHSCOPE_API_KEY": "k"}, cwd=tmp_path)

@@ -260,3 +260,34 @@ async def test_cancelled_turn_is_closed_not_left_open(service: ChatService,
                                    .where(InboundEvent.event_id == "cancel-me"))
         error = await conn.scalar(select(Message.error).where(Message.role == "assistant"))
     assert (status, error) == ("failed", "interrupted")
+
+
+async def _limited_service(engine: AsyncEngine, fake_model: FakeModelServer,
+                           http: httpx.AsyncClient, **limits: int) -> ChatService:
+    from core.limits import Limits
+
+    model = OpenAIClient(http, base_url=fake_model.openai_base, api_key=None, timeout=5)
+    return ChatService(store=open_store(engine), model=model,
+                       options=ServiceOptions(model="qwen-plus", limits=Limits(**limits)))
+
+
+async def test_turn_rate_limit(engine: AsyncEngine, fake_model: FakeModelServer) -> None:
+    async with httpx.AsyncClient() as http:
+        svc = await _limited_service(engine, fake_model, http, user_turns_per_minute=2)
+        results = [(await run(svc, request(f"m{i}")))[-1] for i in range(3)]
+    assert [type(r).__name__ for r in results] == ["FinalEvent", "FinalEvent", "ErrorEvent"]
+    assert isinstance(results[2], ErrorEvent) and results[2].kind == "limited"
+    assert "2 messages a minute" in results[2].message
+    assert len(fake_model.requests) == 2
+    async with engine.connect() as conn:  # the refused message is kept all the same
+        texts = (await conn.execute(select(Message.text).where(Message.role == "user"))).all()
+    assert [t.text for t in texts] == ["m0", "m1", "m2"]
+
+
+async def test_daily_token_quota(engine: AsyncEngine, fake_model: FakeModelServer) -> None:
+    async with httpx.AsyncClient() as http:
+        svc = await _limited_service(engine, fake_model, http, user_tokens_per_day=20)
+        results = [(await run(svc, request(f"m{i}")))[-1] for i in range(3)]
+    assert [type(r).__name__ for r in results] == ["FinalEvent", "FinalEvent", "ErrorEvent"]
+    assert isinstance(results[2], ErrorEvent) and "20 tokens a day" in results[2].message
+    assert "UTC" in results[2].message

@@ -94,6 +94,10 @@ class ChatService:
         """Close the conversation under this key; the next message starts a new one."""
         return await self._store.reset(platform=platform, scope=scope)
 
+    async def has_conversation(self, *, platform: str, scope: str) -> bool:
+        """Whether an open conversation with messages exists under this key."""
+        return await self._store.count_messages(platform=platform, scope=scope) > 0
+
     @property
     def model_choices(self) -> tuple[str, ...]:
         """Models people may switch to (empty: switching is off)."""

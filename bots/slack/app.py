@@ -1,0 +1,287 @@
+"""The bolt app: listeners that translate Slack events into core requests.
+
+Every listener only translates and hands the work to a background task it keeps (so
+Slack's 3-second ack never waits for a model); the core decides whether a message was
+seen before, in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncAssistant
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.save_thread_context.async_save_thread_context import (
+    AsyncSaveThreadContext,
+)
+from slack_bolt.context.say.async_say import AsyncSay
+from slack_bolt.context.set_suggested_prompts.async_set_suggested_prompts import (
+    AsyncSetSuggestedPrompts,
+)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.runtime import Runtime
+from bots.slack.config import SlackConfig
+from bots.slack.files import Attachments, fetch_attachments
+from bots.slack.people import Names
+from bots.slack.render import FEEDBACK_ACTION, render_reply
+from bots.slack.text import command_word, mentions, plain_text
+from bots.slack.translate import PLATFORM, Incoming, ReplyTarget, incoming_from_event
+from core.model.faults import redact
+from core.types import Author, ChatRequest
+
+__all__ = ["SlackBot", "TaskSet", "make_client"]
+
+log = logging.getLogger(__name__)
+
+
+def make_client(config: SlackConfig) -> AsyncWebClient:
+    """The Web API client: the configured base URL, and 429 Retry-After honoured."""
+    client = AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=30)
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
+    return client
+
+
+class TaskSet:
+    """Background tasks kept by reference, finished (or cancelled) on shutdown."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._secrets = secrets
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the background."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("%s failed: %s: %s", task.get_name(), type(err).__name__,
+                      redact(str(err), *self._secrets))
+
+    async def wait_idle(self) -> None:
+        """Wait until no task is running."""
+        await self._idle.wait()
+
+    async def drain(self, grace: float) -> None:
+        """Let running tasks finish for up to ``grace`` seconds, then cancel the rest."""
+        try:
+            await asyncio.wait_for(self.wait_idle(), grace)
+        except TimeoutError:
+            tasks = list(self._tasks)
+            log.warning("cancelling %d unfinished turn(s) at shutdown", len(tasks))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def help_text(config: SlackConfig) -> str:
+    """What the bot tells people who write ``help``."""
+    return (
+        "I answer with an AI model and remember our conversation.\n\n"
+        "• *Direct messages:* write to me; every message gets an answer.\n"
+        "• *Channels:* mention me and I answer in a thread; later messages in that thread "
+        "need no mention. Each thread is its own conversation.\n"
+        f"• *Images:* attach them and I'll look (up to {config.max_file_bytes // 2**20} MB "
+        "each); other files I can't read.\n"
+        f"• *Start over:* write `reset` in a direct message (or use `{config.reset_command}`), "
+        "or mention me with `reset` in a thread.\n"
+        "• Rate answers with the thumbs under them."
+    )
+
+
+class SlackBot:
+    """The Slack adapter: a bolt ``AsyncApp`` wired to the core's ``ChatService``."""
+
+    def __init__(self, *, runtime: Runtime, config: SlackConfig, client: AsyncWebClient) -> None:
+        self.runtime, self.config, self.client = runtime, config, client
+        self.names = Names(client)
+        self.tasks = TaskSet(config.secrets)
+        self.app = AsyncApp(
+            # bolt pins the level of the logger named after the app: keep it out of ours.
+            name="slack_bolt.chatbridge", client=client, signing_secret=config.signing_secret,
+            process_before_response=True,  # listeners only hand work to self.tasks
+        )
+        self._register()
+
+    # ---------------------------------------------------------------- listeners
+    def _register(self) -> None:
+        app, config = self.app, self.config
+        assistant = AsyncAssistant()
+
+        def incoming(body: Mapping[str, Any], context: AsyncBoltContext,
+                     in_assistant: bool = False) -> Incoming | None:
+            return incoming_from_event(
+                body, bot_user_id=context.bot_user_id or "", bot_id=context.bot_id or "",
+                allow_bots=config.allow_bots, assistant=in_assistant)
+
+        @assistant.thread_started
+        async def thread_started(say: AsyncSay,
+                                 set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
+            self.tasks.spawn(self._greet(say, set_suggested_prompts), "slack greeting")
+
+        @assistant.thread_context_changed
+        async def context_changed(payload: dict[str, Any],
+                                  save_thread_context: AsyncSaveThreadContext) -> None:
+            new = (payload.get("assistant_thread") or {}).get("context") or {}
+            self.tasks.spawn(self._save_context(save_thread_context, new),
+                             "slack thread context")
+
+        @assistant.user_message
+        async def assistant_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
+            if (msg := incoming(body, context, True)) is not None:
+                self.tasks.spawn(self.handle(msg), f"slack turn {msg.event_id}")
+
+        app.assistant(assistant)
+
+        @app.event("app_mention")
+        @app.event("message")
+        async def message(body: dict[str, Any], context: AsyncBoltContext) -> None:
+            # Every message event is acknowledged (200), answered or not: an unmatched
+            # event would get a 404 and Slack would deliver it again.
+            if (msg := incoming(body, context)) is not None:
+                self.tasks.spawn(self.handle(msg), f"slack turn {msg.event_id}")
+
+        @app.command(config.reset_command)
+        async def reset_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+            channel, team = str(body.get("channel_id", "")), str(body.get("team_id", ""))
+            if channel.startswith("D") and team:
+                await self.runtime.service.reset(platform=PLATFORM, scope=f"{team}/{channel}")
+                await ack(text="Done: I started a new conversation and forgot this one.")
+            else:
+                await ack(text="In a channel each thread is its own conversation: mention me "
+                          "with `reset` in the thread to start it over, or start a new thread.")
+
+        @app.action(FEEDBACK_ACTION)
+        async def feedback(ack: AsyncAck, body: dict[str, Any]) -> None:
+            await ack()
+            container = body.get("container") or {}
+            channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+            ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+            user = (body.get("user") or {}).get("id")
+            actions = body.get("actions") or [{}]
+            value = actions[0].get("value")
+            if channel and ts and user and value in ("positive", "negative"):
+                self.tasks.spawn(self._feedback(f"{channel}/{ts}", str(user),
+                                                value == "positive"), "slack feedback")
+
+    # ---------------------------------------------------------------- background work
+    async def _greet(self, say: AsyncSay, set_prompts: AsyncSetSuggestedPrompts) -> None:
+        if self.config.greeting:
+            await say(self.config.greeting)
+        prompts = self.config.prompts_for(self.config.dm_profile)
+        await set_prompts(prompts=[{"title": p.title, "message": p.message} for p in prompts])
+
+    async def _save_context(self, save: AsyncSaveThreadContext, new: dict[str, str]) -> None:
+        await save(new)
+
+    async def _feedback(self, ref: str, user: str, positive: bool) -> None:
+        stored = await self.runtime.service.record_feedback(
+            platform=PLATFORM, ref=ref, user_id=user, positive=positive)
+        if not stored:
+            log.info("feedback on %s: no answer recorded there", ref)
+
+    async def _post(self, target: ReplyTarget, text: str) -> None:
+        await self.client.chat_postMessage(channel=target.channel, thread_ts=target.thread_ts,
+                                           markdown_text=text)
+
+    async def _joined(self, scope: str) -> bool:
+        """Whether the bot already takes part in this thread (its conversation is open)."""
+        return await self.runtime.service.has_conversation(platform=PLATFORM, scope=scope)
+
+    def _profile(self, msg: Incoming) -> str | None:
+        if msg.kind == "channel":
+            return self.config.profile_for_channel(msg.channel)
+        return self.config.dm_profile
+
+    async def handle(self, msg: Incoming) -> None:
+        """Answer one message (or ignore it, or run its command)."""
+        target = msg.target()
+        try:
+            await self._handle(msg, target)
+        except Exception as err:
+            log.error("turn %s failed: %s: %s", msg.event_id, type(err).__name__,
+                      redact(str(err), *self.config.secrets))
+            log.debug("turn %s traceback", msg.event_id, exc_info=True)
+            try:
+                await self._post(target, ":warning: Sorry, something went wrong on my side; "
+                                 "please try again in a moment.")
+            except Exception as post_err:
+                log.error("could not report the failure: %s", type(post_err).__name__)
+
+    async def _handle(self, msg: Incoming, target: ReplyTarget) -> None:
+        service = self.runtime.service
+        if msg.kind == "channel" and not msg.mentioned and not (
+            msg.in_thread and await self._joined(msg.scope)
+        ):
+            return
+        bot = msg.bot_user
+        await self.names.load(mentions(msg.text) - {bot})
+        text = plain_text(msg.text, name_of=self.names.cached, drop_user=bot)
+        # In channels a mention arrives twice (app_mention and message.channels): the core
+        # answers it once; commands and empty mentions, which the core never sees, are
+        # taken from the app_mention copy only.
+        commands_here = msg.kind != "channel" or msg.event_type == "app_mention"
+        word = command_word(text) if (msg.kind != "channel" or msg.mentioned) else None
+        if word or (not text and not msg.files):
+            if not commands_here:
+                return
+            if word == "reset":
+                await service.reset(platform=PLATFORM, scope=msg.scope)
+                await self._post(target, "Done: I started a new conversation and forgot what "
+                                 "we said before.")
+            elif word == "help" or msg.mentioned:
+                await self._post(target, help_text(self.config))
+            return
+        files = Attachments()
+        if msg.files:
+            files = await fetch_attachments(
+                msg.files, client=self.client, http=self.runtime.http,
+                token=self.config.bot_token, max_bytes=self.config.max_file_bytes)
+        if files.skipped:
+            text = (text + "\n\n" if text else "") + \
+                f"[Attached files the assistant cannot open: {', '.join(files.skipped)}]"
+        request = ChatRequest(
+            platform=PLATFORM, scope=msg.scope,
+            author=Author(msg.user, await self.names.name(msg.user)),
+            text=text, event_id=msg.event_id, images=files.images,
+            profile=self._profile(msg), shared=msg.shared,
+        )
+        first = msg.kind == "assistant" and not await self._joined(msg.scope)
+
+        async def on_start() -> None:
+            for note in files.notes:
+                await self._post(target, f"_{note}_")
+            if first and target.thread_ts:
+                await self.client.assistant_threads_setTitle(
+                    channel_id=target.channel, thread_ts=target.thread_ts,
+                    title=_title(text))
+
+        rendered = await render_reply(
+            self.client, target, service.handle(request), limit=self.config.max_message_chars,
+            interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
+            on_start=on_start,
+        )
+        if rendered.ref:
+            await service.record_reply(platform=PLATFORM, event_id=msg.event_id,
+                                       ref=rendered.ref)
+
+
+def _title(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "Conversation"
+    return line if len(line) <= 60 else line[:59].rstrip() + "…"

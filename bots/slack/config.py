@@ -1,0 +1,167 @@
+"""The Slack adapter's settings: credentials from the environment, options from ``[slack]``.
+
+Read once at the entry point; every check that can fail does so here, as a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bots.settings import Settings
+from core.errors import ConfigError
+
+__all__ = ["DEFAULT_PROMPTS", "Prompt", "SlackConfig", "load_slack_config"]
+
+DEFAULT_API_URL = "https://slack.com/api/"
+MAX_MESSAGE_CHARS = 12_000  # Slack's limit on markdown_text per call and per markdown block
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A suggested prompt in the assistant container."""
+
+    title: str
+    message: str
+
+
+DEFAULT_PROMPTS: tuple[Prompt, ...] = (
+    Prompt("Summarize", "Summarize the following text in three bullet points:"),
+    Prompt("Explain an image", "What is in this image?"),
+    Prompt("Draft a reply", "Help me write a friendly, short reply to this message:"),
+)
+
+_KNOWN = {
+    "reset_command", "allow_bots", "dm_profile", "channels", "prompts", "max_file_mb",
+    "max_message_chars", "greeting", "update_interval", "stream_buffer",
+}
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    """Everything the Slack adapter reads from outside, validated."""
+
+    bot_token: str = field(repr=False)
+    signing_secret: str = field(default="", repr=False)
+    app_token: str = field(default="", repr=False)
+    api_url: str = DEFAULT_API_URL
+    reset_command: str = "/chatbridge-reset"
+    allow_bots: bool = False
+    dm_profile: str | None = None
+    channel_profiles: Mapping[str, str] = field(default_factory=dict)
+    prompts: Mapping[str, tuple[Prompt, ...]] = field(default_factory=dict)
+    max_file_bytes: int = 20 * 1024 * 1024
+    max_message_chars: int = MAX_MESSAGE_CHARS
+    greeting: str = "Hi! Ask me anything. I can read images, too."
+    update_interval: float = 1.0
+    stream_buffer: int = 256
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def socket_mode(self) -> bool:
+        """Whether the bot connects over Socket Mode (an app-level token is set)."""
+        return bool(self.app_token)
+
+    def profile_for_channel(self, channel: str) -> str | None:
+        """The profile configured for a channel (``None``: the default profile)."""
+        return self.channel_profiles.get(channel)
+
+    def prompts_for(self, profile: str | None) -> tuple[Prompt, ...]:
+        """Suggested prompts for a profile: its own list, else the default list."""
+        return self.prompts.get(profile or "default") or self.prompts.get("default") \
+            or DEFAULT_PROMPTS
+
+
+def _prompts(raw: Any, profiles: Mapping[str, object]) -> dict[str, tuple[Prompt, ...]]:
+    if not isinstance(raw, dict):
+        raise ConfigError("[slack.prompts] must map profile names to lists of prompts")
+    found: dict[str, tuple[Prompt, ...]] = {}
+    for name, items in raw.items():
+        if name not in profiles:
+            raise ConfigError(f"[slack.prompts] names unknown profile {name!r}")
+        if not isinstance(items, list) or not 1 <= len(items) <= 4:
+            raise ConfigError(f"[slack.prompts] {name}: give 1 to 4 prompts")
+        prompts = []
+        for item in items:
+            if (not isinstance(item, dict) or not isinstance(item.get("title"), str)
+                    or not isinstance(item.get("message"), str)
+                    or not item["title"].strip() or not item["message"].strip()):
+                raise ConfigError(f"[slack.prompts] {name}: each prompt needs a title and a "
+                                  "message")
+            prompts.append(Prompt(item["title"], item["message"]))
+        found[name] = tuple(prompts)
+    return found
+
+
+def _int(table: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"[slack] {key} must be a whole number from {lo} to {hi}")
+    return value
+
+
+def load_slack_config(settings: Settings) -> SlackConfig:
+    """Validate the Slack credentials and the ``[slack]`` table."""
+    env = settings.env
+    bot_token = env.get("SLACK_BOT_TOKEN", "").strip()
+    if not bot_token:
+        raise ConfigError("SLACK_BOT_TOKEN is not set (the app's Bot User OAuth Token, xoxb-…)")
+    app_token = env.get("SLACK_APP_TOKEN", "").strip()
+    secret = env.get("SLACK_SIGNING_SECRET", "").strip()
+    if not app_token and not secret:
+        raise ConfigError("SLACK_SIGNING_SECRET is not set (needed for HTTP mode; or set "
+                          "SLACK_APP_TOKEN to use Socket Mode)")
+    if app_token and not app_token.startswith("xapp-"):
+        raise ConfigError("SLACK_APP_TOKEN must be an app-level token (xapp-…)")
+    table = settings.config.get("slack") or {}
+    if not isinstance(table, dict):
+        raise ConfigError("[slack] must be a table")
+    unknown = set(table) - _KNOWN
+    if unknown:
+        raise ConfigError(f"[slack]: unknown setting(s) {', '.join(sorted(unknown))}")
+    profiles = settings.profiles
+    command = table.get("reset_command", "/chatbridge-reset")
+    if not isinstance(command, str) or not command.startswith("/") or len(command) < 2 \
+            or " " in command:
+        raise ConfigError("[slack] reset_command must look like /name")
+    allow_bots = table.get("allow_bots", False)
+    if not isinstance(allow_bots, bool):
+        raise ConfigError("[slack] allow_bots must be true or false")
+    dm_profile = table.get("dm_profile")
+    if dm_profile is not None and dm_profile not in profiles:
+        raise ConfigError(f"[slack] dm_profile names unknown profile {dm_profile!r}")
+    channels = table.get("channels") or {}
+    if not isinstance(channels, dict):
+        raise ConfigError("[slack.channels] must map channel IDs to profile names")
+    for channel, name in channels.items():
+        if name not in profiles:
+            raise ConfigError(f"[slack.channels] {channel} names unknown profile {name!r}")
+    greeting = table.get("greeting", SlackConfig.greeting)
+    if not isinstance(greeting, str):
+        raise ConfigError("[slack] greeting must be a string")
+    interval = table.get("update_interval", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) \
+            or not 0.2 <= interval <= 10:
+        raise ConfigError("[slack] update_interval must be between 0.2 and 10 seconds")
+    api_url = env.get("CHATBRIDGE_SLACK_API_URL", "").strip() or DEFAULT_API_URL
+    if not api_url.startswith(("https://", "http://")):
+        raise ConfigError("CHATBRIDGE_SLACK_API_URL must be an http(s) URL")
+    return SlackConfig(
+        bot_token=bot_token,
+        signing_secret=secret,
+        app_token=app_token,
+        api_url=api_url,
+        reset_command=command,
+        allow_bots=allow_bots,
+        dm_profile=dm_profile,
+        channel_profiles=dict(channels),
+        prompts=_prompts(table.get("prompts") or {}, profiles),
+        max_file_bytes=_int(table, "max_file_mb", 20, 1, 1024) * 1024 * 1024,
+        max_message_chars=_int(table, "max_message_chars", MAX_MESSAGE_CHARS, 200,
+                               MAX_MESSAGE_CHARS),
+        greeting=greeting,
+        update_interval=float(interval),
+        stream_buffer=_int(table, "stream_buffer", 256, 1, 4000),
+        secrets=settings.secrets(),
+    )

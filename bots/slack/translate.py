@@ -1,0 +1,133 @@
+"""Slack events into the adapter's plain values: where a message belongs and who wrote it.
+
+Pure functions over the event payload; no I/O. Identity follows DESIGN.md: a message is
+``team/channel/ts`` (so the ``app_mention`` and ``message.channels`` copies of one
+message, and Slack's retries, share one event id), a conversation is
+``team/channel/thread_ts`` in channel threads and assistant threads, ``team/channel``
+for the top level of a direct message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["PLATFORM", "Incoming", "ReplyTarget", "incoming_from_event"]
+
+PLATFORM = "slack"
+# Message subtypes a person produces; everything else (edits, deletions, joins, bots,
+# channel topic changes, assistant thread titles…) is not a new message to answer.
+USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+
+Kind = Literal["channel", "dm", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTarget:
+    """Where the answer goes."""
+
+    channel: str
+    thread_ts: str | None  # None: the top level of a direct message
+    team: str
+    user: str
+    assistant: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One person's message, as the adapter needs it."""
+
+    kind: Kind
+    team: str
+    channel: str
+    user: str
+    ts: str
+    text: str  # Slack markup, as sent
+    mentioned: bool  # the bot was mentioned (or it is a direct message)
+    thread_ts: str | None = None
+    user_team: str = ""
+    event_type: str = "message"  # "app_mention" or "message"
+    bot_user: str = ""  # the bot's own user ID (its mentions are dropped from the text)
+    files: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def event_id(self) -> str:
+        """The message's identity: the same for every delivery of it."""
+        return f"{self.team}/{self.channel}/{self.ts}"
+
+    @property
+    def scope(self) -> str:
+        """The conversation key."""
+        if self.kind == "dm" and self.thread_ts is None:
+            return f"{self.team}/{self.channel}"
+        return f"{self.team}/{self.channel}/{self.thread_ts or self.ts}"
+
+    @property
+    def shared(self) -> bool:
+        """Several people may write in this conversation."""
+        return self.kind == "channel"
+
+    @property
+    def in_thread(self) -> bool:
+        """A reply inside an existing thread (not its first message)."""
+        return self.thread_ts is not None and self.thread_ts != self.ts
+
+    def target(self) -> ReplyTarget:
+        """Where the answer to this message goes."""
+        thread = None if self.kind == "dm" and self.thread_ts is None \
+            else self.thread_ts or self.ts
+        return ReplyTarget(self.channel, thread, self.user_team or self.team, self.user,
+                           assistant=self.kind == "assistant")
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def incoming_from_event(
+    body: Mapping[str, Any], *, bot_user_id: str, bot_id: str, allow_bots: bool,
+    assistant: bool = False,
+) -> Incoming | None:
+    """The person's message in an ``app_mention`` or ``message`` event, or ``None``.
+
+    ``None`` for everything not to be answered: our own messages, other bots (unless
+    allowed), edits and other non-user subtypes, events missing what a message needs.
+    """
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        return None
+    kind_of_event = event.get("type")
+    if kind_of_event not in ("app_mention", "message"):
+        return None
+    if event.get("subtype") not in USER_SUBTYPES and event.get("subtype") != "bot_message":
+        return None
+    sender_bot = _str(event.get("bot_id"))
+    user = _str(event.get("user"))
+    if user == bot_user_id or (sender_bot and sender_bot == bot_id):
+        return None
+    if (sender_bot or event.get("subtype") == "bot_message") and not allow_bots:
+        return None
+    user = user or sender_bot
+    channel, ts = _str(event.get("channel")), _str(event.get("ts"))
+    team = _str(body.get("team_id")) or _str(event.get("team"))
+    if not (user and channel and ts and team):
+        return None
+    text = _str(event.get("text"))
+    thread_ts = _str(event.get("thread_ts")) or None
+    channel_type = _str(event.get("channel_type"))
+    files = tuple(f for f in event.get("files") or () if isinstance(f, Mapping))
+    if kind_of_event == "message" and channel_type == "im":
+        kind: Kind = "assistant" if assistant or thread_ts else "dm"
+        mentioned = True
+    elif channel_type in ("", "channel", "group") and not channel.startswith("D"):
+        kind = "channel"
+        mentioned = kind_of_event == "app_mention" or f"<@{bot_user_id}" in text
+    else:
+        return None  # group DMs and anything newer: not subscribed, not answered
+    return Incoming(
+        kind=kind, team=team, channel=channel, user=user, ts=ts, text=text,
+        mentioned=mentioned, thread_ts=thread_ts,
+        user_team=_str(event.get("user_team")) or _str(event.get("team")),
+        event_type=str(kind_of_event), bot_user=bot_user_id, files=files,
+    )

@@ -1,0 +1,34 @@
+"""Socket Mode: bolt's own socket-mode dispatch path into the same listeners (no signing)."""
+
+from __future__ import annotations
+
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
+from slack_sdk.socket_mode.request import SocketModeRequest
+
+from tests.bots.slack.conftest import Harness, envelope, mention
+from tests.fakes.model_server import Reply
+
+
+async def test_socket_mode_event_and_retry(harness: Harness) -> None:
+    h = harness
+    h.model.enqueue(Reply(text="Over the socket."))
+    payload = envelope(mention("via socket"), event_id="EvS1")
+    first = SocketModeRequest(type="events_api", envelope_id="e1", payload=payload)
+    resp = await run_async_bolt_app(h.bot.app, first)
+    assert resp.status == 200
+    await h.idle()
+    retry = SocketModeRequest(type="events_api", envelope_id="e2", payload=payload,
+                              retry_attempt=1, retry_reason="timeout")
+    assert (await run_async_bolt_app(h.bot.app, retry)).status == 200
+    await h.idle()
+    assert len(h.model.requests) == 1
+    assert h.slack.posted()[-1].text == "Over the socket."
+
+
+async def test_socket_mode_slash_command(harness: Harness) -> None:
+    payload = {"command": "/chatbridge-reset", "text": "", "team_id": "T0TEAM",
+               "channel_id": "D5", "user_id": "U1", "response_url": "http://127.0.0.1:9/x",
+               "trigger_id": "1"}
+    req = SocketModeRequest(type="slash_commands", envelope_id="e3", payload=payload)
+    resp = await run_async_bolt_app(harness.bot.app, req)
+    assert resp.status == 200 and "new conversation" in resp.body

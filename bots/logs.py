@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from core.model.faults import redact
 
-__all__ = ["RedactingFilter", "configure_logging"]
+__all__ = ["RedactingFilter", "configure_logging", "redact_logs"]
 
 
 class RedactingFilter(logging.Filter):
@@ -21,14 +21,17 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Mask, never drop."""
-        message = record.getMessage()
-        record.msg = redact(message, *self._secrets)
-        record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        record.msg, record.args = redact(message, *self._secrets), None
+        if record.exc_info:
             # The formatted traceback may quote a URL holding a token.
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info),
-                                     *self._secrets)
-            record.exc_info = None
+            trace = logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = redact(trace, *self._secrets), None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text, *self._secrets)
         return True
 
 
@@ -59,3 +62,13 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "WARNING")
+
+
+def redact_logs(secrets: Iterable[str]) -> None:
+    """Mask ``secrets`` on every handler of the root logger (settings may add .env ones)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig()
+    flt = RedactingFilter(secrets)
+    for handler in root.handlers:
+        handler.addFilter(flt)

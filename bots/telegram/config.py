@@ -1,0 +1,158 @@
+"""The Telegram adapter's settings, read once from ``Settings`` and checked at start-up.
+
+Credentials and URLs come from the environment (``settings.env``); behaviour from the
+``[telegram]`` table of chatbridge.toml.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bots.settings import Settings
+from core.errors import ConfigError
+
+__all__ = ["DEFAULT_GREETING", "TelegramConfig", "load_config"]
+
+DEFAULT_API_URL = "https://api.telegram.org/bot"
+DEFAULT_FILE_URL = "https://api.telegram.org/file/bot"
+DEFAULT_GREETING = (
+    "Hello! I'm an AI assistant. Write to me, or send a photo with a question, and I'll "
+    "answer. /help lists what I can do."
+)
+_TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
+_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_KEYS = {"profile", "business_profile", "chats", "greeting", "greetings", "album_seconds",
+         "draft_interval", "edit_interval", "max_file_mb", "listen"}
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    """Everything the Telegram adapter reads from outside."""
+
+    token: str = field(repr=False)
+    api_url: str = DEFAULT_API_URL
+    file_url: str = DEFAULT_FILE_URL
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    listen: str = "0.0.0.0"
+    profile: str | None = None
+    business_profile: str | None = None
+    chat_profiles: Mapping[int, str] = field(default_factory=dict)
+    greeting: str = DEFAULT_GREETING
+    greetings: Mapping[str, str] = field(default_factory=dict)
+    album_seconds: float = 1.0
+    draft_interval: float = 0.5
+    edit_interval: float = 1.5
+    max_file_bytes: int = 20_000_000
+
+    def profile_for(self, chat_id: int, *, business: bool) -> str | None:
+        """The profile a chat uses: listed chats first, then business or general default."""
+        if chat_id in self.chat_profiles:
+            return self.chat_profiles[chat_id]
+        return (self.business_profile if business else None) or self.profile
+
+    def greeting_for(self, profile: str | None) -> str:
+        """The /start greeting of a profile."""
+        return self.greetings.get(profile or "default", self.greeting)
+
+
+def _seconds(table: Mapping[str, Any], key: str, default: float) -> float:
+    raw = table.get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) \
+            or not 0 <= raw <= 60:
+        raise ConfigError(f"[telegram] {key} must be a number of seconds from 0 to 60")
+    return float(raw)
+
+
+def _text(table: Mapping[str, Any], key: str) -> str | None:
+    raw = table.get(key)
+    if raw is not None and (not isinstance(raw, str) or not raw.strip()):
+        raise ConfigError(f"[telegram] {key} must be a non-empty string")
+    return raw
+
+
+def _profile_name(settings: Settings, name: str | None, where: str) -> str | None:
+    if name is not None and name not in settings.profiles:
+        known = ", ".join(sorted(settings.profiles))
+        raise ConfigError(f"{where} names the profile {name!r}, which is not defined "
+                          f"(profiles: {known})")
+    return name
+
+
+def _chats(settings: Settings, raw: Any) -> dict[int, str]:
+    if not isinstance(raw, dict):
+        raise ConfigError("[telegram.chats] must map chat ids to profile names")
+    chats: dict[int, str] = {}
+    for key, name in raw.items():
+        try:
+            chat_id = int(str(key))
+        except ValueError as err:
+            raise ConfigError(f"[telegram.chats] key {key!r} is not a chat id") from err
+        if not isinstance(name, str):
+            raise ConfigError(f"[telegram.chats] {key} must name a profile")
+        chats[chat_id] = str(_profile_name(settings, name, f"[telegram.chats] {key}"))
+    return chats
+
+
+def _greetings(settings: Settings, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError("[telegram.greetings] must map profile names to greetings")
+    for name in raw:
+        _profile_name(settings, name, "[telegram.greetings]")
+    return dict(raw)
+
+
+def load_config(settings: Settings, *, webhook: bool = False) -> TelegramConfig:
+    """Read and check the Telegram settings; a ``ConfigError`` names what is wrong."""
+    env = settings.env
+    token = env.get("TELEGRAM_BOT_TOKEN", "").strip()
+    if not token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and "
+                          "put its token in the environment or .env")
+    if not _TOKEN.match(token):
+        raise ConfigError("TELEGRAM_BOT_TOKEN does not look like a bot token "
+                          "(digits, a colon, then letters; as @BotFather shows it)")
+    table = settings.config.get("telegram") or {}
+    if not isinstance(table, dict):
+        raise ConfigError("[telegram] must be a table")
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise ConfigError(f"[telegram] has unknown keys: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(_KEYS))})")
+    webhook_url = env.get("TELEGRAM_WEBHOOK_URL", "").strip() or None
+    secret = env.get("TELEGRAM_WEBHOOK_SECRET", "").strip() or None
+    if webhook:
+        if not webhook_url or not webhook_url.startswith(("https://", "http://")):
+            raise ConfigError("--webhook needs TELEGRAM_WEBHOOK_URL, the public https URL "
+                              "that reaches POST /telegram/webhook")
+        if not secret:
+            raise ConfigError("--webhook needs TELEGRAM_WEBHOOK_SECRET (1-256 characters "
+                              "A-Z a-z 0-9 _ -), so forged updates are refused")
+    if secret is not None and not _SECRET.match(secret):
+        raise ConfigError("TELEGRAM_WEBHOOK_SECRET may only hold 1-256 characters "
+                          "A-Z a-z 0-9 _ -")
+    max_mb = table.get("max_file_mb", 20)
+    if isinstance(max_mb, bool) or not isinstance(max_mb, int) or max_mb < 1:
+        raise ConfigError("[telegram] max_file_mb must be a whole number of megabytes")
+    return TelegramConfig(
+        token=token,
+        api_url=env.get("CHATBRIDGE_TELEGRAM_API_URL", "").strip() or DEFAULT_API_URL,
+        file_url=env.get("CHATBRIDGE_TELEGRAM_FILE_URL", "").strip() or DEFAULT_FILE_URL,
+        webhook_url=webhook_url,
+        webhook_secret=secret,
+        listen=_text(table, "listen") or "0.0.0.0",
+        profile=_profile_name(settings, _text(table, "profile"), "[telegram] profile"),
+        business_profile=_profile_name(settings, _text(table, "business_profile"),
+                                       "[telegram] business_profile"),
+        chat_profiles=_chats(settings, table.get("chats", {})),
+        greeting=_text(table, "greeting") or DEFAULT_GREETING,
+        greetings=_greetings(settings, table.get("greetings", {})),
+        album_seconds=_seconds(table, "album_seconds", 1.0),
+        draft_interval=_seconds(table, "draft_interval", 0.5),
+        edit_interval=_seconds(table, "edit_interval", 1.5),
+        max_file_bytes=max_mb * 1_000_000,
+    )

@@ -1,0 +1,244 @@
+"""The core's reply events onto Telegram.
+
+Private chats stream with ``sendMessageDraft`` and end with one ``sendMessage`` per part;
+groups and business chats post a first message and edit it (new parts become new
+messages). Updates are throttled; flood control (429 ``retry_after``) pauses streaming and
+is waited out for the final text; "message is not modified" is success; a parse error
+resends the same text without formatting; 403 (the person blocked the bot) stops the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
+
+from bots.telegram.markdown import markdown_to_html, to_plain
+from bots.telegram.split import split_html
+from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent
+
+__all__ = ["Blocked", "Replier", "Target"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+_TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
+
+
+class Blocked(Exception):
+    """Telegram refused with 403: the person blocked the bot, or it left the chat."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an answer goes."""
+
+    chat_id: int
+    thread_id: int | None = None
+    business_connection_id: str | None = None
+    reply_to: int | None = None  # quote this message (groups)
+    drafts: bool = False  # private chat: stream with sendMessageDraft
+    draft_id: int = 1
+
+
+def _retry_seconds(err: RetryAfter) -> float:
+    with warnings.catch_warnings():  # int access is deprecated; timedelta is opt-in
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = err.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class Replier:
+    """Sends one answer (streamed or not) to one place."""
+
+    def __init__(self, bot: Bot, target: Target, *, draft_interval: float = 0.5,
+                 edit_interval: float = 1.5, attempts: int = 5) -> None:
+        self._bot = bot
+        self._target = target
+        self._interval = draft_interval if target.drafts else edit_interval
+        self._attempts = attempts
+        self._loop = asyncio.get_running_loop()
+        self._next = 0.0  # loop time before which no partial update is sent
+        self._sent: list[tuple[int, str]] = []  # (message_id, html) of parts on screen
+
+    @property
+    def message_ids(self) -> list[int]:
+        """The messages this answer occupies."""
+        return [mid for mid, _ in self._sent]
+
+    # ---------------------------------------------------------------- one call, robustly
+    async def _deliver(self, call: Callable[[str, str | None], Awaitable[T]], text_html: str,
+                       *, final: bool) -> T | None:
+        """Run ``call(text, parse_mode)``; ``None`` when skipped or nothing changed."""
+        text: str = text_html
+        mode: str | None = ParseMode.HTML
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call(text, mode)
+            except RetryAfter as err:
+                wait = _retry_seconds(err)
+                self._next = max(self._next, self._loop.time() + wait)
+                if not final or attempt >= self._attempts:
+                    if final:
+                        raise
+                    return None
+                log.info("Telegram flood control: waiting %.0f s", wait)
+                await asyncio.sleep(wait)
+            except BadRequest as err:
+                reason = err.message.lower()
+                if "message is not modified" in reason:
+                    return None
+                if "can't parse entities" in reason and mode is not None:
+                    log.warning("Telegram could not parse our HTML (%s); sending plain text",
+                                err.message)
+                    text, mode = to_plain(text_html), None
+                    continue
+                raise
+            except Forbidden as err:
+                raise Blocked(err.message) from err
+            except NetworkError:
+                if not final or attempt >= self._attempts:
+                    if final:
+                        raise
+                    return None
+                await asyncio.sleep(min(2.0**attempt, 10.0))
+
+    async def _send(self, part: str, *, final: bool) -> Message | None:
+        target = self._target
+        reply = (ReplyParameters(target.reply_to, allow_sending_without_reply=True)
+                 if target.reply_to is not None and not self._sent else None)
+
+        async def call(text: str, mode: str | None) -> Message:
+            return await self._bot.send_message(
+                target.chat_id, text, parse_mode=mode, message_thread_id=target.thread_id,
+                business_connection_id=target.business_connection_id,
+                reply_parameters=reply, link_preview_options=_NO_PREVIEW,
+            )
+
+        message = await self._deliver(call, part, final=final)
+        if message is not None:
+            self._sent.append((message.message_id, part))
+        return message
+
+    async def _edit(self, index: int, part: str, *, final: bool) -> None:
+        message_id, shown = self._sent[index]
+        if part == shown:
+            return
+        target = self._target
+
+        async def call(text: str, mode: str | None) -> object:
+            return await self._bot.edit_message_text(
+                text, chat_id=target.chat_id, message_id=message_id, parse_mode=mode,
+                business_connection_id=target.business_connection_id,
+                link_preview_options=_NO_PREVIEW,
+            )
+
+        await self._deliver(call, part, final=final)
+        self._sent[index] = (message_id, part)
+
+    async def _draft(self, part: str) -> None:
+        target = self._target
+
+        async def call(text: str, mode: str | None) -> bool:
+            return await self._bot.send_message_draft(
+                target.chat_id, target.draft_id, text=text,
+                message_thread_id=target.thread_id, parse_mode=mode,
+            )
+
+        await self._deliver(call, part, final=False)
+
+    # ---------------------------------------------------------------- what the person sees
+    async def show(self, parts: list[str], *, final: bool) -> None:
+        """Bring the screen up to ``parts`` (drafts until final; else edits and sends)."""
+        if not parts:
+            return
+        if self._target.drafts and not final:
+            await self._draft(parts[-1])
+            return
+        for index, part in enumerate(parts):
+            if index < len(self._sent):
+                # While streaming only the newest part changes; the final pass fixes all.
+                if final or index == len(self._sent) - 1:
+                    await self._edit(index, part, final=final)
+            elif await self._send(part, final=final) is None:
+                return
+        if final:
+            for message_id, _ in self._sent[len(parts):]:  # a shorter final (an error)
+                try:
+                    await self._bot.delete_message(self._target.chat_id, message_id)
+                except (BadRequest, NetworkError):
+                    log.debug("could not delete an outdated part")
+            del self._sent[len(parts):]
+
+    async def say(self, text: str) -> None:
+        """Send a plain sentence (a note, an error, a command's answer)."""
+        await self.show(split_html(html.escape(text, quote=False)), final=True)
+
+    async def _keep_typing(self) -> None:
+        target = self._target
+        while True:
+            try:
+                await self._bot.send_chat_action(
+                    target.chat_id, ChatAction.TYPING, message_thread_id=target.thread_id,
+                    business_connection_id=target.business_connection_id,
+                )
+            except Forbidden:
+                return
+            except (RetryAfter, NetworkError) as err:
+                log.debug("typing indicator not sent: %s", err)
+            await asyncio.sleep(_TYPING_EVERY)
+
+    async def stream(self, events: AsyncIterator[ReplyEvent]) -> ReplyEvent | None:
+        """Show a turn's reply events as they come; returns the last event."""
+        typing: asyncio.Task[None] | None = asyncio.create_task(self._keep_typing())
+        text = ""
+        last: ReplyEvent | None = None
+        failure: Exception | None = None
+        try:
+            async for event in events:
+                last = event
+                if failure is not None:
+                    continue  # let the core finish and store the turn; it can't be shown
+                try:
+                    await self._on_event(event, text)
+                except (Blocked, TelegramError) as err:
+                    failure = err
+                    if typing is not None:
+                        typing.cancel()
+                if isinstance(event, DeltaEvent):
+                    text += event.text
+                if typing is not None and self._sent and not self._target.drafts:
+                    typing.cancel()  # the answer is on screen
+                    typing = None
+        finally:
+            if typing is not None:
+                typing.cancel()
+        if failure is not None:
+            raise failure
+        return last
+
+    async def _on_event(self, event: ReplyEvent, before: str) -> None:
+        if isinstance(event, DeltaEvent):
+            text = before + event.text
+            if text.strip() and self._loop.time() >= self._next:
+                self._next = self._loop.time() + self._interval
+                await self.show(split_html(markdown_to_html(text)), final=False)
+        elif isinstance(event, FinalEvent):
+            rendered = markdown_to_html(event.text) or html.escape("(no answer)")
+            if event.notice:
+                rendered += f"\n\n<i>{html.escape(event.notice, quote=False)}</i>"
+            await self.show(split_html(rendered), final=True)
+        elif isinstance(event, ErrorEvent):
+            await self.say(event.message)

@@ -1,0 +1,113 @@
+"""Webhook mode: the secret token, malformed bodies, and a redelivered update answered once."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bots.db import create_engine, upgrade
+from tests.bots.telegram.conftest import ALICE, make_settings, message, run_bot, update
+from tests.bots.telegram.fake_bot_api import FakeBotApi
+from tests.fakes.model_server import FakeModelServer, Reply
+
+SECRET = "s3cret_Token-42"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def post(port: int, body: Any, secret: str | None = SECRET) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with httpx.AsyncClient() as client:
+        return await client.post(f"http://127.0.0.1:{port}/telegram/webhook", content=data,
+                                 headers=headers)
+
+
+async def _duplicate_answered_once(tmp_path: Path, api: FakeBotApi, model: FakeModelServer,
+                                   db_url: str) -> None:
+    port = free_port()
+    settings = make_settings(tmp_path, api, model, db_url,
+                             TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
+                             TELEGRAM_WEBHOOK_SECRET=SECRET)
+    model.enqueue(Reply(text="answered once"), Reply(text="answered twice?!"))
+    async with run_bot(settings, api, model, webhook=True, port=port) as bot:
+        assert api.webhook == {"url": "https://bot.example.com/telegram/webhook",
+                               "secret_token": SECRET,
+                               "allowed_updates": ["message", "business_message"]}
+        assert not api.calls_to("getUpdates") and not api.calls_to("deleteWebhook")
+        delivery = {"update_id": 900001, **update(message("hello once"))}
+        assert (await post(port, delivery)).status_code == 200
+        assert await bot.answered(ALICE["id"]) == ["answered once"]
+        # Telegram redelivers (same update) and a replica sees it under a new update_id.
+        assert (await post(port, delivery)).status_code == 200
+        assert (await post(port, {**delivery, "update_id": 900002})).status_code == 200
+        await bot.settle(0.8)
+        assert api.texts(ALICE["id"]) == ["answered once"]
+        assert len(model.requests) == 1
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"http://127.0.0.1:{port}/healthz")
+        assert health.status_code == 200
+
+
+async def test_duplicate_update_over_webhook_is_answered_once_sqlite(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        sqlite_url: str) -> None:
+    await _duplicate_answered_once(tmp_path, bot_api, fake_model, sqlite_url)
+
+
+@pytest.mark.postgres
+async def test_duplicate_update_over_webhook_is_answered_once_postgres(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        await upgrade(engine)  # PostgreSQL is migrated explicitly (`chatbridge db upgrade`)
+    finally:
+        await engine.dispose()
+    await _duplicate_answered_once(tmp_path, bot_api, fake_model, postgres_url)
+
+
+async def test_wrong_or_missing_secret_is_403_and_bad_bodies_are_400(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        sqlite_url: str) -> None:
+    port = free_port()
+    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url,
+                             TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
+                             TELEGRAM_WEBHOOK_SECRET=SECRET)
+    async with run_bot(settings, bot_api, fake_model, webhook=True, port=port) as bot:
+        good = {"update_id": 1, **update(message("hi"))}
+        assert (await post(port, good, secret="wrong")).status_code == 403
+        assert (await post(port, good, secret=None)).status_code == 403
+        assert (await post(port, b"{not json")).status_code == 400
+        assert (await post(port, [1, 2])).status_code == 400
+        assert (await post(port, {"no": "update_id"})).status_code == 400
+        await bot.settle(0.5)
+        assert fake_model.requests == [] and not bot_api.calls_to("sendMessage")
+
+
+async def test_webhook_needs_url_and_secret(tmp_path: Path, bot_api: FakeBotApi,
+                                            fake_model: FakeModelServer,
+                                            sqlite_url: str) -> None:
+    from bots.telegram import load_config
+    from core.errors import ConfigError
+
+    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url)
+    with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_URL"):
+        load_config(settings, webhook=True)
+    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url,
+                             TELEGRAM_WEBHOOK_URL="https://x.example/telegram/webhook")
+    with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET"):
+        load_config(settings, webhook=True)
+
+

@@ -95,3 +95,15 @@ def fake_model(model_server: FakeModelServer) -> Iterator[FakeModelServer]:
     model_server.clear()
     yield model_server
     model_server.clear()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: PostgreSQL, Slack, Telegram and the real model
+    must all really run there."""
+    if not IN_CI:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if skipped and exitstatus == 0:
+        print(f"\nCI: {skipped} test(s) were skipped; everything must run in CI.")
+        session.exitstatus = 1

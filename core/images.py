@@ -22,6 +22,7 @@ from core.errors import ImageError
 from core.types import Image
 
 __all__ = [
+    "ACCEPTED_MIMES",
     "DEFAULT_MAX_SIDE",
     "MAX_DATA_URL_BYTES",
     "MAX_RATIO",
@@ -45,6 +46,8 @@ _PIL_FORMATS = {
     "image/bmp": "BMP",
     "image/tiff": "TIFF",
 }
+# The image types prepare_image reads; adapters filter attachments against this list.
+ACCEPTED_MIMES: tuple[str, ...] = tuple(_PIL_FORMATS)
 _KEEP_MODES = {"image/png": {"1", "L", "LA", "P", "RGB", "RGBA"}, "image/jpeg": {"L", "RGB"}}
 _BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
 _FALLBACK_QUALITIES = (85, 75, 60)

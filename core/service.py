@@ -98,6 +98,17 @@ class ChatService:
         """Whether an open conversation with messages exists under this key."""
         return await self._store.count_messages(platform=platform, scope=scope) > 0
 
+    async def knows_scope(self, *, platform: str, scope: str) -> bool:
+        """Whether a conversation (open or closed by a reset) ever existed under this key."""
+        return await self._store.scope_known(platform=platform, scope=scope)
+
+    async def first_time(self, *, platform: str, event_id: str) -> bool:
+        """Record an event that starts no turn (a greeting…); ``False`` if seen before.
+
+        The database decides, so a redelivery or a second replica gets ``False``.
+        """
+        return await self._store.record_event(platform=platform, event_id=event_id)
+
     @property
     def model_choices(self) -> tuple[str, ...]:
         """Models people may switch to (empty: switching is off)."""

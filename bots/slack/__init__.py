@@ -27,6 +27,7 @@ from bots.runtime import open_runtime
 from bots.settings import Settings
 from bots.slack.app import SlackBot, make_client
 from bots.slack.config import SlackConfig, load_slack_config
+from bots.slack.errors import error_kind
 from bots.slack.server import EVENTS_PATH, http_app, socket_handler
 from core.errors import ChatbridgeError, ConfigError
 
@@ -40,8 +41,7 @@ async def check_auth(client: AsyncWebClient) -> str:
     try:
         resp = await client.auth_test()
     except SlackApiError as err:
-        raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN ({err.response.get('error')})") \
-            from err
+        raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN ({error_kind(err)})") from err
     except (ClientError, TimeoutError, OSError) as err:
         raise ChatbridgeError(f"cannot reach the Slack Web API at {client.base_url} "
                               f"({type(err).__name__})") from err

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.context.save_thread_context.async_save_thread_context import (
     AsyncSaveThreadContext,
 )
@@ -27,7 +28,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime
 from bots.slack.config import SlackConfig
-from bots.slack.files import Attachments, fetch_attachments
+from bots.slack.errors import error_kind
+from bots.slack.files import READABLE, Attachments, fetch_attachments
 from bots.slack.people import Names
 from bots.slack.render import FEEDBACK_ACTION, render_reply
 from bots.slack.text import command_word, mentions, plain_text
@@ -98,7 +100,7 @@ def help_text(config: SlackConfig) -> str:
         "• *Channels:* mention me and I answer in a thread; later messages in that thread "
         "need no mention. Each thread is its own conversation.\n"
         f"• *Images:* attach them and I'll look (up to {config.max_file_bytes // 2**20} MB "
-        "each); other files I can't read.\n"
+        f"each). I read {READABLE}; other files I can't read.\n"
         f"• *Start over:* write `reset` in a direct message (or use `{config.reset_command}`), "
         "or mention me with `reset` in a thread.\n"
         "• Rate answers with the thumbs under them."
@@ -131,9 +133,15 @@ class SlackBot:
                 allow_bots=config.allow_bots, assistant=in_assistant)
 
         @assistant.thread_started
-        async def thread_started(say: AsyncSay,
+        async def thread_started(payload: dict[str, Any], body: dict[str, Any],
+                                 context: AsyncBoltContext, say: AsyncSay,
                                  set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
-            self.tasks.spawn(self._greet(say, set_suggested_prompts), "slack greeting")
+            thread = payload.get("assistant_thread") or {}
+            team = context.team_id or str(body.get("team_id") or "")
+            # The thread's identity, not the delivery's: retries and replicas share it.
+            event_id = f"{team}/{thread.get('channel_id')}/{thread.get('thread_ts')}/started"
+            self.tasks.spawn(self._greet(event_id, say, set_suggested_prompts),
+                             "slack greeting")
 
         @assistant.thread_context_changed
         async def context_changed(payload: dict[str, Any],
@@ -158,11 +166,13 @@ class SlackBot:
                 self.tasks.spawn(self.handle(msg), f"slack turn {msg.event_id}")
 
         @app.command(config.reset_command)
-        async def reset_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+        async def reset_command(ack: AsyncAck, body: dict[str, Any],
+                                respond: AsyncRespond) -> None:
             channel, team = str(body.get("channel_id", "")), str(body.get("team_id", ""))
             if channel.startswith("D") and team:
-                await self.runtime.service.reset(platform=PLATFORM, scope=f"{team}/{channel}")
+                # Acknowledge first (Slack waits 3 seconds at most); reset in the background.
                 await ack(text="Done: I started a new conversation and forgot this one.")
+                self.tasks.spawn(self._reset(f"{team}/{channel}", respond), "slack reset")
             else:
                 await ack(text="In a channel each thread is its own conversation: mention me "
                           "with `reset` in the thread to start it over, or start a new thread.")
@@ -181,11 +191,28 @@ class SlackBot:
                                                 value == "positive"), "slack feedback")
 
     # ---------------------------------------------------------------- background work
-    async def _greet(self, say: AsyncSay, set_prompts: AsyncSetSuggestedPrompts) -> None:
+    async def _greet(self, event_id: str, say: AsyncSay,
+                     set_prompts: AsyncSetSuggestedPrompts) -> None:
+        try:
+            first = await self.runtime.service.first_time(platform=PLATFORM, event_id=event_id)
+        except Exception as err:  # better a second greeting than none
+            log.warning("could not record the greeting: %s", type(err).__name__)
+            first = True
+        if not first:
+            return
         if self.config.greeting:
-            await say(self.config.greeting)
+            await _best_effort("the greeting", say(self.config.greeting))
         prompts = self.config.prompts_for(self.config.dm_profile)
-        await set_prompts(prompts=[{"title": p.title, "message": p.message} for p in prompts])
+        await _best_effort("assistant.threads.setSuggestedPrompts", set_prompts(
+            prompts=[{"title": p.title, "message": p.message} for p in prompts]))
+
+    async def _reset(self, scope: str, respond: AsyncRespond) -> None:
+        try:
+            await self.runtime.service.reset(platform=PLATFORM, scope=scope)
+        except Exception as err:
+            log.error("reset of %s failed: %s", scope, type(err).__name__)
+            await _best_effort("the reset failure notice", respond(
+                text=":warning: Sorry, I couldn't start a new conversation; please try again."))
 
     async def _save_context(self, save: AsyncSaveThreadContext, new: dict[str, str]) -> None:
         await save(new)
@@ -200,9 +227,22 @@ class SlackBot:
         await self.client.chat_postMessage(channel=target.channel, thread_ts=target.thread_ts,
                                            markdown_text=text)
 
+    async def _note(self, target: ReplyTarget, text: str) -> None:
+        """Post a side note; failing to is logged, never the end of the turn."""
+        await _best_effort("chat.postMessage (note)", self._post(target, text))
+
     async def _joined(self, scope: str) -> bool:
-        """Whether the bot already takes part in this thread (its conversation is open)."""
-        return await self.runtime.service.has_conversation(platform=PLATFORM, scope=scope)
+        """Whether the bot took part in this thread: a conversation, open or closed by a
+        reset, exists under its key."""
+        return await self.runtime.service.knows_scope(platform=PLATFORM, scope=scope)
+
+    async def _new_thread(self, scope: str) -> bool:
+        """Whether an assistant thread is new (and gets a title); unsure means no."""
+        try:
+            return not await self._joined(scope)
+        except Exception as err:
+            log.warning("could not look up %s: %s", scope, type(err).__name__)
+            return False
 
     def _profile(self, msg: Incoming) -> str | None:
         if msg.kind == "channel":
@@ -252,7 +292,8 @@ class SlackBot:
         if msg.files:
             files = await fetch_attachments(
                 msg.files, client=self.client, http=self.runtime.http,
-                token=self.config.bot_token, max_bytes=self.config.max_file_bytes)
+                token=self.config.bot_token, api_url=self.config.api_url,
+                max_bytes=self.config.max_file_bytes)
         if files.skipped:
             text = (text + "\n\n" if text else "") + \
                 f"[Attached files the assistant cannot open: {', '.join(files.skipped)}]"
@@ -262,24 +303,33 @@ class SlackBot:
             text=text, event_id=msg.event_id, images=files.images,
             profile=self._profile(msg), shared=msg.shared,
         )
-        first = msg.kind == "assistant" and not await self._joined(msg.scope)
+        first = msg.kind == "assistant" and await self._new_thread(msg.scope)
 
-        async def on_start() -> None:
+        async def on_start() -> None:  # side calls only: none of them may end the turn
             for note in files.notes:
-                await self._post(target, f"_{note}_")
+                await self._note(target, f"_{note}_")
             if first and target.thread_ts:
-                await self.client.assistant_threads_setTitle(
-                    channel_id=target.channel, thread_ts=target.thread_ts,
-                    title=_title(text))
+                await _best_effort("assistant.threads.setTitle",
+                                   self.client.assistant_threads_setTitle(
+                                       channel_id=target.channel, thread_ts=target.thread_ts,
+                                       title=_title(text)))
 
         rendered = await render_reply(
             self.client, target, service.handle(request), limit=self.config.max_message_chars,
             interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
             on_start=on_start,
         )
-        if rendered.ref:
-            await service.record_reply(platform=PLATFORM, event_id=msg.event_id,
-                                       ref=rendered.ref)
+        if rendered.ref:  # the answer is shown: failing to note where is only logged
+            await _best_effort("recording the reply", service.record_reply(
+                platform=PLATFORM, event_id=msg.event_id, ref=rendered.ref))
+
+
+async def _best_effort(what: str, call: Awaitable[object]) -> None:
+    """Await a side call; a failure is logged (its kind only) and otherwise ignored."""
+    try:
+        await call
+    except Exception as err:
+        log.warning("%s failed: %s", what, error_kind(err))
 
 
 def _title(text: str) -> str:

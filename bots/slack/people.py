@@ -7,8 +7,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.errors import error_kind
 
 __all__ = ["Names"]
 
@@ -16,7 +17,10 @@ log = logging.getLogger(__name__)
 
 
 class Names:
-    """A small cache of user display names; a failed lookup falls back to the user ID."""
+    """A small cache of user display names; a failed lookup falls back to the user ID.
+
+    Lookups never raise: a name is a nicety, never a reason to lose a message.
+    """
 
     def __init__(self, client: AsyncWebClient, *, ttl: float = 3600.0, size: int = 5000) -> None:
         self._client, self._ttl, self._size = client, ttl, size
@@ -33,13 +37,13 @@ class Names:
             return hit
         try:
             resp = await self._client.users_info(user=user)
-        except SlackApiError as err:
-            log.info("users.info %s failed: %s", user, err.response.get("error"))
+            info = resp.get("user") or {}
+            profile = info.get("profile") or {}
+            name = str(profile.get("display_name") or profile.get("real_name")
+                       or info.get("real_name") or info.get("name") or user)
+        except Exception as err:  # Slack's refusal, timeouts, connection errors, garbage
+            log.info("users.info %s failed: %s", user, error_kind(err))
             return user
-        info = resp.get("user") or {}
-        profile = info.get("profile") or {}
-        name = str(profile.get("display_name") or profile.get("real_name")
-                   or info.get("real_name") or info.get("name") or user)
         self._cache[user] = (name, time.monotonic() + self._ttl)
         self._cache.move_to_end(user)
         while len(self._cache) > self._size:

@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.errors import error_kind
 from bots.slack.text import Splitter
 from bots.slack.translate import ReplyTarget
 from core.types import DeltaEvent, DuplicateEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
@@ -26,6 +28,8 @@ __all__ = ["FEEDBACK_ACTION", "Rendered", "feedback_blocks", "render_reply"]
 
 log = logging.getLogger(__name__)
 FEEDBACK_ACTION = "chatbridge_feedback"
+# What a failed Web API call raises: Slack's refusal, or the connection's failure.
+_SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 
 def feedback_blocks() -> list[dict[str, Any]]:
@@ -54,11 +58,12 @@ class _Writer(Protocol):
 
 
 class _StreamRefused(Exception):
-    """Streaming failed; carries what was written so far and the message, if started."""
+    """Streaming failed: what was written so far, the message (if started) and the part
+    of the text known to have reached it."""
 
-    def __init__(self, text: str, ts: str | None) -> None:
+    def __init__(self, text: str, ts: str | None, shown: str) -> None:
         super().__init__("streaming refused")
-        self.text, self.ts = text, ts
+        self.text, self.ts, self.shown = text, ts, shown
 
 
 class _StreamWriter:
@@ -68,6 +73,18 @@ class _StreamWriter:
         self._client, self._target, self._buffer_size = client, target, buffer_size
         self._stream: AsyncChatStream | None = None
         self.text = ""
+        self._shown = ""  # what reached Slack (the rest is in the stream's buffer)
+
+    async def _refused(self, err: Exception, doing: str) -> _StreamRefused:
+        """Give up on streaming: stop the started stream (if any), best effort."""
+        log.info("%s failed (%s); posting and editing instead", doing, error_kind(err))
+        ts = self._stream.ts if self._stream else None
+        if ts:
+            try:
+                await self._client.chat_stopStream(channel=self._target.channel, ts=ts)
+            except Exception as stop_err:
+                log.info("chat.stopStream after a failure: %s", type(stop_err).__name__)
+        return _StreamRefused(self.text, ts, self._shown)
 
     async def append(self, text: str) -> None:
         self.text += text
@@ -79,11 +96,10 @@ class _StreamWriter:
                     recipient_team_id=self._target.team, recipient_user_id=self._target.user,
                     buffer_size=self._buffer_size,
                 )
-            await self._stream.append(markdown_text=text)
-        except SlackApiError as err:
-            log.info("streaming refused (%s); posting and editing instead",
-                     err.response.get("error"))
-            raise _StreamRefused(self.text, self._stream.ts if self._stream else None) from err
+            if await self._stream.append(markdown_text=text) is not None:
+                self._shown = self.text  # the buffer was flushed
+        except _SEND_ERRORS as err:
+            raise await self._refused(err, "streaming") from err
 
     async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
         if self._stream is None:
@@ -93,52 +109,77 @@ class _StreamWriter:
         assert self._stream is not None
         try:
             resp = await self._stream.stop(blocks=list(blocks) if blocks else None)
-        except SlackApiError as err:
-            log.info("chat.stopStream failed (%s); editing instead", err.response.get("error"))
-            raise _StreamRefused(self.text, self._stream.ts) from err
+        except _SEND_ERRORS as err:
+            raise await self._refused(err, "chat.stopStream") from err
         return str(resp.get("ts") or self._stream.ts or "") or None
 
 
 class _UpdateWriter:
-    """One message posted with chat.postMessage, then edited with chat.update."""
+    """One message posted with chat.postMessage, then edited with chat.update.
+
+    Where an edit is refused (a stopped stream, an old message), the rest of the text goes
+    into a new message, edited from then on.
+    """
 
     def __init__(self, client: AsyncWebClient, target: ReplyTarget, interval: float,
-                 *, ts: str | None = None, text: str = "") -> None:
+                 *, ts: str | None = None, text: str = "", shown: str = "") -> None:
         self._client, self._target, self._interval = client, target, interval
         self.ts, self.text = ts, text
-        self._shown = "" if ts is None else None  # None: unknown, edit at the next chance
+        self._shown = shown  # what the message ``ts`` is known to show
         self._last = 0.0
+
+    async def _edit(self, **payload: Any) -> bool:
+        """Edit the message; on refusal, go on in a new message with the rest."""
+        assert self.ts is not None
+        try:
+            await self._client.chat_update(channel=self._target.channel, ts=self.ts,
+                                           **payload)
+            return True
+        except SlackApiError as err:
+            log.info("chat.update refused (%s); posting the rest as a new message",
+                     error_kind(err))
+        if self.text.startswith(self._shown):
+            self.text = self.text[len(self._shown):]
+        self.ts, self._shown = None, ""
+        return False
 
     async def append(self, text: str) -> None:
         self.text += text
         if not self.text.strip():
             return
+        if self.ts is not None and time.monotonic() - self._last >= self._interval \
+                and self._shown != self.text:
+            if await self._edit(markdown_text=self.text):
+                self._shown, self._last = self.text, time.monotonic()
+            elif not self.text.strip():
+                return
         if self.ts is None:
             resp = await self._client.chat_postMessage(
                 channel=self._target.channel, thread_ts=self._target.thread_ts,
                 markdown_text=self.text,
             )
             self.ts, self._shown, self._last = str(resp["ts"]), self.text, time.monotonic()
-        elif time.monotonic() - self._last >= self._interval and self._shown != self.text:
-            await self._client.chat_update(channel=self._target.channel, ts=self.ts,
-                                           markdown_text=self.text)
-            self._shown, self._last = self.text, time.monotonic()
 
-    async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
+    def _payload(self, blocks: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
         text = self.text.strip() or "…"
         if blocks:
             # markdown_text cannot be combined with blocks: the text goes in a markdown block.
-            payload: dict[str, Any] = {
-                "text": text[:3000], "blocks": [{"type": "markdown", "text": text}, *blocks],
-            }
-        else:
-            payload = {"markdown_text": text}
+            return {"text": text[:3000],
+                    "blocks": [{"type": "markdown", "text": text}, *blocks]}
+        return {"markdown_text": text}
+
+    async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
+        if self.ts is not None and (blocks or self._shown != self.text):
+            shown_ts = self.ts
+            if await self._edit(**self._payload(blocks)):
+                return self.ts
+            if not self.text.strip():
+                return shown_ts  # everything is shown already; only the buttons are lost
         if self.ts is None:
             resp = await self._client.chat_postMessage(
-                channel=self._target.channel, thread_ts=self._target.thread_ts, **payload)
+                channel=self._target.channel, thread_ts=self._target.thread_ts,
+                **self._payload(blocks))
             self.ts = str(resp["ts"])
-        elif blocks or self._shown != self.text:
-            await self._client.chat_update(channel=self._target.channel, ts=self.ts, **payload)
         return self.ts
 
 
@@ -177,7 +218,8 @@ class _Renderer:
             except _StreamRefused as refused:
                 self._streaming = False
                 self._writer = _UpdateWriter(self._client, self._target, self._interval,
-                                             ts=refused.ts, text=refused.text)
+                                             ts=refused.ts, text=refused.text,
+                                             shown=refused.shown)
                 text = "" if text is not None else None
         return None
 
@@ -196,8 +238,8 @@ class _Renderer:
                 await self._client.assistant_threads_setStatus(
                     channel_id=self._target.channel, thread_ts=self._target.thread_ts,
                     status=f"is {event.text}")
-            except SlackApiError as err:
-                log.info("assistant.threads.setStatus failed: %s", err.response.get("error"))
+            except Exception as err:  # a status is a nicety: never the end of a turn
+                log.info("assistant.threads.setStatus failed: %s", error_kind(err))
 
     async def delta(self, event: DeltaEvent) -> None:
         await self._apply(self._splitter.feed(event.text))

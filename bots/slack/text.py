@@ -94,8 +94,18 @@ class Splitter:
         rest, self._pending = self._pending, ""
         return self._line(rest) if rest else []
 
+    def _closes(self, fence: re.Match[str] | None) -> bool:
+        """Whether a fence line ends the open code block."""
+        return bool(fence and self._fence and fence.group(1)[0] == self._fence[1][0]
+                    and len(fence.group(1)) >= len(self._fence[1])
+                    and not fence.group(2).strip())
+
     def _reserve(self, line: str) -> int:
-        return 4 if self._fence or (self._at_line_start and _FENCE.match(line)) else 0
+        """Room kept for closing the code block: a newline and its whole fence."""
+        fence = _FENCE.match(line.rstrip("\n")) if self._at_line_start else None
+        if self._fence:
+            return 0 if self._closes(fence) else len(self._fence[1]) + 1
+        return len(fence.group(1)) + 1 if fence else 0
 
     def _break(self) -> list[str | None]:
         if self._size == 0:
@@ -149,11 +159,9 @@ class Splitter:
         fence = _FENCE.match(line.rstrip("\n"))
         ops = self._place(line)
         if fence:
-            marker, rest = fence.group(1), fence.group(2)
             if self._fence is None:
-                self._fence = (line.strip(), marker)
-            elif marker[0] == self._fence[1][0] and len(marker) >= len(self._fence[1]) \
-                    and not rest.strip():
+                self._fence = (line.strip(), fence.group(1))
+            elif self._closes(fence):
                 self._fence = None
         return ops
 

@@ -33,6 +33,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -507,6 +508,33 @@ class Store:
             return bool(result.rowcount)
 
         return await self._tx(work, "start a new conversation")
+
+    async def scope_known(self, *, platform: str, scope: str) -> bool:
+        """Whether any conversation, open or closed, was ever kept under this key."""
+
+        def work(conn: Connection) -> bool:
+            found = conn.execute(
+                select(literal(1))
+                .select_from(_conv)
+                .where(_conv.c.platform == platform, _conv.c.scope_key == scope)
+                .limit(1)
+            ).first()
+            return found is not None
+
+        return await self._tx(work, "look up the conversation")
+
+    async def record_event(self, *, platform: str, event_id: str) -> bool:
+        """Record an event that needs no turn, once; ``False`` if it was recorded before."""
+
+        def work(conn: Connection) -> bool:
+            now = utcnow()
+            evt = conn.execute(self._insert_event, {
+                "platform": platform, "event_id": event_id, "status": "done",
+                "received_at": now, "finished_at": now,
+            })
+            return evt.scalar_one_or_none() is not None
+
+        return await self._tx(work, "record the event")
 
     async def count_messages(self, *, platform: str, scope: str) -> int:
         """How many messages the open conversation under this key holds."""

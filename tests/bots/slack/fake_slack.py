@@ -97,6 +97,12 @@ class FakeSlack:
         for _ in range(times):
             self._faults[method].append((200, error, {}))
 
+    def fail(self, method: str, *, status: int = 500, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with an HTTP error and a plain-text
+        body (a proxy's error page), or with ``status=0`` drop the connection unanswered."""
+        for _ in range(times):
+            self._faults[method].append((status, "", {}))
+
     def add_file(self, file_id: str, name: str, data: bytes, mime: str, **extra: Any) -> dict[
             str, Any]:
         """Host a private file; returns its Slack file object."""
@@ -133,11 +139,14 @@ class FakeSlack:
         return f"1700000000.{next(self._ts):06d}"
 
     def answer(self, method: str, args: dict[str, Any], headers: dict[str, str]
-               ) -> tuple[int, dict[str, Any], dict[str, str]]:
+               ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
+        """The status, the JSON body (``None``: a failure without one) and extra headers."""
         with self._lock:
             self.calls.append(Call(method, args, headers))
             if self._faults.get(method):
                 status, error, extra = self._faults[method].popleft()
+                if not error:
+                    return status, None, extra
                 return status, {"ok": False, "error": error}, extra
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
@@ -247,6 +256,12 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
         status, payload, extra = self.fake.answer(parts.path[len("/api/"):], args, headers)
+        if payload is None and not status:
+            self.close_connection = True  # hang up without an answer
+            return
+        if payload is None:
+            self._send(status, b"upstream connect error", "text/plain", extra)
+            return
         self._send(status, json.dumps(payload).encode(), "application/json; charset=utf-8",
                    extra)
 

@@ -325,6 +325,7 @@ async def test_reset_in_dm_and_slash_command(harness: Harness) -> None:
         "token": "t",
     })
     assert status == 200 and "new conversation" in text
+    await h.idle()  # the reset runs after the ack, in the background
     await h.event(message("fresh?", channel="D1", channel_type="im"))
     await h.idle()
     assert user_texts(h) == ["fresh?"]

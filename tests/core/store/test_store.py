@@ -189,3 +189,29 @@ async def test_usage_by_user_conversation_model(engine: AsyncEngine) -> None:
     assert sorted(r.key for r in by_conv) == ["console:console/a", "console:console/b"]
     assert [r.key for r in await store.usage(since=since, by="model")] == ["m"]
     assert await store.usage(since=datetime.now(UTC) + timedelta(hours=1), by="model") == []
+
+
+async def test_scope_known_survives_a_reset(engine: AsyncEngine) -> None:
+    store = open_store(engine)
+    assert not await store.scope_known(platform="console", scope="console/a")
+    await turn(store, "ev1")
+    assert await store.scope_known(platform="console", scope="console/a")
+    assert await store.reset(platform="console", scope="console/a")
+    assert await store.count_messages(platform="console", scope="console/a") == 0
+    assert await store.scope_known(platform="console", scope="console/a")  # closed counts
+    assert not await store.scope_known(platform="console", scope="console/b")
+    assert not await store.scope_known(platform="slack", scope="console/a")
+
+
+async def test_record_event_is_true_once(engine: AsyncEngine) -> None:
+    store = open_store(engine)
+    assert await store.record_event(platform="slack", event_id="T/D/1.0/started")
+    assert not await store.record_event(platform="slack", event_id="T/D/1.0/started")
+    assert await store.record_event(platform="console", event_id="T/D/1.0/started")
+    results = await asyncio.gather(*[store.record_event(platform="slack", event_id="race")
+                                     for _ in range(5)])
+    assert sorted(results) == [False] * 4 + [True]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(InboundEvent.status, InboundEvent.finished_at)
+                                   .where(InboundEvent.event_id == "race"))).all()
+    assert len(rows) == 1 and rows[0].status == "done" and rows[0].finished_at is not None

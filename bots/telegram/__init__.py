@@ -5,6 +5,8 @@
     markdown   the model's Markdown → Telegram HTML
     split      HTML → parts of at most 4096 visible characters
     render     reply events → drafts, messages, edits (throttled, flood-aware)
+    queues     albums gathered briefly; turns of one conversation in arrival order
+    commands   /start /help /reset /model
     adapter    the PTB handler: updates → ChatRequest → ChatService → render
     webhook    POST /telegram/webhook with the secret-token check
     app        Application lifecycle: polling or webhook

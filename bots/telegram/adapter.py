@@ -3,22 +3,26 @@
 The adapter only translates: which messages concern the bot, what they say, and how the
 answer is shown. Conversation memory, duplicates, model calls and model choice are the
 core's (``ChatService``). Every turn runs in its own task, so a slow model call never
-holds up another chat.
+holds up another chat; the turns of one conversation start in the order their messages
+arrived. Whatever is sent without a turn (a command's answer, a note about what the bot
+cannot read) is sent once per message: the database records the message's identity first
+(``ChatService.first_time``), so a redelivery, or a second replica, stays silent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from telegram import BotCommand, Message, Update, User
+from telegram import Message, Update, User
 from telegram.error import BadRequest, NetworkError, TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
+from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import TelegramConfig
 from bots.telegram.inbound import FileRef, Incoming, read_messages
+from bots.telegram.queues import Albums, TurnQueue
 from bots.telegram.render import Blocked, Replier, Target
 from core.errors import ChatbridgeError
 from core.service import ChatService
@@ -29,52 +33,9 @@ __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 ALLOWED_UPDATES = ["message", "business_message"]
-COMMANDS = (
-    BotCommand("start", "Say hello"),
-    BotCommand("help", "What I can read and do"),
-    BotCommand("reset", "Start a new conversation"),
-    BotCommand("model", "Show or switch the model"),
-)
-HELP = (
-    "Write to me and I answer, remembering our conversation. I can read text and images "
-    "(photos, albums, and images sent as files up to {mb} MB).\n\n"
-    "In groups I answer when you mention me, reply to one of my messages, or use a command; "
-    "each forum topic is its own conversation.\n\n"
-    "/reset starts a new conversation (the old one is kept)\n"
-    "/model shows the model{switch}\n"
-    "/help shows this"
-)
+PROMPT = "Yes? Ask me something after the mention."
+SORRY = "Sorry, something went wrong on my side; please try again."
 _App = Application[Any, Any, Any, Any, Any, Any]
-
-
-class _Albums:
-    """Gathers the messages of one album (``media_group_id``) for a short while."""
-
-    def __init__(self, wait: float, ready: Callable[[list[Message]], None]) -> None:
-        self._wait = wait
-        self._ready = ready
-        self._items: dict[tuple[int, str | None, str], list[Message]] = {}
-        self._timers: dict[tuple[int, str | None, str], asyncio.TimerHandle] = {}
-
-    def add(self, message: Message) -> None:
-        key = (message.chat.id, message.business_connection_id, str(message.media_group_id))
-        self._items.setdefault(key, []).append(message)
-        if (timer := self._timers.pop(key, None)) is not None:
-            timer.cancel()  # wait until the album has been quiet for a moment
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(self._wait, self._fire, key)
-
-    def _fire(self, key: tuple[int, str | None, str]) -> None:
-        self._timers.pop(key, None)
-        messages = self._items.pop(key, [])
-        if messages:
-            self._ready(messages)
-
-    def flush(self) -> None:
-        """Hand over every album still gathering (at shutdown)."""
-        for key in list(self._timers):
-            self._timers[key].cancel()
-            self._fire(key)
 
 
 class TelegramAdapter:
@@ -85,7 +46,9 @@ class TelegramAdapter:
         self._service = service
         self._config = config
         self._app = application
-        self._albums = _Albums(config.album_seconds, self._spawn)
+        self._albums = Albums(config.album_seconds, self._spawn)
+        self._queue = TurnQueue()
+        self._commands = Commands(service=service, config=config, platform=PLATFORM)
 
     def install(self) -> None:
         """Register the handlers on the Application."""
@@ -130,18 +93,19 @@ class TelegramAdapter:
         replier: Replier | None = None
         try:
             incoming = read_messages(messages, self._me)
-            if incoming.empty or not incoming.addressed:
+            if not incoming.addressed or (incoming.empty and not incoming.bare_mention):
                 return
-            replier = self._replier(incoming)
-            await self._answer(incoming, replier)
+            # Taken before the first await, so turns of one chat start in arrival order.
+            async with self._queue.turn(incoming.place.scope(self._me.id)):
+                replier = self._replier(incoming)
+                await self._answer(incoming, replier)
         except Blocked as err:
             log.warning("chat %s cannot be written to (%s); not answering", chat_id, err)
         except Exception:
             log.exception("failed to answer a message in chat %s", chat_id)
-            if replier is not None:
+            if replier is not None and not replier.answered:
                 try:
-                    await replier.say("Sorry, something went wrong on my side; please try "
-                                      "again.")
+                    await replier.say(SORRY)
                 except (Blocked, TelegramError):
                     log.warning("could not tell chat %s about the failure", chat_id)
 
@@ -161,107 +125,84 @@ class TelegramAdapter:
         return self._config.profile_for(place.chat_id,
                                         business=place.business_connection_id is not None)
 
+    async def _first(self, event_id: str) -> bool:
+        """Claim a message's identity; ``False`` when it was handled before (stay silent)."""
+        return await self._service.first_time(platform=PLATFORM, event_id=event_id)
+
     async def _answer(self, incoming: Incoming, replier: Replier) -> None:
+        place = incoming.place
+        bot_id = self._me.id
+        event_id = place.event_id(bot_id, incoming.key)
+        if incoming.bare_mention:
+            if await self._first(event_id):
+                await replier.say(PROMPT)
+            return
         command = incoming.command
         if command is not None:
-            if await self._command(incoming, replier):
+            if command.name in NAMES:
+                if await self._first(event_id):
+                    await self._commands.run(command.name, command.args,
+                                             scope=place.scope(bot_id),
+                                             profile=self._profile(incoming), replier=replier)
                 return
-            if incoming.place.group and not command.explicit:
+            if place.group and not command.explicit:
                 return  # a bare /command of some other bot
         if incoming.unsupported is not None:
-            await replier.say(f"I can't read {incoming.unsupported} yet; I understand text "
-                              "and images (photos, or images sent as files).")
+            if await self._first(f"{event_id}/note"):  # the turn, if any, keeps event_id
+                await replier.say(f"I can't read {incoming.unsupported} yet; I understand "
+                                  "text and images (photos, or images sent as files).")
             if not incoming.text:
                 return
-        images = await self._download(incoming.images, replier)
+        images = await self._download(incoming.images, replier, event_id)
         if images is None:
             return
-        bot_id = self._me.id
-        place = incoming.place
         request = ChatRequest(
             platform=PLATFORM, scope=place.scope(bot_id), author=incoming.author,
-            text=incoming.text, event_id=place.event_id(bot_id, incoming.key), images=images,
+            text=incoming.text, event_id=event_id, images=images,
             profile=self._profile(incoming), shared=place.group,
         )
         try:
             last = await replier.stream(self._service.handle(request))
         except ChatbridgeError as err:  # the database failed, say
             log.warning("turn failed: %s", err)
-            await replier.say(err.user_message)
+            if not replier.answered:
+                await replier.say(err.user_message)
             return
         if isinstance(last, FinalEvent) and replier.message_ids:
-            await self._service.record_reply(
-                platform=PLATFORM, event_id=request.event_id,
-                ref=f"{place.chat_id}/{replier.message_ids[0]}")
+            try:
+                await self._service.record_reply(
+                    platform=PLATFORM, event_id=request.event_id,
+                    ref=f"{place.chat_id}/{replier.message_ids[0]}")
+            except Exception as err:  # the answer is delivered; only feedback loses its link
+                log.warning("could not record where the answer to %s is: %s",
+                            request.event_id, err)
 
-    async def _download(self, refs: Sequence[FileRef],
-                        replier: Replier) -> tuple[bytes, ...] | None:
-        """The images' bytes; ``None`` when the person was told why not."""
+    async def _download(self, refs: Sequence[FileRef], replier: Replier,
+                        event_id: str) -> tuple[bytes, ...] | None:
+        """The images' bytes; ``None`` when the person was told why not (once)."""
         limit = self._config.max_file_bytes
         too_big = (f"That file is too large: I can download files up to {limit // 1_000_000} "
                    "MB. Please send a smaller image, or send it as a photo.")
         found: list[bytes] = []
         for ref in refs:
+            refusal: str | None = None
             if ref.size is not None and ref.size > limit:
-                await replier.say(too_big)
-                return None
-            try:
-                file = await self._app.bot.get_file(ref.file_id)
-                found.append(bytes(await file.download_as_bytearray()))
-            except BadRequest as err:
-                if "too big" not in err.message.lower():
-                    raise
-                await replier.say(too_big)
-                return None
-            except NetworkError as err:
-                # The file URL holds the bot token: log the error's kind, never the URL.
-                log.warning("image download failed: %s", type(err).__name__)
-                await replier.say("I couldn't download your image from Telegram; please "
-                                  "send it again.")
+                refusal = too_big
+            else:
+                try:
+                    file = await self._app.bot.get_file(ref.file_id)
+                    found.append(bytes(await file.download_as_bytearray()))
+                except BadRequest as err:
+                    if "too big" not in err.message.lower():
+                        raise
+                    refusal = too_big
+                except NetworkError as err:
+                    # The file URL holds the bot token: log the error's kind, never the URL.
+                    log.warning("image download failed: %s", type(err).__name__)
+                    refusal = ("I couldn't download your image from Telegram; please send "
+                               "it again.")
+            if refusal is not None:
+                if await self._first(event_id):  # no turn follows under this identity
+                    await replier.say(refusal)
                 return None
         return tuple(found)
-
-    async def _command(self, incoming: Incoming, replier: Replier) -> bool:
-        """Run one of our commands; ``False`` when the command is not ours."""
-        assert incoming.command is not None
-        name, args = incoming.command.name, incoming.command.args
-        scope = incoming.place.scope(self._me.id)
-        profile = self._profile(incoming)
-        service = self._service
-        if name == "start":
-            await replier.say(self._config.greeting_for(profile))
-        elif name == "help":
-            choices = service.model_choices
-            switch = f"; /model NAME switches to one of: {', '.join(choices)}" if choices else ""
-            await replier.say(HELP.format(mb=self._config.max_file_bytes // 1_000_000,
-                                          switch=switch))
-        elif name == "reset":
-            await service.reset(platform=PLATFORM, scope=scope)
-            await replier.say("Started a new conversation. (The earlier one is kept.)")
-        elif name == "model":
-            await self._model(scope, profile, args, replier)
-        else:
-            return False
-        return True
-
-    async def _model(self, scope: str, profile: str | None, args: str,
-                     replier: Replier) -> None:
-        service = self._service
-        choices = service.model_choices
-        if args and choices:
-            wanted = args.split()[0]
-            try:
-                await service.choose_model(
-                    platform=PLATFORM, scope=scope,
-                    model=None if wanted.lower() == "default" else wanted)
-            except ChatbridgeError as err:
-                await replier.say(err.user_message)
-                return
-        current = await service.current_model(platform=PLATFORM, scope=scope, profile=profile)
-        if not choices:
-            await replier.say(f"Model: {current}. (Switching is not enabled here.)")
-        elif args:
-            await replier.say(f"Switched to {current} for this conversation.")
-        else:
-            await replier.say(f"Model: {current}. Switch with /model NAME, one of: "
-                              f"{', '.join(choices)} (or /model default).")

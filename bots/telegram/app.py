@@ -6,6 +6,7 @@ Long polling by default; with ``webhook=True`` our endpoint listens first and on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ __all__ = ["build_application", "running_bot"]
 
 log = logging.getLogger(__name__)
 _App = Application[Any, Any, Any, Any, Any, Any]
+_DRAIN_SECONDS = 30.0
 
 
 def build_application(config: TelegramConfig, *, polling: bool = True) -> _App:
@@ -83,6 +85,14 @@ async def running_bot(service: ChatService, config: TelegramConfig, *, webhook: 
             await app.updater.stop()
         if runner is not None:
             await runner.cleanup()
+        if app.running:
+            # Handle the updates already queued first: album items among them are only
+            # gathered, and must be handed over before stop() waits for the turns.
+            try:
+                await asyncio.wait_for(app.update_queue.join(), _DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("pending updates not handled within %s s of stopping",
+                            _DRAIN_SECONDS)
         adapter.flush()
         if app.running:
             await app.stop()  # waits for the turns still running

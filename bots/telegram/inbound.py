@@ -3,7 +3,10 @@
 Pure functions over python-telegram-bot's ``Message``; no I/O. Conversation keys and
 event ids follow DESIGN.md: a conversation is ``bot/chat_id[/message_thread_id]`` (or
 ``bot/business_connection_id/chat_id``), and a message is identified by its chat and
-``message_id`` (plus the business connection), never by the delivery's ``update_id``.
+``message_id`` (plus the business connection), never by the delivery's ``update_id``. An
+album is identified by its first item's ``message_id`` (an item arriving after the album
+was gathered is a group of its own, with its own identity). In business chats the
+customers write, not the shop: a "/command" there is plain text.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class Place:
         return f"{bot_id}/{self.chat_id}"
 
     def event_id(self, bot_id: int, key: str) -> str:
-        """The identity of a message (``key``: its message_id, or an album's id)."""
+        """The identity of a message (``key``: its message_id; an album's first one)."""
         if self.business_connection_id is not None:
             return f"{bot_id}/{self.business_connection_id}/{self.chat_id}/{key}"
         return f"{bot_id}/{self.chat_id}/{key}"
@@ -94,6 +97,7 @@ class Incoming:
     command: Command | None
     unsupported: str | None  # what we got and cannot read ("voice messages")
     empty: bool  # nothing a person wrote (a service message: member joined, pin, …)
+    bare_mention: bool = False  # only "@our_bot": addressed, but no question
 
 
 def _place(message: Message) -> Place:
@@ -180,7 +184,8 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
     """What one message, or the items of one album, ask of the bot."""
     first = min(messages, key=lambda m: m.message_id)
     place = _place(first)
-    command = None if first.media_group_id else _command(first, me)
+    commands = not first.media_group_id and first.business_connection_id is None
+    command = _command(first, me) if commands else None
     texts: list[str] = []
     images: list[FileRef] = []
     mentioned = replied = False
@@ -195,13 +200,14 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
         text = _text(message, me)
         if text:
             texts.append(text)
-    key = f"album{first.media_group_id}" if first.media_group_id else str(first.message_id)
+    key = str(first.message_id)
     # A bare /command reaches a group bot only when Telegram deems it ours (privacy mode)
     # or when privacy mode is off; the caller ignores bare commands it does not know.
     addressed = not place.group or mentioned or replied or command is not None
+    empty = not texts and not images and unsupported is None and command is None
     return Incoming(
         place=place, reply_to=first.message_id, key=key, author=_author(first),
         text="\n\n".join(texts), images=tuple(images), addressed=addressed, command=command,
         unsupported=unsupported if not images else None,
-        empty=not texts and not images and unsupported is None and command is None,
+        empty=empty, bare_mention=empty and mentioned,
     )

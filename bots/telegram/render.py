@@ -5,6 +5,11 @@ groups and business chats post a first message and edit it (new parts become new
 messages). Updates are throttled; flood control (429 ``retry_after``) pauses streaming and
 is waited out for the final text; "message is not modified" is success; a parse error
 resends the same text without formatting; 403 (the person blocked the bot) stops the turn.
+
+Only the final text must arrive: a partial update that fails is never taken as shown, so
+the final pass repeats it; a draft Telegram refuses ends drafting (typing goes on); a
+partial message someone deleted is forgotten and its text sent anew. A final
+``sendMessage`` that timed out may have arrived, so it is repeated only once.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from typing import TypeVar
 
 from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.markdown import markdown_to_html, to_plain
@@ -37,6 +49,15 @@ _TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
 
 class Blocked(Exception):
     """Telegram refused with 403: the person blocked the bot, or it left the chat."""
+
+
+class _Skipped(Exception):
+    """A partial update was not sent (flood control or a network fault): nothing changed."""
+
+
+def _gone(err: BadRequest) -> bool:
+    """The message to edit no longer exists (someone deleted it)."""
+    return "message to edit not found" in err.message.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +91,8 @@ class Replier:
         self._loop = asyncio.get_running_loop()
         self._next = 0.0  # loop time before which no partial update is sent
         self._sent: list[tuple[int, str]] = []  # (message_id, html) of parts on screen
+        self._partial = True  # partial updates (drafts, edits) still wanted
+        self.answered = False  # the final answer (or the turn's error) was delivered
 
     @property
     def message_ids(self) -> list[int]:
@@ -78,11 +101,16 @@ class Replier:
 
     # ---------------------------------------------------------------- one call, robustly
     async def _deliver(self, call: Callable[[str, str | None], Awaitable[T]], text_html: str,
-                       *, final: bool) -> T | None:
-        """Run ``call(text, parse_mode)``; ``None`` when skipped or nothing changed."""
+                       *, final: bool, resend: bool = True) -> T | None:
+        """Run ``call(text, parse_mode)``; ``None`` when nothing changed ("not modified").
+
+        A partial update that flood control or the network stops raises ``_Skipped``.
+        ``resend=False`` (a new message): after a timeout it is repeated only once, as the
+        first attempt may have arrived.
+        """
         text: str = text_html
         mode: str | None = ParseMode.HTML
-        attempt = 0
+        attempt = timeouts = 0
         while True:
             attempt += 1
             try:
@@ -90,10 +118,10 @@ class Replier:
             except RetryAfter as err:
                 wait = _retry_seconds(err)
                 self._next = max(self._next, self._loop.time() + wait)
-                if not final or attempt >= self._attempts:
-                    if final:
-                        raise
-                    return None
+                if not final:
+                    raise _Skipped from err
+                if attempt >= self._attempts:
+                    raise
                 log.info("Telegram flood control: waiting %.0f s", wait)
                 await asyncio.sleep(wait)
             except BadRequest as err:
@@ -108,11 +136,12 @@ class Replier:
                 raise
             except Forbidden as err:
                 raise Blocked(err.message) from err
-            except NetworkError:
-                if not final or attempt >= self._attempts:
-                    if final:
-                        raise
-                    return None
+            except NetworkError as err:
+                if not final:
+                    raise _Skipped from err
+                timeouts += isinstance(err, TimedOut)
+                if attempt >= self._attempts or (not resend and timeouts >= 2):
+                    raise
                 await asyncio.sleep(min(2.0**attempt, 10.0))
 
     async def _send(self, part: str, *, final: bool) -> Message | None:
@@ -127,15 +156,19 @@ class Replier:
                 reply_parameters=reply, link_preview_options=_NO_PREVIEW,
             )
 
-        message = await self._deliver(call, part, final=final)
+        try:
+            message = await self._deliver(call, part, final=final, resend=False)
+        except _Skipped:
+            return None
         if message is not None:
             self._sent.append((message.message_id, part))
         return message
 
-    async def _edit(self, index: int, part: str, *, final: bool) -> None:
+    async def _edit(self, index: int, part: str, *, final: bool) -> bool:
+        """Bring part ``index`` up to date; ``False`` when its message is gone."""
         message_id, shown = self._sent[index]
         if part == shown:
-            return
+            return True
         target = self._target
 
         async def call(text: str, mode: str | None) -> object:
@@ -145,8 +178,17 @@ class Replier:
                 link_preview_options=_NO_PREVIEW,
             )
 
-        await self._deliver(call, part, final=final)
-        self._sent[index] = (message_id, part)
+        try:
+            await self._deliver(call, part, final=final)
+        except _Skipped:
+            return True  # not shown: the next update (at the latest the final one) repeats it
+        except BadRequest as err:
+            if not _gone(err):
+                raise
+            log.info("a message of the answer was deleted; sending its text anew")
+            return False
+        self._sent[index] = (message_id, part)  # shown, or it already showed this
+        return True
 
     async def _draft(self, part: str) -> None:
         target = self._target
@@ -157,7 +199,10 @@ class Replier:
                 message_thread_id=target.thread_id, parse_mode=mode,
             )
 
-        await self._deliver(call, part, final=False)
+        try:
+            await self._deliver(call, part, final=False)
+        except _Skipped:
+            pass
 
     # ---------------------------------------------------------------- what the person sees
     async def show(self, parts: list[str], *, final: bool) -> None:
@@ -167,13 +212,17 @@ class Replier:
         if self._target.drafts and not final:
             await self._draft(parts[-1])
             return
-        for index, part in enumerate(parts):
+        index = 0
+        while index < len(parts):
             if index < len(self._sent):
                 # While streaming only the newest part changes; the final pass fixes all.
-                if final or index == len(self._sent) - 1:
-                    await self._edit(index, part, final=final)
-            elif await self._send(part, final=final) is None:
+                if (final or index == len(self._sent) - 1) and \
+                        not await self._edit(index, parts[index], final=final):
+                    del self._sent[index]  # deleted: the next message takes its place
+                    continue
+            elif await self._send(parts[index], final=final) is None:
                 return
+            index += 1
         if final:
             for message_id, _ in self._sent[len(parts):]:  # a shorter final (an error)
                 try:
@@ -181,6 +230,18 @@ class Replier:
                 except (BadRequest, NetworkError):
                     log.debug("could not delete an outdated part")
             del self._sent[len(parts):]
+
+    async def _show_partial(self, parts: list[str]) -> None:
+        """A partial update; a failure ends partial updates, never the answer."""
+        if not self._partial:
+            return
+        try:
+            await self.show(parts, final=False)
+        except TelegramError as err:
+            self._partial = False
+            what = "drafts" if self._target.drafts else "partial updates"
+            log.warning("Telegram refused a partial answer (%s); no more %s in this turn, "
+                        "the final answer follows", err.message, what)
 
     async def say(self, text: str) -> None:
         """Send a plain sentence (a note, an error, a command's answer)."""
@@ -234,11 +295,13 @@ class Replier:
             text = before + event.text
             if text.strip() and self._loop.time() >= self._next:
                 self._next = self._loop.time() + self._interval
-                await self.show(split_html(markdown_to_html(text)), final=False)
+                await self._show_partial(split_html(markdown_to_html(text)))
         elif isinstance(event, FinalEvent):
             rendered = markdown_to_html(event.text) or html.escape("(no answer)")
             if event.notice:
                 rendered += f"\n\n<i>{html.escape(event.notice, quote=False)}</i>"
             await self.show(split_html(rendered), final=True)
+            self.answered = True
         elif isinstance(event, ErrorEvent):
             await self.say(event.message)
+            self.answered = True

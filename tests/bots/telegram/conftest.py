@@ -75,6 +75,7 @@ class Bot:
     api: FakeBotApi
     model: FakeModelServer
     runtime: Runtime
+    app: Any = None  # the running PTB Application
 
     def send(self, msg: dict[str, Any], kind: str = "message") -> dict[str, Any]:
         return self.api.push(update(msg, kind))
@@ -126,8 +127,8 @@ async def run_bot(settings: Settings, api: FakeBotApi, model: FakeModelServer, *
                   webhook: bool = False, port: int = 0) -> AsyncIterator[Bot]:
     config = load_config(settings, webhook=webhook)
     async with open_runtime(settings) as runtime, \
-            running_bot(runtime.service, config, webhook=webhook, port=port):
-        yield Bot(api, model, runtime)
+            running_bot(runtime.service, config, webhook=webhook, port=port) as app:
+        yield Bot(api, model, runtime, app)
 
 
 @pytest.fixture

@@ -5,8 +5,10 @@ case-insensitive) and ``GET /file/bot<token>/<path>``. It records every call, ke
 messages it was sent, long-polls ``getUpdates`` honouring ``offset``, and enforces what
 the real server enforces: HTML entities parsed as Telegram does ("Bad Request: can't
 parse entities: …"), the 4096 limit on the visible text after parsing, "message is not
-modified". Failures on demand: ``fail(method, 429, retry_after=1)``, ``blocked`` chats
-(403). Reference: /work/shared/reference/protocols.md section D.
+modified". Failures on demand: ``fail(method, 429, retry_after=1)`` (optionally only for
+calls matching ``when``), ``stall(method, seconds)`` (the call takes effect, the answer
+comes late: the client times out), ``blocked`` chats (403). Reference:
+/work/shared/reference/protocols.md section D.
 
 Tests: ``async with FakeBotApi(TOKEN) as api: api.push(update)``. Script (a manual run):
 ``python -m tests.bots.telegram.fake_bot_api --port 8081``; then ``POST /_fake/updates``
@@ -22,7 +24,8 @@ import itertools
 import json
 import re
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -169,7 +172,9 @@ class FakeBotApi:
         self._update_ids = itertools.count(500_000)
         self._message_ids: dict[int, itertools.count[int]] = defaultdict(
             lambda: itertools.count(9000))
-        self._failures: dict[str, deque[ApiError]] = defaultdict(deque)
+        self._failures: dict[str, list[tuple[ApiError, Callable[[Call], bool] | None]]] = \
+            defaultdict(list)
+        self._stalls: dict[str, list[float]] = defaultdict(list)
         self._runner: web.AppRunner | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -216,15 +221,20 @@ class FakeBotApi:
         return update
 
     def fail(self, method: str, code: int, description: str = "", *, times: int = 1,
-             retry_after: int | None = None) -> None:
-        """Answer the next ``times`` calls of ``method`` with an error."""
+             retry_after: int | None = None,
+             when: Callable[[Call], bool] | None = None) -> None:
+        """Answer the next ``times`` calls of ``method`` (that match ``when``) with an error."""
         if not description:
             description = {429: f"Too Many Requests: retry after {retry_after}",
                            403: "Forbidden: bot was blocked by the user"}.get(
                 code, "Bad Request: something")
         params = {"retry_after": retry_after} if retry_after is not None else {}
         for _ in range(times):
-            self._failures[method.lower()].append(ApiError(code, description, **params))
+            self._failures[method.lower()].append((ApiError(code, description, **params), when))
+
+    def stall(self, method: str, seconds: float, *, times: int = 1) -> None:
+        """Carry out the next ``times`` calls of ``method`` but answer only after ``seconds``."""
+        self._stalls[method.lower()].extend([seconds] * times)
 
     def add_file(self, file_id: str, data: bytes, *, size: int | None = None) -> None:
         """Make a file available to getFile (``size``: what the server reports)."""
@@ -288,16 +298,22 @@ class FakeBotApi:
         method = request.match_info["method"]
         call = Call(method, await self._params(request))
         self.calls.append(call)
-        failures = self._failures.get(method.lower())
-        if failures:
-            return self._error(failures.popleft())
+        failures = self._failures.get(method.lower(), [])
+        for index, (error, when) in enumerate(failures):
+            if when is None or when(call):
+                del failures[index]
+                return self._error(error)
         handler = getattr(self, f"_m_{method.lower()}", None)
         if handler is None:
             return self._error(ApiError(404, "Not Found: method not found"))
         try:
-            return self._answer(await handler(call))
+            result = await handler(call)
         except ApiError as err:
             return self._error(err)
+        stalls = self._stalls.get(method.lower())
+        if stalls:
+            await asyncio.sleep(stalls.pop(0))
+        return self._answer(result)
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:

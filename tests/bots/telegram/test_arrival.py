@@ -12,14 +12,13 @@ from telegram.ext import TypeHandler
 from tests.bots.telegram.conftest import (
     ALICE,
     Bot,
-    make_settings,
     message,
     png,
     run_bot,
     update,
 )
 from tests.bots.telegram.fake_bot_api import FakeBotApi
-from tests.bots.telegram.test_webhook import SECRET, free_port, post
+from tests.bots.telegram.test_webhook import post, webhook_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 
 
@@ -78,10 +77,7 @@ async def test_turns_of_one_chat_start_in_arrival_order(bot: Bot) -> None:
 async def test_album_items_still_queued_at_stop_are_answered(
         tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
         sqlite_url: str) -> None:
-    port = free_port()
-    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url,
-                             TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
-                             TELEGRAM_WEBHOOK_SECRET=SECRET)
+    port, settings = webhook_settings(tmp_path, bot_api, fake_model, sqlite_url)
     for colour in ("red", "green", "blue"):
         bot_api.add_file(colour, png(colour))
     fake_model.enqueue(Reply(text="Three colours."))

@@ -12,13 +12,12 @@ from tests.bots.telegram.conftest import (
     ALICE,
     GROUP,
     Bot,
-    make_settings,
     message,
     run_bot,
     update,
 )
 from tests.bots.telegram.fake_bot_api import BOT_USER, FakeBotApi
-from tests.bots.telegram.test_webhook import SECRET, free_port, post
+from tests.bots.telegram.test_webhook import post, webhook_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 
 VOICE = {"file_id": "v", "file_unique_id": "v", "duration": 3}
@@ -27,10 +26,7 @@ VOICE = {"file_id": "v", "file_unique_id": "v", "duration": 3}
 async def test_a_redelivered_reset_or_voice_message_has_one_effect(
         tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
         sqlite_url: str) -> None:
-    port = free_port()
-    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url,
-                             TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
-                             TELEGRAM_WEBHOOK_SECRET=SECRET)
+    port, settings = webhook_settings(tmp_path, bot_api, fake_model, sqlite_url)
     fake_model.default = Reply(text="ok")
     chat = ALICE["id"]
     async with run_bot(settings, bot_api, fake_model, webhook=True, port=port) as bot:

@@ -11,17 +11,27 @@ import httpx
 import pytest
 
 from bots.db import create_engine, upgrade
+from bots.settings import Settings
 from tests.bots.telegram.conftest import ALICE, make_settings, message, run_bot, update
 from tests.bots.telegram.fake_bot_api import FakeBotApi
 from tests.fakes.model_server import FakeModelServer, Reply
 
 SECRET = "s3cret_Token-42"
+WEBHOOK_URL = "https://bot.example.com/telegram/webhook"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def webhook_settings(tmp_path: Path, api: FakeBotApi, model: FakeModelServer,
+                     db_url: str) -> tuple[int, Settings]:
+    """A free port and settings for the bot in webhook mode."""
+    settings = make_settings(tmp_path, api, model, db_url, TELEGRAM_WEBHOOK_URL=WEBHOOK_URL,
+                             TELEGRAM_WEBHOOK_SECRET=SECRET)
+    return free_port(), settings
 
 
 async def post(port: int, body: Any, secret: str | None = SECRET) -> httpx.Response:
@@ -36,10 +46,7 @@ async def post(port: int, body: Any, secret: str | None = SECRET) -> httpx.Respo
 
 async def _duplicate_answered_once(tmp_path: Path, api: FakeBotApi, model: FakeModelServer,
                                    db_url: str) -> None:
-    port = free_port()
-    settings = make_settings(tmp_path, api, model, db_url,
-                             TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
-                             TELEGRAM_WEBHOOK_SECRET=SECRET)
+    port, settings = webhook_settings(tmp_path, api, model, db_url)
     model.enqueue(Reply(text="answered once"), Reply(text="answered twice?!"))
     async with run_bot(settings, api, model, webhook=True, port=port) as bot:
         assert api.webhook == {"url": "https://bot.example.com/telegram/webhook",
@@ -81,10 +88,7 @@ async def test_duplicate_update_over_webhook_is_answered_once_postgres(
 async def test_wrong_or_missing_secret_is_403_and_bad_bodies_are_400(
         tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
         sqlite_url: str) -> None:
-    port = free_port()
-    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url,
-                             TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
-                             TELEGRAM_WEBHOOK_SECRET=SECRET)
+    port, settings = webhook_settings(tmp_path, bot_api, fake_model, sqlite_url)
     async with run_bot(settings, bot_api, fake_model, webhook=True, port=port) as bot:
         good = {"update_id": 1, **update(message("hi"))}
         assert (await post(port, good, secret="wrong")).status_code == 403

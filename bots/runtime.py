@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import httpx
 
 from bots.db import create_engine, ensure_schema, open_store
+from bots.ops import Metrics
 from bots.settings import Settings
 from core.model import (
     CircuitBreaker,
@@ -37,6 +38,7 @@ class Runtime:
     service: ChatService
     store: Store
     http: httpx.AsyncClient
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:

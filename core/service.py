@@ -128,6 +128,10 @@ class ChatService:
             raise InputError(user_message=f"Unknown model {model!r}; choose one of: {choices}.")
         await self._store.set_scope_model(platform=platform, scope=scope, model=model)
 
+    async def pending_events(self) -> int:
+        """Inbound events received but not yet finished, across all replicas."""
+        return await self._store.pending_events()
+
     async def record_reply(self, *, platform: str, event_id: str, ref: str) -> None:
         """Remember where the answer to ``event_id`` was posted (for feedback)."""
         await self._store.record_reply_ref(platform=platform, event_id=event_id, ref=ref)

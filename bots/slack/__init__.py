@@ -1,7 +1,7 @@
 """The Slack adapter: ``chatbridge slack``.
 
 Socket Mode when ``SLACK_APP_TOKEN`` is set, else HTTP on ``--port``
-(``POST /slack/events``, ``GET /healthz``). Modules:
+(``POST /slack/events``; ``GET /healthz``, ``/readyz``, ``/metrics``). Modules:
 
     config     credentials and the ``[slack]`` table, validated at start-up
     translate  Slack events → where a message belongs and who wrote it (pure)
@@ -67,8 +67,8 @@ async def _serve(settings: Settings, config: SlackConfig, port: int) -> int:
             finally:
                 await handler.close_async()  # type: ignore[no-untyped-call]
         else:
-            runner = web.AppRunner(http_app(bot.app, signing_secret=config.signing_secret),
-                                   access_log=None)
+            runner = web.AppRunner(http_app(bot.app, signing_secret=config.signing_secret,
+                                            runtime=runtime), access_log=None)
             await runner.setup()
             try:
                 await web.TCPSite(runner, "0.0.0.0", port).start()

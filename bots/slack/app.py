@@ -2,7 +2,8 @@
 
 Every listener only translates and hands the work to a background task it keeps (so
 Slack's 3-second ack never waits for a model); the core decides whether a message was
-seen before, in the database.
+seen before, in the database. ``[slack.allow]`` is applied first: a message it keeps out
+never reaches the core (nothing of it is stored), only a one-time refusal in a DM.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime
-from bots.slack.config import SlackConfig
+from bots.slack.config import DENIED, SlackConfig
 from bots.slack.errors import error_kind
 from bots.slack.files import READABLE, Attachments, fetch_attachments
 from bots.slack.people import Names
@@ -138,8 +139,15 @@ class SlackBot:
                                  set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
             thread = payload.get("assistant_thread") or {}
             team = context.team_id or str(body.get("team_id") or "")
+            channel, thread_ts = str(thread.get("channel_id")), str(thread.get("thread_ts"))
             # The thread's identity, not the delivery's: retries and replicas share it.
-            event_id = f"{team}/{thread.get('channel_id')}/{thread.get('thread_ts')}/started"
+            event_id = f"{team}/{channel}/{thread_ts}/started"
+            user = str(thread.get("user_id") or "")
+            if config.allow.decide(team=team, channel=channel, user=user,
+                                   direct=True) != "answer":
+                self.tasks.spawn(self._refuse(event_id, ReplyTarget(
+                    channel, thread_ts, team, user, assistant=True)), "slack refusal")
+                return
             self.tasks.spawn(self._greet(event_id, say, set_suggested_prompts),
                              "slack greeting")
 
@@ -153,7 +161,7 @@ class SlackBot:
         @assistant.user_message
         async def assistant_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
             if (msg := incoming(body, context, True)) is not None:
-                self.tasks.spawn(self.handle(msg), f"slack turn {msg.event_id}")
+                self._dispatch(msg)
 
         app.assistant(assistant)
 
@@ -163,12 +171,18 @@ class SlackBot:
             # Every message event is acknowledged (200), answered or not: an unmatched
             # event would get a 404 and Slack would deliver it again.
             if (msg := incoming(body, context)) is not None:
-                self.tasks.spawn(self.handle(msg), f"slack turn {msg.event_id}")
+                self._dispatch(msg)
 
         @app.command(config.reset_command)
         async def reset_command(ack: AsyncAck, body: dict[str, Any],
                                 respond: AsyncRespond) -> None:
             channel, team = str(body.get("channel_id", "")), str(body.get("team_id", ""))
+            user = str(body.get("user_id", ""))
+            if config.allow.decide(team=team, channel=channel, user=user,
+                                   direct=channel.startswith("D")) != "answer":
+                # Only the person who typed the command sees this answer, even in a channel.
+                await ack(text=DENIED)
+                return
             if channel.startswith("D") and team:
                 # Acknowledge first (Slack waits 3 seconds at most); reset in the background.
                 await ack(text="Done: I started a new conversation and forgot this one.")
@@ -184,21 +198,43 @@ class SlackBot:
             channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
             ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
             user = (body.get("user") or {}).get("id")
+            team = str((body.get("team") or {}).get("id") or body.get("team_id") or "")
             actions = body.get("actions") or [{}]
             value = actions[0].get("value")
-            if channel and ts and user and value in ("positive", "negative"):
+            allowed = config.allow.permits(team=team, channel=str(channel), user=str(user),
+                                           direct=str(channel).startswith("D"))
+            if channel and ts and user and allowed and value in ("positive", "negative"):
                 self.tasks.spawn(self._feedback(f"{channel}/{ts}", str(user),
                                                 value == "positive"), "slack feedback")
 
+    def _dispatch(self, msg: Incoming) -> None:
+        """Start answering a message that ``[slack.allow]`` lets through; refuse or ignore
+        the others before the core sees them."""
+        access = self.config.allow.decide(team=msg.team, channel=msg.channel, user=msg.user,
+                                          direct=msg.kind != "channel")
+        if access == "answer":
+            self.tasks.spawn(self.handle(msg), f"slack turn {msg.event_id}")
+        elif access == "refuse":
+            self.tasks.spawn(self._refuse(msg.event_id, msg.target()), "slack refusal")
+
     # ---------------------------------------------------------------- background work
+    async def _first_time(self, event_id: str, what: str) -> bool:
+        """Claim ``event_id`` for a side message; unsure (the database failed) means yes."""
+        try:
+            return await self.runtime.service.first_time(platform=PLATFORM, event_id=event_id)
+        except Exception as err:  # better a second greeting than none
+            log.warning("could not record %s: %s", what, type(err).__name__)
+            return True
+
+    async def _refuse(self, event_id: str, target: ReplyTarget) -> None:
+        """Tell someone outside ``[slack.allow]`` once per message (redeliveries stay
+        silent) that the bot is not for them."""
+        if await self._first_time(f"{event_id}/denied", "the refusal"):
+            await _best_effort("the refusal", self._post(target, DENIED))
+
     async def _greet(self, event_id: str, say: AsyncSay,
                      set_prompts: AsyncSetSuggestedPrompts) -> None:
-        try:
-            first = await self.runtime.service.first_time(platform=PLATFORM, event_id=event_id)
-        except Exception as err:  # better a second greeting than none
-            log.warning("could not record the greeting: %s", type(err).__name__)
-            first = True
-        if not first:
+        if not await self._first_time(event_id, "the greeting"):
             return
         if self.config.greeting:
             await _best_effort("the greeting", say(self.config.greeting))
@@ -315,7 +351,8 @@ class SlackBot:
                                        title=_title(text)))
 
         rendered = await render_reply(
-            self.client, target, service.handle(request), limit=self.config.max_message_chars,
+            self.client, target, self.runtime.metrics.metered(PLATFORM, service.handle(request)),
+            limit=self.config.max_message_chars,
             interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
             on_start=on_start,
         )

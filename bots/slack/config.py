@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bots.settings import Settings
 from core.errors import ConfigError
 
-__all__ = ["DEFAULT_PROMPTS", "Prompt", "SlackConfig", "load_slack_config"]
+__all__ = ["DEFAULT_PROMPTS", "DENIED", "Access", "Prompt", "SlackAllow", "SlackConfig",
+           "load_slack_config"]
 
 DEFAULT_API_URL = "https://slack.com/api/"
 MAX_MESSAGE_CHARS = 12_000  # Slack's limit on markdown_text per call and per markdown block
@@ -34,8 +35,39 @@ DEFAULT_PROMPTS: tuple[Prompt, ...] = (
 
 _KNOWN = {
     "reset_command", "allow_bots", "dm_profile", "channels", "prompts", "max_file_mb",
-    "max_message_chars", "greeting", "update_interval", "stream_buffer",
+    "max_message_chars", "greeting", "update_interval", "stream_buffer", "allow",
 }
+_ALLOW_KNOWN = {"teams", "channels", "users", "dms"}
+
+DENIED = "Sorry, I'm not enabled for you here."
+# What to do with a message: answer it, refuse it with DENIED (once), or ignore it silently.
+Access = Literal["answer", "refuse", "ignore"]
+
+
+@dataclass(frozen=True, slots=True)
+class SlackAllow:
+    """``[slack.allow]``: who may use the bot. An empty list lets everyone through."""
+
+    teams: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    dms: bool = True  # direct messages (and assistant threads) pass the channel list
+
+    def permits(self, *, team: str, channel: str, user: str, direct: bool) -> bool:
+        """Whether every list that is set holds this message's team, channel and user."""
+        if self.teams and team not in self.teams:
+            return False
+        if self.users and user not in self.users:
+            return False
+        if direct:
+            return self.dms or channel in self.channels
+        return not self.channels or channel in self.channels
+
+    def decide(self, *, team: str, channel: str, user: str, direct: bool) -> Access:
+        """Answer; else a short refusal in a direct message, silence in a channel."""
+        if self.permits(team=team, channel=channel, user=user, direct=direct):
+            return "answer"
+        return "refuse" if direct else "ignore"
 
 
 @dataclass(frozen=True)
@@ -56,6 +88,7 @@ class SlackConfig:
     greeting: str = "Hi! Ask me anything. I can read images, too."
     update_interval: float = 1.0
     stream_buffer: int = 256
+    allow: SlackAllow = field(default_factory=SlackAllow)
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -92,6 +125,27 @@ def _prompts(raw: Any, profiles: Mapping[str, object]) -> dict[str, tuple[Prompt
             prompts.append(Prompt(item["title"], item["message"]))
         found[name] = tuple(prompts)
     return found
+
+
+def _allow(raw: Any) -> SlackAllow:
+    if not isinstance(raw, dict):
+        raise ConfigError("[slack.allow] must be a table")
+    unknown = set(raw) - _ALLOW_KNOWN
+    if unknown:
+        raise ConfigError(f"[slack.allow]: unknown setting(s) {', '.join(sorted(unknown))}")
+
+    def ids(key: str) -> frozenset[str]:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(
+                isinstance(item, str) and item.strip() for item in value):
+            raise ConfigError(f"[slack.allow] {key} must be a list of Slack IDs (strings)")
+        return frozenset(item.strip() for item in value)
+
+    dms = raw.get("dms", True)
+    if not isinstance(dms, bool):
+        raise ConfigError("[slack.allow] dms must be true or false")
+    return SlackAllow(teams=ids("teams"), channels=ids("channels"), users=ids("users"),
+                      dms=dms)
 
 
 def _int(table: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
@@ -163,5 +217,6 @@ def load_slack_config(settings: Settings) -> SlackConfig:
         greeting=greeting,
         update_interval=float(interval),
         stream_buffer=_int(table, "stream_buffer", 256, 1, 4000),
+        allow=_allow(table.get("allow", {})),
         secrets=settings.secrets(),
     )

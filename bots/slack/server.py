@@ -1,4 +1,5 @@
-"""Transports: HTTP (aiohttp: ``POST /slack/events``, ``GET /healthz``) and Socket Mode.
+"""Transports: HTTP (aiohttp: ``POST /slack/events``; ``GET /healthz``, ``/readyz``,
+``/metrics`` from ``bots.ops``) and Socket Mode.
 
 The events endpoint is bolt's aiohttp adapter: bolt checks the signature and the
 5-minute window and answers 401. A body that cannot be parsed gets 400 (401 when it is
@@ -8,6 +9,7 @@ not signed either), never 500.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -16,19 +18,23 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
+from bots.ops import HEALTH_PATH, add_routes
+
+if TYPE_CHECKING:
+    from bots.runtime import Runtime
+
 __all__ = ["EVENTS_PATH", "HEALTH_PATH", "http_app", "socket_handler"]
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
-HEALTH_PATH = "/healthz"
 
 
 def _json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def http_app(app: AsyncApp, *, signing_secret: str) -> web.Application:
-    """The aiohttp application serving Slack's requests and the health check."""
+def http_app(app: AsyncApp, *, signing_secret: str, runtime: Runtime) -> web.Application:
+    """The aiohttp application serving Slack's requests and the operations endpoints."""
     verifier = SignatureVerifier(signing_secret)
 
     async def events(request: web.Request) -> web.Response:
@@ -54,12 +60,9 @@ def http_app(app: AsyncApp, *, signing_secret: str) -> web.Application:
             return _json_error(400, "could not process the request")
         return await to_aiohttp_response(bolt_response)
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
     web_app = web.Application(client_max_size=1024 * 1024)
     web_app.router.add_post(EVENTS_PATH, events)
-    web_app.router.add_get(HEALTH_PATH, health)
+    add_routes(web_app, runtime)
     return web_app
 
 

@@ -7,6 +7,8 @@ holds up another chat; the turns of one conversation start in the order their me
 arrived. Whatever is sent without a turn (a command's answer, a note about what the bot
 cannot read) is sent once per message: the database records the message's identity first
 (``ChatService.first_time``), so a redelivery, or a second replica, stays silent.
+``[telegram.allow]`` is applied before any of that: a message it keeps out never reaches
+the core (nothing of it is stored), only a one-time refusal in a private chat.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from telegram import Message, Update, User
 from telegram.error import BadRequest, NetworkError, TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
+from bots.ops import Metrics
 from bots.telegram.commands import COMMANDS, NAMES, Commands
-from bots.telegram.config import TelegramConfig
+from bots.telegram.config import DENIED, Access, TelegramConfig
 from bots.telegram.inbound import FileRef, Incoming, read_messages
 from bots.telegram.queues import Albums, TurnQueue
 from bots.telegram.render import Blocked, Replier, Target
@@ -42,8 +45,9 @@ class TelegramAdapter:
     """Turns Telegram messages into ``ChatRequest``s and shows the replies."""
 
     def __init__(self, *, service: ChatService, config: TelegramConfig,
-                 application: _App) -> None:
+                 application: _App, metrics: Metrics | None = None) -> None:
         self._service = service
+        self._metrics = metrics or Metrics()
         self._config = config
         self._app = application
         self._albums = Albums(config.album_seconds, self._spawn)
@@ -95,6 +99,11 @@ class TelegramAdapter:
             incoming = read_messages(messages, self._me)
             if not incoming.addressed or (incoming.empty and not incoming.bare_mention):
                 return
+            access = self._access(messages, incoming)
+            if access != "answer":
+                if access == "refuse":
+                    await self._refuse(incoming)
+                return
             # Taken before the first await, so turns of one chat start in arrival order.
             async with self._queue.turn(incoming.place.scope(self._me.id)):
                 replier = self._replier(incoming)
@@ -108,6 +117,21 @@ class TelegramAdapter:
                     await replier.say(SORRY)
                 except (Blocked, TelegramError):
                     log.warning("could not tell chat %s about the failure", chat_id)
+
+    def _access(self, messages: list[Message], incoming: Incoming) -> Access:
+        """``[telegram.allow]``'s verdict on the chat and the sender of the first message."""
+        sender = min(messages, key=lambda m: m.message_id).from_user
+        place = incoming.place
+        return self._config.allow.decide(chat_id=place.chat_id,
+                                         user_id=sender.id if sender else None,
+                                         private=place.private)
+
+    async def _refuse(self, incoming: Incoming) -> None:
+        """Tell someone outside the allowlist, once per message, that the bot is not
+        for them (a redelivery, or a second replica, stays silent)."""
+        event_id = incoming.place.event_id(self._me.id, incoming.key)
+        if await self._first(f"{event_id}/denied"):
+            await self._replier(incoming).say(DENIED)
 
     def _replier(self, incoming: Incoming) -> Replier:
         place = incoming.place
@@ -162,7 +186,8 @@ class TelegramAdapter:
             profile=self._profile(incoming), shared=place.group,
         )
         try:
-            last = await replier.stream(self._service.handle(request))
+            last = await replier.stream(
+                self._metrics.metered(PLATFORM, self._service.handle(request)))
         except ChatbridgeError as err:  # the database failed, say
             log.warning("turn failed: %s", err)
             if not replier.answered:

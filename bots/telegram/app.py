@@ -16,12 +16,12 @@ from aiohttp import web
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application
 
+from bots.runtime import Runtime
 from bots.telegram.adapter import ALLOWED_UPDATES, COMMANDS, TelegramAdapter
 from bots.telegram.config import TelegramConfig
 from bots.telegram.webhook import serve_webhook
 from core.errors import ConfigError
 from core.model.faults import redact
-from core.service import ChatService
 
 __all__ = ["build_application", "running_bot"]
 
@@ -51,11 +51,12 @@ async def _start(app: _App, config: TelegramConfig) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(service: ChatService, config: TelegramConfig, *, webhook: bool = False,
+async def running_bot(runtime: Runtime, config: TelegramConfig, *, webhook: bool = False,
                       port: int = 8443) -> AsyncIterator[_App]:
     """Run the bot (polling or webhook) until the block ends, then stop it cleanly."""
     app = build_application(config, polling=not webhook)
-    adapter = TelegramAdapter(service=service, config=config, application=app)
+    adapter = TelegramAdapter(service=runtime.service, config=config, application=app,
+                              metrics=runtime.metrics)
     adapter.install()
     await _start(app, config)
     runner: web.AppRunner | None = None
@@ -68,7 +69,7 @@ async def running_bot(service: ChatService, config: TelegramConfig, *, webhook: 
         if webhook:
             assert config.webhook_url and config.webhook_secret
             runner = await serve_webhook(app, secret=config.webhook_secret,
-                                         host=config.listen, port=port)
+                                         host=config.listen, port=port, runtime=runtime)
             try:
                 await app.bot.set_webhook(config.webhook_url,
                                           secret_token=config.webhook_secret,

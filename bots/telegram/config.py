@@ -10,12 +10,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bots.settings import Settings
 from core.errors import ConfigError
 
-__all__ = ["DEFAULT_GREETING", "TelegramConfig", "load_config"]
+__all__ = ["DEFAULT_GREETING", "DENIED", "Access", "TelegramAllow", "TelegramConfig",
+           "load_config"]
 
 DEFAULT_API_URL = "https://api.telegram.org/bot"
 DEFAULT_FILE_URL = "https://api.telegram.org/file/bot"
@@ -26,7 +27,36 @@ DEFAULT_GREETING = (
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _KEYS = {"profile", "business_profile", "chats", "greeting", "greetings", "album_seconds",
-         "draft_interval", "edit_interval", "max_file_mb", "listen"}
+         "draft_interval", "edit_interval", "max_file_mb", "listen", "allow"}
+_ALLOW_KEYS = {"chats", "users"}
+
+DENIED = "Sorry, I'm not enabled for you here."
+# What to do with a message: answer it, refuse it with DENIED (once), or ignore it silently.
+Access = Literal["answer", "refuse", "ignore"]
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramAllow:
+    """``[telegram.allow]``: who may use the bot. An empty list lets everyone through.
+
+    In a Telegram Business chat the chat id is the customer's, and so is the sender.
+    """
+
+    chats: frozenset[int] = frozenset()
+    users: frozenset[int] = frozenset()
+
+    def permits(self, *, chat_id: int, user_id: int | None) -> bool:
+        """Whether every list that is set holds this chat and sender."""
+        if self.chats and chat_id not in self.chats:
+            return False
+        return not self.users or (user_id is not None and user_id in self.users)
+
+    def decide(self, *, chat_id: int, user_id: int | None, private: bool) -> Access:
+        """Answer; else a short refusal in a private chat, silence in groups and
+        business chats (where the bot speaks for the account owner)."""
+        if self.permits(chat_id=chat_id, user_id=user_id):
+            return "answer"
+        return "refuse" if private else "ignore"
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,7 @@ class TelegramConfig:
     draft_interval: float = 0.5
     edit_interval: float = 1.5
     max_file_bytes: int = 20_000_000
+    allow: TelegramAllow = field(default_factory=TelegramAllow)
 
     def profile_for(self, chat_id: int, *, business: bool) -> str | None:
         """The profile a chat uses: listed chats first, then business or general default."""
@@ -96,6 +127,32 @@ def _chats(settings: Settings, raw: Any) -> dict[int, str]:
             raise ConfigError(f"[telegram.chats] {key} must name a profile")
         chats[chat_id] = str(_profile_name(settings, name, f"[telegram.chats] {key}"))
     return chats
+
+
+def _allow(raw: Any) -> TelegramAllow:
+    if not isinstance(raw, dict):
+        raise ConfigError("[telegram.allow] must be a table")
+    unknown = sorted(set(raw) - _ALLOW_KEYS)
+    if unknown:
+        raise ConfigError(f"[telegram.allow] has unknown keys: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(_ALLOW_KEYS))})")
+
+    def ids(key: str) -> frozenset[int]:
+        value = raw.get(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"[telegram.allow] {key} must be a list of numeric ids")
+        found: set[int] = set()
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int | str):
+                raise ConfigError(f"[telegram.allow] {key}: {item!r} is not a numeric id")
+            try:
+                found.add(int(str(item).strip()))
+            except ValueError as err:
+                raise ConfigError(f"[telegram.allow] {key}: {item!r} is not a numeric id "
+                                  "(usernames are not accepted)") from err
+        return frozenset(found)
+
+    return TelegramAllow(chats=ids("chats"), users=ids("users"))
 
 
 def _greetings(settings: Settings, raw: Any) -> dict[str, str]:
@@ -155,4 +212,5 @@ def load_config(settings: Settings, *, webhook: bool = False) -> TelegramConfig:
         draft_interval=_seconds(table, "draft_interval", 0.5),
         edit_interval=_seconds(table, "edit_interval", 1.5),
         max_file_bytes=max_mb * 1_000_000,
+        allow=_allow(table.get("allow", {})),
     )

@@ -1,4 +1,5 @@
-"""The webhook endpoint: ``POST /telegram/webhook`` (and ``GET /healthz``).
+"""The webhook endpoint: ``POST /telegram/webhook`` (and ``GET /healthz``, ``/readyz``,
+``/metrics`` from ``bots.ops``).
 
 Our own small aiohttp server rather than PTB's, so that it listens *before* ``setWebhook``
 tells Telegram to call it (PTB sets the webhook first). The secret token is compared in
@@ -12,11 +13,16 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from telegram import Update
 from telegram.ext import Application
+
+from bots.ops import add_routes
+
+if TYPE_CHECKING:
+    from bots.runtime import Runtime
 
 __all__ = ["SECRET_HEADER", "WEBHOOK_PATH", "serve_webhook", "webhook_app"]
 
@@ -26,7 +32,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _AnyApp = Application[Any, Any, Any, Any, Any, Any]
 
 
-def webhook_app(application: _AnyApp, *, secret: str) -> web.Application:
+def webhook_app(application: _AnyApp, *, secret: str, runtime: Runtime) -> web.Application:
     """The aiohttp application that feeds ``application.update_queue``."""
     expected = secret.encode()
 
@@ -47,19 +53,17 @@ def webhook_app(application: _AnyApp, *, secret: str) -> web.Application:
         await application.update_queue.put(update)
         return web.json_response({"ok": True})
 
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.router.add_post(WEBHOOK_PATH, receive)
-    app.router.add_get("/healthz", health)
+    add_routes(app, runtime)
     return app
 
 
-async def serve_webhook(application: _AnyApp, *, secret: str, host: str,
-                        port: int) -> web.AppRunner:
+async def serve_webhook(application: _AnyApp, *, secret: str, host: str, port: int,
+                        runtime: Runtime) -> web.AppRunner:
     """Start listening; the caller cleans up the returned runner."""
-    runner = web.AppRunner(webhook_app(application, secret=secret), access_log=None)
+    runner = web.AppRunner(webhook_app(application, secret=secret, runtime=runtime),
+                           access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -143,7 +143,10 @@ class InboundEvent(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("platform", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("platform", "event_id"),
+        Index("ix_inbound_events_status", "status"),
+    )
 
 
 class Feedback(Base):

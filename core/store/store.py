@@ -93,6 +93,7 @@ _CONTEXT = (
     .limit(bindparam("p_limit"))
 )
 _CONTEXT_AFTER = _CONTEXT.where(_msg.c.id > bindparam("p_after"))
+_PING = sql_text("SELECT 1")
 WINDOW_CACHE_SIZE = 512  # conversations whose newest messages SQLite keeps in memory
 
 
@@ -219,7 +220,7 @@ class Store:
                 return await loop.run_in_executor(self._thread, self._sync_tx, work)
             async with self._engine.begin() as conn:
                 return await conn.run_sync(work)
-        except SQLAlchemyError as err:
+        except (SQLAlchemyError, OSError) as err:  # asyncpg raises OSError when refused
             raise StoreError(f"could not {doing}: {type(err).__name__}") from err
 
     async def begin_turn(
@@ -549,6 +550,20 @@ class Store:
             return int(value or 0)
 
         return await self._tx(work, "count messages")
+
+    async def pending_events(self) -> int:
+        """How many inbound events are received but not finished (the inbox depth)."""
+
+        def work(conn: Connection) -> int:
+            return int(conn.scalar(
+                select(func.count()).select_from(_evt).where(_evt.c.status == "received")
+            ) or 0)
+
+        return await self._tx(work, "count pending events")
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; a ``StoreError`` says the database cannot be reached."""
+        await self._tx(lambda conn: conn.scalar(_PING), "reach the database")
 
     async def record_reply_ref(self, *, platform: str, event_id: str, ref: str) -> bool:
         """Remember where the answer to ``event_id`` appears on the platform."""

@@ -148,7 +148,7 @@ def make_harness(tmp_path: Path, fake_model: FakeModelServer) -> HarnessFactory:
             config = load_slack_config(settings)
             async with open_runtime(settings) as runtime:
                 bot = SlackBot(runtime=runtime, config=config, client=make_client(config))
-                runner = web.AppRunner(http_app(bot.app, signing_secret=SECRET))
+                runner = web.AppRunner(http_app(bot.app, signing_secret=SECRET, runtime=runtime))
                 await runner.setup()
                 site = web.TCPSite(runner, "127.0.0.1", 0)
                 await site.start()

@@ -127,7 +127,7 @@ async def run_bot(settings: Settings, api: FakeBotApi, model: FakeModelServer, *
                   webhook: bool = False, port: int = 0) -> AsyncIterator[Bot]:
     config = load_config(settings, webhook=webhook)
     async with open_runtime(settings) as runtime, \
-            running_bot(runtime.service, config, webhook=webhook, port=port) as app:
+            running_bot(runtime, config, webhook=webhook, port=port) as app:
         yield Bot(api, model, runtime, app)
 
 

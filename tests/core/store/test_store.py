@@ -215,3 +215,20 @@ async def test_record_event_is_true_once(engine: AsyncEngine) -> None:
         rows = (await conn.execute(select(InboundEvent.status, InboundEvent.finished_at)
                                    .where(InboundEvent.event_id == "race"))).all()
     assert len(rows) == 1 and rows[0].status == "done" and rows[0].finished_at is not None
+
+
+async def test_pending_events_counts_turns_not_finished(engine: AsyncEngine) -> None:
+    store = open_store(engine)
+    await store.ping()
+    assert await store.pending_events() == 0
+    start = await store.begin_turn(platform="slack", scope="T/C/1.0", event_id="ev1",
+                                   profile="default", author=ALICE, text="hi", token_count=2)
+    assert start is not None
+    await store.begin_turn(platform="telegram", scope="1/2", event_id="ev1",
+                           profile="default", author=ALICE, text="hi", token_count=2)
+    await store.record_event(platform="slack", event_id="greeting")  # no turn: done at once
+    assert await store.pending_events() == 2
+    await store.finish_turn(start, event_id="ev1", platform="slack", text="re: hi",
+                            token_count=3, status="ok", model="m", usage=Usage(2, 3),
+                            latency_ms=5)
+    assert await store.pending_events() == 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from core.config import config_table
 from core.errors import ConfigError
 
 __all__ = ["LimitHit", "Limits", "Rule", "window_start"]
@@ -85,11 +86,7 @@ class Limits:
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> Limits:
         """Validate a ``[limits]`` table."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"[limits]: unknown setting(s) {', '.join(sorted(unknown))} "
-                              f"(known: {', '.join(sorted(known))})")
+        raw = config_table(raw, "[limits]", {f.name for f in fields(cls)})
         for name, value in raw.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"[limits]: {name} must be a positive integer")

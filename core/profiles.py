@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.config import config_table
 from core.errors import ConfigError
 from core.types import Sampling
 
@@ -117,9 +118,7 @@ _KNOWN_KEYS = {
 def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None) -> Profile:
     """Validate one profile table; keys it leaves out come from ``base``."""
     where = f"profile {name!r}"
-    unknown = set(raw) - _KNOWN_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    raw = config_table(raw, where, _KNOWN_KEYS)
     base = base or Profile()
     merged_sampling = _sampling(raw, where)
     sampling = Sampling(

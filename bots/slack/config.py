@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bots.settings import Settings
+from core.config import config_table
 from core.errors import ConfigError
 
 __all__ = ["DEFAULT_PROMPTS", "DENIED", "Access", "Prompt", "SlackAllow", "SlackConfig",
@@ -128,11 +129,7 @@ def _prompts(raw: Any, profiles: Mapping[str, object]) -> dict[str, tuple[Prompt
 
 
 def _allow(raw: Any) -> SlackAllow:
-    if not isinstance(raw, dict):
-        raise ConfigError("[slack.allow] must be a table")
-    unknown = set(raw) - _ALLOW_KNOWN
-    if unknown:
-        raise ConfigError(f"[slack.allow]: unknown setting(s) {', '.join(sorted(unknown))}")
+    raw = config_table(raw, "[slack.allow]", _ALLOW_KNOWN)
 
     def ids(key: str) -> frozenset[str]:
         value = raw.get(key, [])
@@ -168,12 +165,7 @@ def load_slack_config(settings: Settings) -> SlackConfig:
                           "SLACK_APP_TOKEN to use Socket Mode)")
     if app_token and not app_token.startswith("xapp-"):
         raise ConfigError("SLACK_APP_TOKEN must be an app-level token (xapp-…)")
-    table = settings.config.get("slack") or {}
-    if not isinstance(table, dict):
-        raise ConfigError("[slack] must be a table")
-    unknown = set(table) - _KNOWN
-    if unknown:
-        raise ConfigError(f"[slack]: unknown setting(s) {', '.join(sorted(unknown))}")
+    table = config_table(settings.config.get("slack"), "[slack]", _KNOWN)
     profiles = settings.profiles
     command = table.get("reset_command", "/chatbridge-reset")
     if not isinstance(command, str) or not command.startswith("/") or len(command) < 2 \

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bots.settings import Settings
+from core.config import config_table
 from core.errors import ConfigError
 
 __all__ = ["DEFAULT_GREETING", "DENIED", "Access", "TelegramAllow", "TelegramConfig",
@@ -130,12 +131,7 @@ def _chats(settings: Settings, raw: Any) -> dict[int, str]:
 
 
 def _allow(raw: Any) -> TelegramAllow:
-    if not isinstance(raw, dict):
-        raise ConfigError("[telegram.allow] must be a table")
-    unknown = sorted(set(raw) - _ALLOW_KEYS)
-    if unknown:
-        raise ConfigError(f"[telegram.allow] has unknown keys: {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(_ALLOW_KEYS))})")
+    raw = config_table(raw, "[telegram.allow]", _ALLOW_KEYS)
 
     def ids(key: str) -> frozenset[int]:
         value = raw.get(key, [])
@@ -173,13 +169,7 @@ def load_config(settings: Settings, *, webhook: bool = False) -> TelegramConfig:
     if not _TOKEN.match(token):
         raise ConfigError("TELEGRAM_BOT_TOKEN does not look like a bot token "
                           "(digits, a colon, then letters; as @BotFather shows it)")
-    table = settings.config.get("telegram") or {}
-    if not isinstance(table, dict):
-        raise ConfigError("[telegram] must be a table")
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise ConfigError(f"[telegram] has unknown keys: {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(_KEYS))})")
+    table = config_table(settings.config.get("telegram"), "[telegram]", _KEYS)
     webhook_url = env.get("TELEGRAM_WEBHOOK_URL", "").strip() or None
     secret = env.get("TELEGRAM_WEBHOOK_SECRET", "").strip() or None
     if webhook:

@@ -74,7 +74,7 @@ users = [111111111]
 
 @pytest.mark.parametrize(("toml", "expect"), [
     ("[telegram]\nallow = []\n", r"\[telegram.allow\] must be a table"),
-    ("[telegram.allow]\ngroups = [1]\n", "unknown keys: groups"),
+    ("[telegram.allow]\ngroups = [1]\n", "unknown setting.*groups"),
     ("[telegram.allow]\nusers = 1\n", "users must be a list"),
     ("[telegram.allow]\nusers = [\"@alice\"]\n", "not a numeric id"),
     ("[telegram.allow]\nchats = [true]\n", "not a numeric id"),

@@ -53,7 +53,7 @@ support = "Welcome to support."
 @pytest.mark.parametrize(("toml", "env", "match"), [
     ("", {"TELEGRAM_BOT_TOKEN": ""}, "TELEGRAM_BOT_TOKEN is not set"),
     ("", {"TELEGRAM_BOT_TOKEN": "not-a-token"}, "does not look like a bot token"),
-    ("[telegram]\nprofil = 'x'\n", {}, "unknown keys: profil"),
+    ("[telegram]\nprofil = 'x'\n", {}, "unknown setting.*profil"),
     ("[telegram]\nprofile = 'nope'\n", {}, "profile 'nope'"),
     ("[telegram.chats]\nabc = 'default'\n", {}, "not a chat id"),
     ("[telegram]\nedit_interval = -1\n", {}, "edit_interval"),

@@ -94,10 +94,6 @@ class ChatService:
         """Close the conversation under this key; the next message starts a new one."""
         return await self._store.reset(platform=platform, scope=scope)
 
-    async def has_conversation(self, *, platform: str, scope: str) -> bool:
-        """Whether an open conversation with messages exists under this key."""
-        return await self._store.count_messages(platform=platform, scope=scope) > 0
-
     async def knows_scope(self, *, platform: str, scope: str) -> bool:
         """Whether a conversation (open or closed by a reset) ever existed under this key."""
         return await self._store.scope_known(platform=platform, scope=scope)

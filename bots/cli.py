@@ -134,13 +134,12 @@ def _secrets() -> tuple[str, ...]:
     """Secret values from the environment and ``.env``, to keep out of error lines."""
     from dotenv import dotenv_values
 
-    names = ("CHATBRIDGE_MODEL_API_KEY", "DASHSCOPE_API_KEY", "SLACK_BOT_TOKEN",
-             "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "TELEGRAM_BOT_TOKEN",
-             "TELEGRAM_WEBHOOK_SECRET")
-    found = [os.environ.get(n) for n in names]
+    from bots.settings import SECRET_NAMES
+
+    found = [os.environ.get(n) for n in SECRET_NAMES]
     try:
         dotenv = dotenv_values(".env")
-        found += [dotenv.get(n) for n in names]
+        found += [dotenv.get(n) for n in SECRET_NAMES]
     except OSError:
         pass
     return tuple(v for v in found if v)

@@ -26,6 +26,11 @@ DASHSCOPE_DEFAULT_URL = "https://dashscope-intl.aliyuncs.com/api/v1"
 LOCAL = "local"
 LOCAL_MODEL_NAME = "smollm2"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+# Settings whose values never reach logs, error text or the model.
+SECRET_NAMES = (
+    "CHATBRIDGE_MODEL_API_KEY", "DASHSCOPE_API_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET",
+)
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,7 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value in play, for redaction."""
-        names = ("CHATBRIDGE_MODEL_API_KEY", "DASHSCOPE_API_KEY", "SLACK_BOT_TOKEN",
-                 "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "TELEGRAM_BOT_TOKEN",
-                 "TELEGRAM_WEBHOOK_SECRET")
-        return tuple(v for n in names if (v := self.env.get(n)))
+        return tuple(v for n in SECRET_NAMES if (v := self.env.get(n)))
 
 
 def _is_loopback(url: str) -> bool:

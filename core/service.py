@@ -164,11 +164,8 @@ class ChatService:
 
     async def _handle(self, request: ChatRequest) -> AsyncIterator[ReplyEvent]:
         profile = self.profile(request.profile)
-        model = self.model_for(profile)
-        if self._options.model_choices:
-            model = await self._store.scope_model(
-                platform=request.platform, scope=request.scope
-            ) or model
+        model = await self.current_model(platform=request.platform, scope=request.scope,
+                                         profile=request.profile)
         text = request.text.strip()
         if not text and not request.images:
             yield ErrorEvent("bad_input", "Your message was empty; please write something.")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from core.model.faults import redact
 
-__all__ = ["RedactingFilter", "configure_logging", "redact_logs"]
+__all__ = ["RedactingFilter", "configure_logging"]
 
 
 class RedactingFilter(logging.Filter):
@@ -63,12 +63,3 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "WARNING")
 
-
-def redact_logs(secrets: Iterable[str]) -> None:
-    """Mask ``secrets`` on every handler of the root logger (settings may add .env ones)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig()
-    flt = RedactingFilter(secrets)
-    for handler in root.handlers:
-        handler.addFilter(flt)

@@ -19,7 +19,6 @@ import logging
 import signal
 import sys
 
-from bots.logs import redact_logs
 from bots.runtime import open_runtime
 from bots.settings import Settings
 from bots.telegram.app import build_application, running_bot
@@ -48,5 +47,4 @@ async def _serve(settings: Settings, config: TelegramConfig, *, webhook: bool,
 def main(settings: Settings, *, webhook: bool, port: int) -> int:
     """Run the Telegram bot until SIGINT or SIGTERM; returns the exit code."""
     config = load_config(settings, webhook=webhook)
-    redact_logs(settings.secrets())
     return asyncio.run(_serve(settings, config, webhook=webhook, port=port))

@@ -15,6 +15,7 @@ import httpx
 from bots.db import create_engine, ensure_schema, open_store
 from bots.ops import Metrics
 from bots.settings import Settings
+from core.inbox import Inbox
 from core.model import (
     CircuitBreaker,
     DashScopeClient,
@@ -38,6 +39,7 @@ class Runtime:
     service: ChatService
     store: Store
     http: httpx.AsyncClient
+    inbox: Inbox
     metrics: Metrics = field(default_factory=Metrics)
 
 
@@ -63,7 +65,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         store: Store | None = None
         try:
             await ensure_schema(engine)
-            limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+            # Every turn in flight holds one model connection: the pool fits them all.
+            size = max(100, settings.concurrency + 20)
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=20)
             async with httpx.AsyncClient(limits=limits) as http:
                 store = open_store(engine)
                 options = ServiceOptions(
@@ -74,7 +78,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 )
                 service = ChatService(store=store, model=build_model(settings, http),
                                       options=options)
-                yield Runtime(settings, service, store, http)
+                inbox = Inbox(store, lease_seconds=settings.lease_seconds,
+                              concurrency=settings.concurrency,
+                              poll_seconds=settings.inbox_poll)
+                try:
+                    yield Runtime(settings, service, store, http, inbox)
+                finally:
+                    await inbox.stop(0)
         finally:
             if store is not None:
                 store.close()

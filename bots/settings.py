@@ -50,6 +50,8 @@ class Settings:
     config_path: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     lease_seconds: int = 60
+    concurrency: int = 100
+    inbox_poll: float = 1.0
     model_choices: tuple[str, ...] = ()
     model_fallbacks: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -195,6 +197,8 @@ def load_settings(
         config_path=config_path,
         config=config,
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),
+        concurrency=int(_number(env, "CHATBRIDGE_CONCURRENCY", 100, minimum=1)),
+        inbox_poll=_number(env, "CHATBRIDGE_INBOX_POLL_SECONDS", 1.0, minimum=0.01),
         model_choices=tuple(choices),
         limits=Limits.from_config(config.get("limits") or {}),
         model_fallbacks=tuple(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from weakref import WeakValueDictionary
 
@@ -27,7 +27,8 @@ from core.images import DEFAULT_MAX_SIDE, prepare_image
 from core.limits import Limits
 from core.model.base import ModelClient
 from core.profiles import Profile
-from core.store import ContextLimits, Store, StoredMessage, TurnStart
+from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
+from core.store.queue import Claim
 from core.tokens import TokenCounter, counter_for, message_tokens
 from core.types import (
     ChatRequest,
@@ -154,33 +155,73 @@ class ChatService:
             raise ImageError(f"image decoder failed: {type(err).__name__}") from err
 
     async def handle(self, request: ChatRequest) -> AsyncIterator[ReplyEvent]:
-        """Answer one inbound message as a stream of reply events."""
+        """Answer one message received here (the console) as a stream of reply events.
+
+        The event is recorded with the message; a second delivery of it yields a
+        ``DuplicateEvent``.
+        """
+        async for event in self._guarded((request,), None):
+            yield event
+
+    async def answer(
+        self, requests: Sequence[ChatRequest], claim: Claim
+    ) -> AsyncIterator[ReplyEvent]:
+        """Answer messages of one conversation that waited in the inbox, in one turn.
+
+        ``requests`` (oldest first) are the claim's events that are chat messages; their
+        events are already recorded and claimed. Messages an interrupted attempt stored
+        are not stored twice. Cancelled (shutdown, a lost lease), the turn records
+        nothing more: the events go back to the inbox and are answered again.
+        """
+        async for event in self._guarded(tuple(requests), claim):
+            yield event
+
+    async def _guarded(self, requests: tuple[ChatRequest, ...],
+                       claim: Claim | None) -> AsyncIterator[ReplyEvent]:
         try:
-            async for event in self._handle(request):
+            async for event in self._handle(requests, claim):
                 yield event
         except StoreError as err:
-            log.error("database failure in %s: %s", request.scope, err)
-            yield ErrorEvent(err.kind, err.user_message, request.scope)
+            log.error("database failure in %s: %s", requests[-1].scope, err)
+            yield ErrorEvent(err.kind, err.user_message, requests[-1].scope)
 
-    async def _handle(self, request: ChatRequest) -> AsyncIterator[ReplyEvent]:
+    def _check_text(self, requests: tuple[ChatRequest, ...], profile: Profile) -> str | None:
+        """Why the messages cannot be answered as written, if they cannot."""
+        if not any(r.text.strip() or r.images for r in requests):
+            return "Your message was empty; please write something."
+        for r in requests:
+            size = len(r.text.strip())
+            if size > profile.max_input_chars:
+                return (f"Your message is too long ({size} characters); "
+                        f"the limit is {profile.max_input_chars}.")
+        return None
+
+    async def _handle(
+        self, requests: tuple[ChatRequest, ...], claim: Claim | None
+    ) -> AsyncIterator[ReplyEvent]:
+        request = requests[-1]
         profile = self.profile(request.profile)
         model = await self.current_model(platform=request.platform, scope=request.scope,
                                          profile=request.profile)
-        text = request.text.strip()
-        if not text and not request.images:
-            yield ErrorEvent("bad_input", "Your message was empty; please write something.")
-            return
-        if len(text) > profile.max_input_chars:
-            yield ErrorEvent("bad_input", f"Your message is too long ({len(text)} characters); "
-                             f"the limit is {profile.max_input_chars}.")
+        if (problem := self._check_text(requests, profile)) is not None:
+            yield ErrorEvent("bad_input", problem)
             return
         bad_input: InputError | None = None
+        images: dict[str, tuple[Image, ...]] = {}
         try:
-            images = await self._prepare_images(request.images)
+            for r in requests:
+                images[r.event_id] = await self._prepare_images(r.images)
         except InputError as err:
-            bad_input, images = err, ()
+            bad_input = err
+            images = {}
         counter = self._counter(model)
-        tokens = message_tokens(counter, text, images)
+        stored = {e.event_id: e.message_id for e in claim.events} if claim else {}
+        parts = [
+            TurnPart(r.event_id, r.author, r.text.strip(),
+                     message_tokens(counter, r.text.strip(), images.get(r.event_id, ())),
+                     images.get(r.event_id, ()), stored.get(r.event_id))
+            for r in requests if r.text.strip() or r.images
+        ]
         limits = ContextLimits(
             budget_tokens=max(profile.budget_for(model) - counter.count(profile.system_prompt), 1),
             max_messages=profile.max_context_messages,
@@ -191,14 +232,15 @@ class ChatService:
         # One turn at a time per conversation. When no turn is running (the usual case)
         # the context is loaded in the same transaction that records the message; else
         # the message is recorded at once and the context loaded when its turn comes.
+        # (Queued turns are one at a time per key across replicas: the inbox's lease.)
         held = not lock.locked()
         if held:
             await lock.acquire()
         try:
             start = await self._store.begin_turn(
-                platform=request.platform, scope=request.scope, event_id=request.event_id,
-                profile=profile.name, author=request.author, text=text, token_count=tokens,
-                images=images, context=limits if held and bad_input is None else None,
+                platform=request.platform, scope=request.scope, profile=profile.name,
+                parts=parts, queued=claim is not None,
+                context=limits if held and bad_input is None else None,
                 limits=self._rules if bad_input is None else (),
             )
             if start is None:
@@ -221,7 +263,8 @@ class ChatService:
                 history = tuple(await self._store.load_context(
                     start.conversation_id, limits, current_id=start.message_id
                 ))
-            async for event in self._run_turn(start, request, profile, model, history):
+            async for event in self._run_turn(start, request, profile, model, history,
+                                              queued=claim is not None):
                 yield event
         finally:
             if held:
@@ -229,7 +272,7 @@ class ChatService:
 
     async def _run_turn(
         self, start: TurnStart, request: ChatRequest, profile: Profile, model: str,
-        history: tuple[StoredMessage, ...],
+        history: tuple[StoredMessage, ...], *, queued: bool = False,
     ) -> AsyncIterator[ReplyEvent]:
         began = time.monotonic()
         yield StatusEvent("thinking…")
@@ -272,8 +315,11 @@ class ChatService:
             yield ErrorEvent("internal", ChatbridgeError.default_user_message, request.scope)
             return
         except BaseException:
-            # Cancelled (shutdown, the adapter gave up) or the consumer went away: record
-            # the turn as partial/failed so a redelivery is not left unanswered forever.
+            # Cancelled (shutdown, the adapter gave up) or the consumer went away. A queued
+            # turn goes back to the inbox as it is; one received here is recorded as
+            # partial/failed so a redelivery is not left unanswered forever.
+            if queued:
+                raise
             text = "".join(answer)
             await asyncio.shield(self._store.finish_turn(
                 start, event_id=request.event_id, platform=request.platform, text=text,

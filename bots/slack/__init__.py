@@ -77,7 +77,7 @@ async def _serve(settings: Settings, config: SlackConfig, port: int) -> int:
                 await stop.wait()
             finally:
                 await runner.cleanup()
-        await bot.tasks.drain(SHUTDOWN_GRACE)
+        await bot.close(SHUTDOWN_GRACE)
     return 0
 
 

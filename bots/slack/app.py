@@ -33,8 +33,11 @@ from bots.slack.errors import error_kind
 from bots.slack.files import READABLE, Attachments, fetch_attachments
 from bots.slack.people import Names
 from bots.slack.render import FEEDBACK_ACTION, render_reply
+from bots.slack.server import RECEIPT, Receipt
 from bots.slack.text import command_word, mentions, plain_text
 from bots.slack.translate import PLATFORM, Incoming, ReplyTarget, incoming_from_event
+from core.errors import StoreError
+from core.inbox import Claim
 from core.model.faults import redact
 from core.types import Author, ChatRequest
 
@@ -121,6 +124,8 @@ class SlackBot:
             process_before_response=True,  # listeners only hand work to self.tasks
         )
         self._register()
+        runtime.inbox.register(PLATFORM, self._process)
+        runtime.inbox.start()
 
     # ---------------------------------------------------------------- listeners
     def _register(self) -> None:
@@ -161,7 +166,7 @@ class SlackBot:
         @assistant.user_message
         async def assistant_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
             if (msg := incoming(body, context, True)) is not None:
-                self._dispatch(msg)
+                await self._receive(msg, context)
 
         app.assistant(assistant)
 
@@ -171,7 +176,7 @@ class SlackBot:
             # Every message event is acknowledged (200), answered or not: an unmatched
             # event would get a 404 and Slack would deliver it again.
             if (msg := incoming(body, context)) is not None:
-                self._dispatch(msg)
+                await self._receive(msg, context)
 
         @app.command(config.reset_command)
         async def reset_command(ack: AsyncAck, body: dict[str, Any],
@@ -207,15 +212,43 @@ class SlackBot:
                 self.tasks.spawn(self._feedback(f"{channel}/{ts}", str(user),
                                                 value == "positive"), "slack feedback")
 
-    def _dispatch(self, msg: Incoming) -> None:
-        """Start answering a message that ``[slack.allow]`` lets through; refuse or ignore
-        the others before the core sees them."""
+    async def _receive(self, msg: Incoming, context: AsyncBoltContext) -> None:
+        """Put a message that ``[slack.allow]`` lets through into the inbox — before the
+        event is acknowledged; refuse or ignore the others before the core sees them.
+
+        Top-level channel messages that do not mention the bot are not stored; thread
+        replies without a mention are, only in threads the bot takes part in.
+        """
         access = self.config.allow.decide(team=msg.team, channel=msg.channel, user=msg.user,
                                           direct=msg.kind != "channel")
-        if access == "answer":
-            self.tasks.spawn(self.handle(msg), f"slack turn {msg.event_id}")
-        elif access == "refuse":
+        if access == "refuse":
             self.tasks.spawn(self._refuse(msg.event_id, msg.target()), "slack refusal")
+        if access != "answer" or (msg.kind == "channel" and not msg.mentioned
+                                  and not msg.in_thread):
+            return
+        try:
+            await self.runtime.inbox.receive(
+                platform=PLATFORM, event_id=msg.event_id, scope=msg.scope,
+                payload=msg.to_payload(), if_known=msg.kind == "channel" and not msg.mentioned)
+        except StoreError as err:
+            log.error("could not record %s: %s; Slack will deliver it again", msg.event_id,
+                      err)
+            if isinstance(receipt := context.get(RECEIPT), Receipt):
+                receipt.failed = True
+
+    async def idle(self) -> None:
+        """Wait until every received message is answered and no side task runs."""
+        while True:
+            await self.runtime.inbox.wait_idle()
+            await self.tasks.wait_idle()
+            await asyncio.sleep(0.01)
+            if not len(self.tasks) and not self.runtime.inbox.running:
+                return
+
+    async def close(self, grace: float) -> None:
+        """Stop answering: running turns get ``grace`` seconds, then go back to the inbox."""
+        await self.runtime.inbox.stop(grace)
+        await self.tasks.drain(grace)
 
     # ---------------------------------------------------------------- background work
     async def _first_time(self, event_id: str, what: str) -> bool:
@@ -285,80 +318,103 @@ class SlackBot:
             return self.config.profile_for_channel(msg.channel)
         return self.config.dm_profile
 
-    async def handle(self, msg: Incoming) -> None:
-        """Answer one message (or ignore it, or run its command)."""
-        target = msg.target()
+    async def _process(self, claim: Claim) -> None:
+        """Answer a conversation's waiting messages (the inbox's handler): commands in
+        their place, the messages between them together in one turn each."""
+        waiting: list[tuple[Incoming, str]] = []
+        for event in claim.events:
+            try:
+                msg = Incoming.from_payload(event.payload)
+            except (TypeError, ValueError) as err:
+                log.error("unreadable inbox payload %s: %s", event.event_id,
+                          type(err).__name__)
+                continue
+            bot = msg.bot_user
+            await self.names.load(mentions(msg.text) - {bot})
+            text = plain_text(msg.text, name_of=self.names.cached, drop_user=bot)
+            word = command_word(text) if (msg.kind != "channel" or msg.mentioned) else None
+            if word or (not text and not msg.files):
+                await self._guard(waiting[-1][0] if waiting else msg,
+                                  self._answer(waiting, claim))
+                waiting = []
+                await self._guard(msg, self._command(msg, word))
+            else:
+                waiting.append((msg, text))
+        if waiting:
+            await self._guard(waiting[-1][0], self._answer(waiting, claim))
+
+    async def _guard(self, msg: Incoming, work: Awaitable[None]) -> None:
+        """Run ``work``; if it fails, tell the person (best effort) instead of going quiet."""
         try:
-            await self._handle(msg, target)
+            await work
         except Exception as err:
             log.error("turn %s failed: %s: %s", msg.event_id, type(err).__name__,
                       redact(str(err), *self.config.secrets))
             log.debug("turn %s traceback", msg.event_id, exc_info=True)
             try:
-                await self._post(target, ":warning: Sorry, something went wrong on my side; "
-                                 "please try again in a moment.")
+                await self._post(msg.target(), ":warning: Sorry, something went wrong on my "
+                                 "side; please try again in a moment.")
             except Exception as post_err:
                 log.error("could not report the failure: %s", type(post_err).__name__)
 
-    async def _handle(self, msg: Incoming, target: ReplyTarget) -> None:
+    async def _command(self, msg: Incoming, word: str | None) -> None:
+        target = msg.target()
+        if word == "reset":
+            await self.runtime.service.reset(platform=PLATFORM, scope=msg.scope)
+            await self._post(target, "Done: I started a new conversation and forgot what "
+                             "we said before.")
+        elif word == "help" or msg.mentioned:
+            await self._post(target, help_text(self.config))
+
+    async def _answer(self, waiting: list[tuple[Incoming, str]], claim: Claim) -> None:
+        """One turn for messages that waited together (usually one); the answer goes
+        where the last one would be answered."""
+        if not waiting:
+            return
         service = self.runtime.service
-        if msg.kind == "channel" and not msg.mentioned and not (
-            msg.in_thread and await self._joined(msg.scope)
-        ):
-            return
-        bot = msg.bot_user
-        await self.names.load(mentions(msg.text) - {bot})
-        text = plain_text(msg.text, name_of=self.names.cached, drop_user=bot)
-        # In channels a mention arrives twice (app_mention and message.channels): the core
-        # answers it once; commands and empty mentions, which the core never sees, are
-        # taken from the app_mention copy only.
-        commands_here = msg.kind != "channel" or msg.event_type == "app_mention"
-        word = command_word(text) if (msg.kind != "channel" or msg.mentioned) else None
-        if word or (not text and not msg.files):
-            if not commands_here:
-                return
-            if word == "reset":
-                await service.reset(platform=PLATFORM, scope=msg.scope)
-                await self._post(target, "Done: I started a new conversation and forgot what "
-                                 "we said before.")
-            elif word == "help" or msg.mentioned:
-                await self._post(target, help_text(self.config))
-            return
-        files = Attachments()
-        if msg.files:
-            files = await fetch_attachments(
-                msg.files, client=self.client, http=self.runtime.http,
-                token=self.config.bot_token, api_url=self.config.api_url,
-                max_bytes=self.config.max_file_bytes)
-        if files.skipped:
-            text = (text + "\n\n" if text else "") + \
-                f"[Attached files the assistant cannot open: {', '.join(files.skipped)}]"
-        request = ChatRequest(
-            platform=PLATFORM, scope=msg.scope,
-            author=Author(msg.user, await self.names.name(msg.user)),
-            text=text, event_id=msg.event_id, images=files.images,
-            profile=self._profile(msg), shared=msg.shared,
-        )
-        first = msg.kind == "assistant" and await self._new_thread(msg.scope)
+        last = waiting[-1][0]
+        target = last.target()
+        requests: list[ChatRequest] = []
+        notes: list[str] = []
+        for msg, text in waiting:
+            files = Attachments()
+            if msg.files:
+                files = await fetch_attachments(
+                    msg.files, client=self.client, http=self.runtime.http,
+                    token=self.config.bot_token, api_url=self.config.api_url,
+                    max_bytes=self.config.max_file_bytes)
+            if files.skipped:
+                text = (text + "\n\n" if text else "") + \
+                    f"[Attached files the assistant cannot open: {', '.join(files.skipped)}]"
+            notes.extend(files.notes)
+            requests.append(ChatRequest(
+                platform=PLATFORM, scope=msg.scope,
+                author=Author(msg.user, await self.names.name(msg.user)),
+                text=text, event_id=msg.event_id, images=files.images,
+                profile=self._profile(msg), shared=msg.shared,
+            ))
+        first = last.kind == "assistant" and await self._new_thread(last.scope)
+        title = _title(waiting[0][1])
 
         async def on_start() -> None:  # side calls only: none of them may end the turn
-            for note in files.notes:
+            for note in notes:
                 await self._note(target, f"_{note}_")
             if first and target.thread_ts:
                 await _best_effort("assistant.threads.setTitle",
                                    self.client.assistant_threads_setTitle(
                                        channel_id=target.channel, thread_ts=target.thread_ts,
-                                       title=_title(text)))
+                                       title=title))
 
+        replies = service.answer(requests, claim)
         rendered = await render_reply(
-            self.client, target, self.runtime.metrics.metered(PLATFORM, service.handle(request)),
+            self.client, target, self.runtime.metrics.metered(PLATFORM, replies),
             limit=self.config.max_message_chars,
             interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
             on_start=on_start,
         )
         if rendered.ref:  # the answer is shown: failing to note where is only logged
             await _best_effort("recording the reply", service.record_reply(
-                platform=PLATFORM, event_id=msg.event_id, ref=rendered.ref))
+                platform=PLATFORM, event_id=last.event_id, ref=rendered.ref))
 
 
 async def _best_effort(what: str, call: Awaitable[object]) -> None:

@@ -10,7 +10,7 @@ for the top level of a direct message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 __all__ = ["PLATFORM", "Incoming", "ReplyTarget", "incoming_from_event"]
@@ -72,6 +72,19 @@ class Incoming:
     def in_thread(self) -> bool:
         """A reply inside an existing thread (not its first message)."""
         return self.thread_ts is not None and self.thread_ts != self.ts
+
+    def to_payload(self) -> dict[str, Any]:
+        """The message as JSON for the inbox (any replica answers from it)."""
+        data = asdict(self)
+        data["files"] = [dict(f) for f in self.files]
+        return data
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> Incoming:
+        """The message the inbox kept (``to_payload``'s inverse)."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["files"] = tuple(fields.get("files") or ())
+        return cls(**fields)
 
     def target(self) -> ReplyTarget:
         """Where the answer to this message goes."""

@@ -1,6 +1,6 @@
 """Conversation memory in SQL."""
 
 from core.store.models import Base
-from core.store.store import ContextLimits, Store, StoredMessage, TurnStart, UsageRow
+from core.store.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart, UsageRow
 
-__all__ = ["Base", "ContextLimits", "Store", "StoredMessage", "TurnStart", "UsageRow"]
+__all__ = ["Base", "ContextLimits", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]

@@ -142,11 +142,54 @@ class InboundEvent(Base):
     status: Mapped[str] = mapped_column(String(16), default="received")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set for events queued in the inbox (claimed per conversation key); NULL for events
+    # answered where they arrived (the console) and for side events (greetings…).
+    scope_key: Mapped[str | None] = mapped_column(String(512))
+    payload: Mapped[str | None] = mapped_column(Text)  # the adapter's JSON, to answer from
+    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    message_id: Mapped[int | None] = mapped_column(BigId)  # the user message, once stored
 
     __table_args__ = (
         UniqueConstraint("platform", "event_id"),
         Index("ix_inbound_events_status", "status"),
+        Index("ix_inbound_events_platform_scope_key_status", "platform", "scope_key", "status"),
     )
+
+
+class InboxLease(Base):
+    """Who is answering a conversation key's queued events, and until when.
+
+    One row per key that ever had a queued event; a worker takes the key (and every
+    event waiting under it) while ``expires_at`` is past, and renews it while it works.
+    """
+
+    __tablename__ = "inbox_leases"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxItem(Base):
+    """A reply the platform did not take after its retries, kept to be sent again."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(256))
+    target: Mapped[str] = mapped_column(Text)  # the adapter's JSON: where the reply goes
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_outbox_status", "status"),)
 
 
 class Feedback(Base):

@@ -57,7 +57,7 @@ from core.store.models import (
 )
 from core.types import Author, Image, Usage
 
-__all__ = ["ContextLimits", "Store", "StoredMessage", "TurnStart", "UsageRow"]
+__all__ = ["ContextLimits", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
 
 T = TypeVar("T")
 
@@ -84,6 +84,11 @@ _CLOSE_EVENT = (
     update(_evt)
     .where(_evt.c.platform == bindparam("p_platform"), _evt.c.event_id == bindparam("p_event"))
     .values(status=bindparam("p_status"), finished_at=bindparam("p_now"))
+)
+_SET_EVENT_MESSAGE = (
+    update(_evt)
+    .where(_evt.c.platform == bindparam("p_platform"), _evt.c.event_id == bindparam("p_event"))
+    .values(message_id=bindparam("p_message"))
 )
 _CONTEXT = (
     select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name, _msg.c.token_count,
@@ -142,6 +147,19 @@ class TurnStart:
     history: tuple[StoredMessage, ...] | None = None
     limited: LimitHit | None = None
     quota_subjects: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()  # the inbound events this turn answers
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPart:
+    """One user message of a turn (a turn answers several when they waited together)."""
+
+    event_id: str
+    author: Author
+    text: str
+    token_count: int
+    images: tuple[Image, ...] = ()
+    message_id: int | None = None  # already stored, by an attempt that did not finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +224,15 @@ class Store:
         with sync.begin() as conn:
             return work(conn)
 
+    async def run(self, work: Callable[[Connection], T], doing: str) -> T:
+        """Run ``work`` in one transaction (for the store's companions, e.g. the inbox)."""
+        return await self._tx(work, doing)
+
+    @property
+    def upsert(self) -> Callable[[Table], Any]:
+        """The dialect's ``insert`` (with ``on_conflict_do_…``)."""
+        return self._insert
+
     async def _tx(self, work: Callable[[Connection], T], doing: str) -> T:
         """Run ``work`` in one transaction; database errors become ``StoreError``."""
         try:
@@ -228,42 +255,67 @@ class Store:
         *,
         platform: str,
         scope: str,
-        event_id: str,
         profile: str | None,
-        author: Author,
-        text: str,
-        token_count: int,
+        event_id: str = "",
+        author: Author | None = None,
+        text: str = "",
+        token_count: int = 0,
         images: Sequence[Image] = (),
+        parts: Sequence[TurnPart] = (),
+        queued: bool = False,
         context: ContextLimits | None = None,
         limits: tuple[Rule, ...] = (),
     ) -> TurnStart | None:
-        """Record the inbound event and the user's message; ``None`` if seen before.
+        """Record the user's message(s) of a turn; ``None`` if the event was seen before.
 
+        One message is given by ``event_id``, ``author``, ``text``…; several (messages
+        that waited in the inbox together) by ``parts``, oldest first. ``queued``: the
+        events are already in the inbox (claimed by the caller) rather than recorded
+        here; a part that has a ``message_id`` was stored by an earlier attempt.
         With ``context``, the conversation's context is loaded in the same transaction.
         With ``limits``, the turn is counted against them; ``TurnStart.limited`` says
-        which one it would exceed (the message is recorded all the same).
+        which one it would exceed (the messages are recorded all the same).
         """
+        if not parts:
+            assert author is not None
+            parts = (TurnPart(event_id, author, text, token_count, tuple(images)),)
 
         def work(conn: Connection) -> TurnStart | None:
-            evt = conn.execute(self._insert_event, {
-                "platform": platform, "event_id": event_id, "status": "received",
-                "received_at": utcnow(),
-            })
-            if evt.scalar_one_or_none() is None:
-                return None
+            if not queued:
+                evt = conn.execute(self._insert_event, {
+                    "platform": platform, "event_id": parts[0].event_id,
+                    "status": "received", "received_at": utcnow(),
+                })
+                if evt.scalar_one_or_none() is None:
+                    return None
             conv_id, conv_profile = self._open_conversation(conn, platform, scope, profile)
-            message_id = self._add_message(
-                conn, conversation_id=conv_id, role="user", author=author, text=text,
-                token_count=token_count, event_id=event_id, images=images,
-            )
-            subjects = {"user": f"user:{author.id}", "conversation": f"conversation:{scope}"}
-            hit = self._charge(conn, platform, subjects, limits) if limits else None
+            message_id = 0
+            fresh = False
+            for part in parts:
+                message_id = part.message_id or 0
+                if not message_id:
+                    fresh = True
+                    message_id = self._add_message(
+                        conn, conversation_id=conv_id, role="user", author=part.author,
+                        text=part.text, token_count=part.token_count,
+                        event_id=part.event_id, images=part.images,
+                    )
+                    if queued:
+                        conn.execute(_SET_EVENT_MESSAGE, {
+                            "p_platform": platform, "p_event": part.event_id,
+                            "p_message": message_id})
+            last = parts[-1]
+            event_ids = tuple(p.event_id for p in parts)
+            subjects = {"user": f"user:{last.author.id}", "conversation": f"conversation:{scope}"}
+            hit = self._charge(conn, platform, subjects, limits) if limits and fresh else None
             if hit is not None:
-                return TurnStart(conv_id, message_id, conv_profile, limited=hit)
+                return TurnStart(conv_id, message_id, conv_profile, limited=hit,
+                                 event_ids=event_ids)
             history = (None if context is None
                        else tuple(self._context(conn, conv_id, context, message_id)))
             quota = tuple(sorted({subjects[r.subject] for r in limits if r.measure == "tokens"}))
-            return TurnStart(conv_id, message_id, conv_profile, history, quota_subjects=quota)
+            return TurnStart(conv_id, message_id, conv_profile, history, quota_subjects=quota,
+                             event_ids=event_ids)
 
         return await self._tx(work, "record the message")
 
@@ -402,10 +454,11 @@ class Store:
                     index_elements=["platform", "subject", "period", "window_start"],
                     set_={"tokens": _usage.c.tokens + spent},
                 ))
-            conn.execute(_CLOSE_EVENT, {
-                "p_platform": platform, "p_event": event_id, "p_now": now,
-                "p_status": "failed" if status == "failed" else "done",
-            })
+            for closed in start.event_ids or (event_id,):
+                conn.execute(_CLOSE_EVENT, {
+                    "p_platform": platform, "p_event": closed, "p_now": now,
+                    "p_status": "failed" if status == "failed" else "done",
+                })
             return message_id
 
         return await self._tx(work, "store the answer")
@@ -556,7 +609,8 @@ class Store:
 
         def work(conn: Connection) -> int:
             return int(conn.scalar(
-                select(func.count()).select_from(_evt).where(_evt.c.status == "received")
+                select(func.count()).select_from(_evt)
+                .where(_evt.c.status.in_(("received", "processing")))
             ) or 0)
 
         return await self._tx(work, "count pending events")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
+from bots.db import HEAD
 from tests.fakes.model_server import FakeModelServer, Reply
 
 SECRET = "sk-live-0123456789abcdef"
@@ -151,14 +152,14 @@ def test_chat_reads_lines_when_not_a_terminal(tmp_path: Path,
 
 def test_db_commands(tmp_path: Path, fake_model: FakeModelServer) -> None:
     assert run(tmp_path, fake_model, "db", "current").stdout.strip().startswith("none")
-    assert run(tmp_path, fake_model, "db", "upgrade").stdout.strip() == "0004"
+    assert run(tmp_path, fake_model, "db", "upgrade").stdout.strip() == HEAD
     assert run(tmp_path, fake_model, "db", "downgrade", "base").stdout.strip().startswith("none")
 
 
 def test_db_upgrade_on_postgres(tmp_path: Path, fake_model: FakeModelServer,
                                 postgres_url: str) -> None:
     up = run(tmp_path, fake_model, "db", "upgrade", CHATBRIDGE_DATABASE_URL=postgres_url)
-    assert up.returncode == 0 and up.stdout.strip() == "0004", up.stderr
+    assert up.returncode == 0 and up.stdout.strip() == HEAD, up.stderr
     fake_model.enqueue(Reply(text="from postgres"))
     asked = run(tmp_path, fake_model, "ask", "hi", CHATBRIDGE_DATABASE_URL=postgres_url)
     assert asked.stdout.strip() == "from postgres", asked.stderr

@@ -113,7 +113,7 @@ class Harness:
 
     async def idle(self) -> None:
         """Wait until the bot has finished every turn it started."""
-        await asyncio.wait_for(self.bot.tasks.wait_idle(), 20)
+        await asyncio.wait_for(self.bot.idle(), 20)
 
 
 HarnessFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
@@ -158,7 +158,7 @@ def make_harness(tmp_path: Path, fake_model: FakeModelServer) -> HarnessFactory:
                         yield Harness(slack, fake_model, bot, runtime,
                                       f"http://127.0.0.1:{port}", session)
                     finally:
-                        await bot.tasks.drain(10)
+                        await bot.close(10)
                         await runner.cleanup()
 
     return start

@@ -1,0 +1,212 @@
+"""The inbox worker: answers queued inbound events, one conversation key at a time.
+
+Adapters call ``Inbox.receive`` before they acknowledge an event to the platform; the
+event is then in the database, and a redelivery is recognised there. Each replica runs
+one ``Inbox``: it claims conversation keys with waiting events (``core.store.queue``),
+hands each claim to the handler its platform registered, renews the lease while the
+handler works and gives the key back when it is done. Events that arrived for a key
+while its turn was running wait in the database and are claimed together afterwards, so
+they are answered in one turn, in order. Another replica — or this one after a restart —
+takes over a key whose lease expired (its holder died).
+
+``stop`` stops claiming, lets running handlers finish for a grace period and puts the
+rest back in the inbox for another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from core.errors import StoreError
+from core.store import Store
+from core.store.queue import Claim, InboxStore, QueuedEvent
+
+__all__ = ["Claim", "Inbox", "QueuedEvent", "replica_name"]
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Claim], Coroutine[Any, Any, None]]
+
+
+def replica_name() -> str:
+    """A name for this process, unique among replicas: host, pid and a random tag."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Inbox:
+    """Claims and answers queued events for the platforms that registered a handler."""
+
+    def __init__(
+        self, store: Store, *, owner: str | None = None, lease_seconds: float = 60.0,
+        concurrency: int = 100, poll_seconds: float = 1.0, max_batch: int = 20,
+    ) -> None:
+        self.owner = owner or replica_name()
+        self._queue = InboxStore(store)
+        self._lease = lease_seconds
+        self._concurrency = concurrency
+        self._poll = poll_seconds
+        self._max_batch = max_batch
+        self._handlers: dict[str, Handler] = {}
+        self._wake = asyncio.Event()
+        self._running: dict[asyncio.Task[None], Claim] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> int:
+        """Claims being answered in this process now."""
+        return len(self._running)
+
+    def register(self, platform: str, handler: Handler) -> None:
+        """Answer ``platform``'s events with ``handler`` (one claim at a time per key)."""
+        self._handlers[platform] = handler
+
+    async def receive(
+        self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
+        delay: float = 0.0, if_known: bool = False,
+    ) -> bool:
+        """Record an inbound event to be answered; ``False`` if it was seen before.
+
+        ``delay``: claim the key no sooner (an album's items gather meanwhile).
+        ``if_known``: record it only if the conversation key was ever used (a thread
+        the bot takes part in). Raises ``StoreError`` if the database cannot take it: the
+        adapter must then not acknowledge the event, so the platform delivers it again.
+        """
+        new = await self._queue.enqueue(platform=platform, event_id=event_id, scope=scope,
+                                        payload=payload, delay=delay, if_known=if_known)
+        if new:
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, self._wake.set)
+            self._wake.set()
+        return new
+
+    def start(self) -> None:
+        """Start claiming in the background."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run(), name="chatbridge inbox")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            free = self._concurrency - len(self._running)
+            claimed = 0
+            if free > 0 and self._handlers:
+                claimed = await self._claim(min(free, 16))
+            if self._closing:
+                break
+            if claimed and claimed == min(free, 16):
+                continue  # there may be more waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def _claim(self, limit: int) -> int:
+        try:
+            claims = await self._queue.claim(owner=self.owner, lease_seconds=self._lease,
+                                             limit=limit, max_batch=self._max_batch)
+        except StoreError as err:
+            log.warning("inbox: %s", err)
+            await asyncio.sleep(self._poll)
+            return 0
+        for claim in claims:
+            for dead in claim.abandoned:
+                log.error("inbox: giving up on %s %s after %d attempts", claim.platform,
+                          dead.event_id, dead.attempts - 1)
+            task = asyncio.create_task(self._answer(claim),
+                                       name=f"inbox {claim.platform} {claim.scope}")
+            self._running[task] = claim
+            self._idle.clear()
+            task.add_done_callback(self._done)
+        return len(claims)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        if not self._running:
+            self._idle.set()
+        self._wake.set()  # its key may have more waiting; a slot is free
+
+    async def _answer(self, claim: Claim) -> None:
+        handler = self._handlers.get(claim.platform)
+        requeue = failed = False
+        try:
+            if claim.events and handler is not None:
+                work = asyncio.create_task(handler(claim))
+                keeper = asyncio.create_task(self._keep_lease(claim, work))
+                try:
+                    await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    work.cancel()
+                    with contextlib.suppress(BaseException):
+                        await work
+                    raise
+                except Exception as err:
+                    failed = True
+                    log.error("inbox: answering %s %s failed: %s", claim.platform,
+                              claim.scope, type(err).__name__)
+                finally:
+                    keeper.cancel()
+                if work.cancelled() and not self._closing:
+                    log.warning("inbox: lost the lease on %s %s", claim.platform, claim.scope)
+            elif handler is None:
+                log.error("inbox: no handler for platform %r; events left waiting",
+                          claim.platform)
+                requeue = True
+        except asyncio.CancelledError:
+            requeue = True
+            raise
+        finally:
+            try:
+                status = "received" if requeue else "failed" if failed else "done"
+                await asyncio.shield(self._queue.release(claim, owner=self.owner,
+                                                         status=status))
+            except (StoreError, asyncio.CancelledError) as err:
+                log.warning("inbox: could not release %s %s (%s); its lease will expire",
+                            claim.platform, claim.scope, type(err).__name__)
+
+    async def _keep_lease(self, claim: Claim, work: asyncio.Task[None]) -> None:
+        """Renew the claim's lease while ``work`` runs; cancel it if the lease is lost."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                held = await self._queue.renew(platform=claim.platform, scope=claim.scope,
+                                               owner=self.owner, lease_seconds=self._lease)
+            except StoreError as err:
+                log.warning("inbox: could not renew a lease: %s", err)
+                continue
+            if not held:
+                work.cancel()
+                return
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; give running claims ``grace`` seconds, then put them back."""
+        self._closing = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if not self._running:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            tasks = list(self._running)
+            log.warning("inbox: handing %d unfinished conversation(s) back at shutdown",
+                        len(tasks))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is waiting in this replica's reach and nothing runs (tests)."""
+        while True:
+            await self._idle.wait()
+            await asyncio.sleep(0)
+            if not self._running and await self._queue.next_due() is None:
+                return
+            await asyncio.sleep(0.01)

@@ -1,0 +1,212 @@
+"""The inbox in SQL: queued inbound events, claimed per conversation key under a lease.
+
+An adapter records each inbound event here *before* it acknowledges it to the platform
+(``enqueue``); the unique ``(platform, event_id)`` makes a redelivery a no-op. Workers —
+in any replica — ``claim`` conversation keys whose oldest waiting event is due and whose
+lease (``inbox_leases``) has expired, taking every event waiting under the key in one
+batch. The lease is renewed while the batch is answered and given back at the end; a
+replica that dies leaves it to expire, and its events are claimed again.
+
+On PostgreSQL the lease rows are locked with ``FOR UPDATE SKIP LOCKED``, so replicas
+claiming at the same moment skip each other's keys instead of waiting or double-claiming.
+On SQLite (one process) the same statements run without the locking clause: the file's
+write lock serializes the claims.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, exists, func, literal, or_, select, tuple_, update
+
+from core.store.models import Conversation, InboundEvent, InboxLease, utcnow
+from core.store.store import Store
+
+__all__ = ["Claim", "InboxStore", "QueuedEvent"]
+
+_evt: Table = InboundEvent.__table__  # type: ignore[assignment]
+_lease: Table = InboxLease.__table__  # type: ignore[assignment]
+_conv: Table = Conversation.__table__  # type: ignore[assignment]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+WAITING = ("received", "processing")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """One inbound event as the adapter recorded it."""
+
+    id: int
+    event_id: str
+    payload: Mapping[str, Any]
+    attempts: int  # counting this one
+    message_id: int | None = None  # the user message an earlier attempt stored
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A conversation key's waiting events, taken by one worker, oldest first."""
+
+    platform: str
+    scope: str
+    events: tuple[QueuedEvent, ...]
+    abandoned: tuple[QueuedEvent, ...] = ()  # tried too often: marked failed, not retried
+
+
+class InboxStore:
+    """The inbox's statements, run through the ``Store``'s transactions."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def enqueue(
+        self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
+        delay: float = 0.0, if_known: bool = False,
+    ) -> bool:
+        """Record an event to be answered; ``False`` if it was recorded before (or, with
+        ``if_known``, if nothing was ever said under ``scope``: not ours to answer)."""
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        upsert = self._store.upsert
+
+        def work(conn: Connection) -> bool:
+            now = utcnow()
+            if if_known and not conn.scalar(select(or_(
+                exists().where(_conv.c.platform == platform, _conv.c.scope_key == scope),
+                exists().where(_evt.c.platform == platform, _evt.c.scope_key == scope),
+            ))):
+                return False
+            stmt = (upsert(_evt).values(
+                platform=platform, event_id=event_id, status="received", received_at=now,
+                scope_key=scope, payload=body, attempts=0,
+                available_at=now + timedelta(seconds=delay),
+            ).on_conflict_do_nothing(index_elements=["platform", "event_id"])
+             .returning(_evt.c.id))
+            if conn.execute(stmt).scalar_one_or_none() is None:
+                return False
+            conn.execute(upsert(_lease).values(
+                platform=platform, scope_key=scope, owner=None, expires_at=EPOCH,
+            ).on_conflict_do_nothing(index_elements=["platform", "scope_key"]))
+            return True
+
+        return await self._store.run(work, "record the message")
+
+    async def claim(
+        self, *, owner: str, lease_seconds: float, limit: int, max_batch: int = 20,
+        max_attempts: int = 5,
+    ) -> list[Claim]:
+        """Take up to ``limit`` conversation keys that have due events and a free lease."""
+
+        def work(conn: Connection) -> list[Claim]:
+            now = utcnow()
+            first = func.min(_evt.c.id)
+            due = conn.execute(
+                select(_evt.c.platform, _evt.c.scope_key, first)
+                .where(_evt.c.status.in_(WAITING), _evt.c.scope_key.is_not(None))
+                .group_by(_evt.c.platform, _evt.c.scope_key)
+                .having(func.min(_evt.c.available_at) <= now)
+                .order_by(first)
+                .limit(limit * 4)
+            ).all()
+            if not due:
+                return []
+            order = {(r[0], r[1]): r[2] for r in due}
+            free = conn.execute(
+                select(_lease.c.platform, _lease.c.scope_key)
+                .where(tuple_(_lease.c.platform, _lease.c.scope_key).in_(list(order)),
+                       _lease.c.expires_at <= now)
+                .with_for_update(skip_locked=True)
+            ).all()
+            keys = sorted(((r[0], r[1]) for r in free), key=order.__getitem__)[:limit]
+            until = now + timedelta(seconds=lease_seconds)
+            claims = []
+            for platform, scope in keys:
+                conn.execute(update(_lease)
+                             .where(_lease.c.platform == platform, _lease.c.scope_key == scope)
+                             .values(owner=owner, expires_at=until))
+                rows = conn.execute(
+                    select(_evt.c.id, _evt.c.event_id, _evt.c.payload, _evt.c.attempts,
+                           _evt.c.message_id)
+                    .where(_evt.c.platform == platform, _evt.c.scope_key == scope,
+                           _evt.c.status.in_(WAITING))
+                    .order_by(_evt.c.id)
+                    .limit(max_batch)
+                ).all()
+                events = [QueuedEvent(r.id, r.event_id, json.loads(r.payload or "{}"),
+                                      r.attempts + 1, r.message_id) for r in rows]
+                live = tuple(e for e in events if e.attempts <= max_attempts)
+                dead = tuple(e for e in events if e.attempts > max_attempts)
+                if live:
+                    conn.execute(update(_evt).where(_evt.c.id.in_([e.id for e in live]))
+                                 .values(status="processing", lease_owner=owner,
+                                         attempts=_evt.c.attempts + 1))
+                if dead:
+                    conn.execute(update(_evt).where(_evt.c.id.in_([e.id for e in dead]))
+                                 .values(status="failed", finished_at=now, lease_owner=owner))
+                claims.append(Claim(platform, scope, live, dead))
+            return claims
+
+        return await self._store.run(work, "claim inbound events")
+
+    async def renew(self, *, platform: str, scope: str, owner: str,
+                    lease_seconds: float) -> bool:
+        """Extend a held lease; ``False`` if it is no longer ours."""
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
+                update(_lease)
+                .where(_lease.c.platform == platform, _lease.c.scope_key == scope,
+                       _lease.c.owner == owner)
+                .values(expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            )
+            return bool(result.rowcount)
+
+        return await self._store.run(work, "renew a lease")
+
+    async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
+        """Give the key back. Its events still open are closed as ``done`` or ``failed``
+        — or, as ``received`` (shutdown), put back to be claimed at once by any replica."""
+        ids = [e.id for e in claim.events]
+
+        def work(conn: Connection) -> None:
+            now = utcnow()
+            if ids:
+                values: dict[str, Any] = (
+                    {"status": "received", "lease_owner": None} if status == "received"
+                    else {"status": status, "finished_at": now})
+                conn.execute(update(_evt)
+                             .where(_evt.c.id.in_(ids), _evt.c.status == "processing",
+                                    _evt.c.lease_owner == owner)
+                             .values(**values))
+            conn.execute(update(_lease)
+                         .where(_lease.c.platform == claim.platform,
+                                _lease.c.scope_key == claim.scope, _lease.c.owner == owner)
+                         .values(owner=None, expires_at=EPOCH))
+
+        await self._store.run(work, "release a lease")
+
+    async def next_due(self) -> datetime | None:
+        """When the soonest waiting event becomes due (``None``: nothing waits)."""
+
+        def work(conn: Connection) -> datetime | None:
+            value = conn.scalar(select(func.min(_evt.c.available_at)).where(
+                and_(_evt.c.status == "received", _evt.c.scope_key.is_not(None))))
+            if isinstance(value, str):  # SQLite's aggregate returns the stored text
+                value = datetime.fromisoformat(value)
+            if value is not None and value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return value if value is not None else None
+
+        return await self._store.run(work, "look at the inbox")
+
+    async def held_by(self, owner: str) -> int:
+        """How many keys ``owner`` holds (for tests and shutdown logs)."""
+
+        def work(conn: Connection) -> int:
+            return int(conn.scalar(select(func.count()).select_from(_lease)
+                                   .where(_lease.c.owner == owner,
+                                          _lease.c.expires_at > literal(utcnow()))) or 0)
+
+        return await self._store.run(work, "count leases")

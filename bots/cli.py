@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", default="7d", help="7d, 12h, 30m, 2w or a date (default 7d)")
     usage.add_argument("--by", choices=("user", "conversation", "model"), default="user")
 
+    outbox = sub.add_parser("outbox", help="replies a platform would not take: list, re-send")
+    outbox.add_argument("outbox_command", choices=("list", "retry"), metavar="list|retry")
+    outbox.add_argument("--platform", choices=("slack", "telegram"), default=None)
+
     local = sub.add_parser("local-model", help="run the bundled local model server")
     local.add_argument("--port", type=int, default=8080)
 
@@ -102,7 +106,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _local_model(args.port)
     from bots.settings import load_settings
 
-    settings = load_settings(model_required=args.command != "usage")
+    settings = load_settings(model_required=args.command not in ("usage", "outbox"))
     if args.command == "check":
         from bots.check import run_check
 
@@ -111,6 +115,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bots.usage import run_usage
 
         return asyncio.run(run_usage(settings, since=args.since, by=args.by))
+    if args.command == "outbox":
+        from bots.outbox import run_outbox
+
+        return asyncio.run(run_outbox(settings, action=args.outbox_command,
+                                      platform=args.platform))
     if args.command == "slack":
         from bots.slack import main as slack_main
 

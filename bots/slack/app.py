@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
@@ -32,13 +33,14 @@ from bots.slack.config import DENIED, SlackConfig
 from bots.slack.errors import error_kind
 from bots.slack.files import READABLE, Attachments, fetch_attachments
 from bots.slack.people import Names
-from bots.slack.render import FEEDBACK_ACTION, render_reply
+from bots.slack.render import FEEDBACK_ACTION, SEND_ERRORS, render_reply
 from bots.slack.server import RECEIPT, Receipt
 from bots.slack.text import command_word, mentions, plain_text
 from bots.slack.translate import PLATFORM, Incoming, ReplyTarget, incoming_from_event
 from core.errors import StoreError
 from core.inbox import Claim
 from core.model.faults import redact
+from core.outbox import Outbox, Tap
 from core.types import Author, ChatRequest
 
 __all__ = ["SlackBot", "TaskSet", "make_client"]
@@ -405,13 +407,22 @@ class SlackBot:
                                        channel_id=target.channel, thread_ts=target.thread_ts,
                                        title=title))
 
-        replies = service.answer(requests, claim)
-        rendered = await render_reply(
-            self.client, target, self.runtime.metrics.metered(PLATFORM, replies),
-            limit=self.config.max_message_chars,
-            interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
-            on_start=on_start,
-        )
+        tap = Tap(self.runtime.metrics.metered(PLATFORM, service.answer(requests, claim)))
+        try:
+            rendered = await render_reply(
+                self.client, target, tap.events(), limit=self.config.max_message_chars,
+                interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
+                on_start=on_start,
+            )
+        except SEND_ERRORS as err:
+            # Slack would not take the answer even after retrying: keep it to send later.
+            text = await tap.finish()
+            await Outbox(self.runtime.store).add(
+                platform=PLATFORM, event_id=last.event_id, target=asdict(target), text=text,
+                error=error_kind(err))
+            log.error("could not deliver the answer to %s (%s); it is kept in the outbox "
+                      "(chatbridge outbox retry sends it)", last.event_id, error_kind(err))
+            return
         if rendered.ref:  # the answer is shown: failing to note where is only logged
             await _best_effort("recording the reply", service.record_reply(
                 platform=PLATFORM, event_id=last.event_id, ref=rendered.ref))

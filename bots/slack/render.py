@@ -24,12 +24,12 @@ from bots.slack.text import Splitter
 from bots.slack.translate import ReplyTarget
 from core.types import DeltaEvent, DuplicateEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
 
-__all__ = ["FEEDBACK_ACTION", "Rendered", "feedback_blocks", "render_reply"]
+__all__ = ["FEEDBACK_ACTION", "SEND_ERRORS", "Rendered", "feedback_blocks", "render_reply"]
 
 log = logging.getLogger(__name__)
 FEEDBACK_ACTION = "chatbridge_feedback"
 # What a failed Web API call raises: Slack's refusal, or the connection's failure.
-_SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
+SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 
 def feedback_blocks() -> list[dict[str, Any]]:
@@ -98,7 +98,7 @@ class _StreamWriter:
                 )
             if await self._stream.append(markdown_text=text) is not None:
                 self._shown = self.text  # the buffer was flushed
-        except _SEND_ERRORS as err:
+        except SEND_ERRORS as err:
             raise await self._refused(err, "streaming") from err
 
     async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
@@ -109,7 +109,7 @@ class _StreamWriter:
         assert self._stream is not None
         try:
             resp = await self._stream.stop(blocks=list(blocks) if blocks else None)
-        except _SEND_ERRORS as err:
+        except SEND_ERRORS as err:
             raise await self._refused(err, "chat.stopStream") from err
         return str(resp.get("ts") or self._stream.ts or "") or None
 

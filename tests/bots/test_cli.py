@@ -289,3 +289,11 @@ def test_check_reports_each_part(tmp_path: Path, fake_model: FakeModelServer) ->
         assert "SECRET" not in bad.stdout + good.stdout
     finally:
         server.shutdown()
+
+
+def test_outbox_list_and_retry_on_an_empty_outbox(tmp_path: Path,
+                                                  fake_model: FakeModelServer) -> None:
+    listed = run(tmp_path, fake_model, "outbox", "list")
+    assert listed.returncode == 0 and listed.stdout.strip() == "0 pending replies", listed.stderr
+    retried = run(tmp_path, fake_model, "outbox", "retry")
+    assert retried.returncode == 0 and "sent 0" in retried.stdout, retried.stderr

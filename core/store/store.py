@@ -16,6 +16,7 @@ index), so a turn costs the same with 10 or 10,000 stored messages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.errors import StoreError
@@ -60,6 +61,7 @@ from core.types import Author, Image, Usage
 __all__ = ["ContextLimits", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
 _msg: Table = Message.__table__  # type: ignore[assignment]
@@ -99,6 +101,7 @@ _CONTEXT = (
 )
 _CONTEXT_AFTER = _CONTEXT.where(_msg.c.id > bindparam("p_after"))
 _PING = sql_text("SELECT 1")
+RECONNECT_WAITS = (0.1, 0.5)  # seconds before each new attempt after a lost connection
 WINDOW_CACHE_SIZE = 512  # conversations whose newest messages SQLite keeps in memory
 
 
@@ -233,6 +236,26 @@ class Store:
         """The dialect's ``insert`` (with ``on_conflict_do_…``)."""
         return self._insert
 
+    async def _server_tx(self, work: Callable[[Connection], T]) -> T:
+        """A transaction on a database server; a lost connection is retried (twice, soon).
+
+        The failed attempt was rolled back, so running ``work`` again cannot half-commit.
+        """
+        for wait in RECONNECT_WAITS:
+            try:
+                async with self._engine.begin() as conn:
+                    return await conn.run_sync(work)
+            except DBAPIError as err:
+                if not err.connection_invalidated:
+                    raise
+                log.warning("database connection lost (%s); trying again",
+                            type(err.orig).__name__)
+            except OSError as err:
+                log.warning("database unreachable (%s); trying again", type(err).__name__)
+            await asyncio.sleep(wait)
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(work)
+
     async def _tx(self, work: Callable[[Connection], T], doing: str) -> T:
         """Run ``work`` in one transaction; database errors become ``StoreError``."""
         try:
@@ -245,8 +268,7 @@ class Store:
             if self._thread is not None:
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._thread, self._sync_tx, work)
-            async with self._engine.begin() as conn:
-                return await conn.run_sync(work)
+            return await self._server_tx(work)
         except (SQLAlchemyError, OSError) as err:  # asyncpg raises OSError when refused
             raise StoreError(f"could not {doing}: {type(err).__name__}") from err
 

@@ -142,18 +142,21 @@ class Inbox:
                 try:
                     await asyncio.shield(work)
                 except asyncio.CancelledError:
-                    work.cancel()
-                    with contextlib.suppress(BaseException):
-                        await work
-                    raise
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():  # shutdown
+                        work.cancel()
+                        with contextlib.suppress(BaseException):
+                            await work
+                        raise
+                    # The keeper cancelled the work: another replica holds the key now.
+                    log.warning("inbox: lost the lease on %s %s; another replica answers",
+                                claim.platform, claim.scope)
                 except Exception as err:
                     failed = True
                     log.error("inbox: answering %s %s failed: %s", claim.platform,
                               claim.scope, type(err).__name__)
                 finally:
                     keeper.cancel()
-                if work.cancelled() and not self._closing:
-                    log.warning("inbox: lost the lease on %s %s", claim.platform, claim.scope)
             elif handler is None:
                 log.error("inbox: no handler for platform %r; events left waiting",
                           claim.platform)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -34,7 +35,10 @@ def redact(text: str, *secrets: str | None) -> str:
     """Remove secrets and anything shaped like an API key from ``text``."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+            # Also as a URL carries it: httpx logs a Telegram file URL with the token's
+            # ":" as %3A.
+            for form in {secret, quote(secret, safe="")}:
+                text = text.replace(form, "***")
     return _KEYLIKE.sub("***", text)
 
 
@@ -97,8 +101,9 @@ def error_from_body(
             user_message=f"The model {model!r} was not found at the endpoint; "
             "check CHATBRIDGE_MODEL and CHATBRIDGE_MODEL_BASE_URL.",
         )
+    shown = redact(message, *secrets)
     return ModelBadRequest(detail, status_code=status, code=code,
-                           user_message=f"The model refused the request: {redact(message)}"
+                           user_message=f"The model refused the request: {shown}"
                            if message else None)
 
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from weakref import WeakValueDictionary
 
 from core.context import build_messages
@@ -31,6 +31,7 @@ from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
 from core.store.queue import Claim
 from core.tokens import TokenCounter, counter_for, message_tokens
 from core.types import (
+    Author,
     ChatRequest,
     DeltaEvent,
     DuplicateEvent,
@@ -49,6 +50,27 @@ from core.types import (
 __all__ = ["ChatService", "ServiceOptions"]
 
 log = logging.getLogger(__name__)
+
+
+def storable(text: str) -> str:
+    """``text`` as every database can keep it: a lone surrogate (from JSON's ``\\ud800``)
+    becomes U+FFFD and NUL characters (which PostgreSQL's text refuses) are dropped."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _storable(request: ChatRequest) -> ChatRequest:
+    author = request.author
+    clean = Author(storable(author.id), storable(author.name))
+    text = storable(request.text)
+    if clean == author and text == request.text:
+        return request
+    return replace(request, author=clean, text=text)
 
 
 
@@ -160,7 +182,7 @@ class ChatService:
         The event is recorded with the message; a second delivery of it yields a
         ``DuplicateEvent``.
         """
-        async for event in self._guarded((request,), None):
+        async for event in self._guarded((_storable(request),), None):
             yield event
 
     async def answer(
@@ -173,7 +195,7 @@ class ChatService:
         are not stored twice. Cancelled (shutdown, a lost lease), the turn records
         nothing more: the events go back to the inbox and are answered again.
         """
-        async for event in self._guarded(tuple(requests), claim):
+        async for event in self._guarded(tuple(_storable(r) for r in requests), claim):
             yield event
 
     async def _guarded(self, requests: tuple[ChatRequest, ...],

@@ -68,7 +68,8 @@ class InboxStore:
     ) -> bool:
         """Record an event to be answered; ``False`` if it was recorded before (or, with
         ``if_known``, if nothing was ever said under ``scope``: not ours to answer)."""
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        # ASCII JSON: a lone surrogate or NUL in a payload stays an escape, storable anywhere.
+        body = json.dumps(payload, separators=(",", ":"))
         upsert = self._store.upsert
 
         def work(conn: Connection) -> bool:

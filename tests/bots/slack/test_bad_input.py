@@ -311,22 +311,8 @@ async def stored_user_rows(h: Harness) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in rows]
 
 
-SURROGATE_LOST = (
-    "inbox: the payload JSON keeps the lone surrogate (json.dumps(ensure_ascii=False) in "
-    "core/store/queue.py enqueue), which UTF-8 cannot encode; SQLite raises "
-    "UnicodeEncodeError, which Store._tx does not turn into StoreError (400), PostgreSQL "
-    "gives StoreError (503): either way the event is not recorded, Slack's redeliveries fail "
-    "the same way and the person never gets a reply")
-
-NUL_ON_POSTGRES = (
-    "core: the text goes to the store as it came; PostgreSQL text cannot hold NUL, so "
-    "recording the message fails (StoreError in Store.begin_turn) and the person is told "
-    "the database failed instead of being answered")
-
-
 @pytest.mark.parametrize("case", [
-    pytest.param("lone-surrogate", marks=pytest.mark.xfail(strict=True, reason=SURROGATE_LOST)),
-    "nul",
+    "lone-surrogate", "nul",
 ])
 async def test_unencodable_text_gets_an_answer_and_breaks_nothing(
     make_harness: HarnessFactory, db_url: str, case: str,
@@ -344,10 +330,6 @@ async def test_unencodable_text_gets_an_answer_and_breaks_nothing(
 async def test_unicode_is_answered_and_stored_intact(
     make_harness: HarnessFactory, db_url: str, case: str, request: pytest.FixtureRequest,
 ) -> None:
-    if case == "lone-surrogate":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SURROGATE_LOST))
-    if case == "nul" and "postgres" in db_url:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NUL_ON_POSTGRES))
     text = UNICODE[case]
     answer = f"echo: {text}" if storable(case) else "Answered."
     async with make_harness(db_url) as h:

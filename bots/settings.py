@@ -52,6 +52,7 @@ class Settings:
     lease_seconds: int = 60
     concurrency: int = 100
     inbox_poll: float = 1.0
+    shutdown_grace: float = 25.0
     model_choices: tuple[str, ...] = ()
     model_fallbacks: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -199,6 +200,7 @@ def load_settings(
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),
         concurrency=int(_number(env, "CHATBRIDGE_CONCURRENCY", 100, minimum=1)),
         inbox_poll=_number(env, "CHATBRIDGE_INBOX_POLL_SECONDS", 1.0, minimum=0.01),
+        shutdown_grace=_number(env, "CHATBRIDGE_SHUTDOWN_GRACE", 25.0),
         model_choices=tuple(choices),
         limits=Limits.from_config(config.get("limits") or {}),
         model_fallbacks=tuple(

@@ -33,7 +33,7 @@ from core.errors import ChatbridgeError, ConfigError
 
 __all__ = ["SlackBot", "SlackConfig", "http_app", "load_slack_config", "main", "make_client"]
 
-SHUTDOWN_GRACE = 25.0  # seconds running turns get to finish at shutdown
+SHUTDOWN_GRACE = 25.0  # default of CHATBRIDGE_SHUTDOWN_GRACE (Settings.shutdown_grace)
 
 
 async def check_auth(client: AsyncWebClient) -> str:
@@ -77,7 +77,7 @@ async def _serve(settings: Settings, config: SlackConfig, port: int) -> int:
                 await stop.wait()
             finally:
                 await runner.cleanup()
-        await bot.close(SHUTDOWN_GRACE)
+        await bot.close(settings.shutdown_grace)
     return 0
 
 

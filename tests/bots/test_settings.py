@@ -56,11 +56,18 @@ def test_dotenv_and_toml(tmp_path: Path) -> None:
 @pytest.mark.parametrize("env", [
     {"CHATBRIDGE_MODEL_API": "grpc"}, {"CHATBRIDGE_MODEL_TIMEOUT": "soon"},
     {"CHATBRIDGE_PRESET": "nope"}, {"CHATBRIDGE_CONFIG": "missing.toml"},
-    {"CHATBRIDGE_ENABLE_THINKING": "maybe"},
+    {"CHATBRIDGE_ENABLE_THINKING": "maybe"}, {"CHATBRIDGE_SHUTDOWN_GRACE": "-1"},
 ])
 def test_bad_settings(tmp_path: Path, env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         load_settings({"DASHSCOPE_API_KEY": "k", **env}, cwd=tmp_path)
+
+
+def test_shutdown_grace(tmp_path: Path) -> None:
+    assert load_settings({"DASHSCOPE_API_KEY": "k"}, cwd=tmp_path).shutdown_grace == 25.0
+    s = load_settings({"DASHSCOPE_API_KEY": "k", "CHATBRIDGE_SHUTDOWN_GRACE": "0.5"},
+                      cwd=tmp_path)
+    assert s.shutdown_grace == 0.5
 
 
 def test_limits_from_toml(tmp_path: Path) -> None:

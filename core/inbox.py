@@ -110,7 +110,8 @@ class Inbox:
     async def _claim(self, limit: int) -> int:
         try:
             claims = await self._queue.claim(owner=self.owner, lease_seconds=self._lease,
-                                             limit=limit, max_batch=self._max_batch)
+                                             limit=limit, max_batch=self._max_batch,
+                                             platforms=tuple(self._handlers))
         except StoreError as err:
             log.warning("inbox: %s", err)
             await asyncio.sleep(self._poll)
@@ -210,6 +211,9 @@ class Inbox:
         while True:
             await self._idle.wait()
             await asyncio.sleep(0)
-            if not self._running and await self._queue.next_due() is None:
+            # Events claimed but not yet handed to a task are "processing": next_due
+            # counts them, so a claim in flight is not mistaken for idleness.
+            if (not self._running and await self._queue.next_due(tuple(self._handlers)) is None
+                    and not self._running):
                 return
             await asyncio.sleep(0.01)

@@ -16,12 +16,24 @@ write lock serializes the claims.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, exists, func, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 
 from core.store.models import Conversation, InboundEvent, InboxLease, utcnow
 from core.store.store import Store
@@ -96,16 +108,23 @@ class InboxStore:
 
     async def claim(
         self, *, owner: str, lease_seconds: float, limit: int, max_batch: int = 20,
-        max_attempts: int = 5,
+        max_attempts: int = 5, platforms: Collection[str] | None = None,
     ) -> list[Claim]:
-        """Take up to ``limit`` conversation keys that have due events and a free lease."""
+        """Take up to ``limit`` conversation keys that have due events and a free lease
+        (only ``platforms``' keys, if given: those this worker can answer)."""
 
         def work(conn: Connection) -> list[Claim]:
             now = utcnow()
             first = func.min(_evt.c.id)
+            # Only keys whose lease is free: held keys must not crowd free ones out of
+            # the LIMIT (they would, for as long as their turns run).
             due = conn.execute(
                 select(_evt.c.platform, _evt.c.scope_key, first)
-                .where(_evt.c.status.in_(WAITING), _evt.c.scope_key.is_not(None))
+                .join(_lease, and_(_lease.c.platform == _evt.c.platform,
+                                   _lease.c.scope_key == _evt.c.scope_key))
+                .where(_evt.c.status.in_(WAITING), _evt.c.scope_key.is_not(None),
+                       _lease.c.expires_at <= now,
+                       true() if platforms is None else _evt.c.platform.in_(platforms))
                 .group_by(_evt.c.platform, _evt.c.scope_key)
                 .having(func.min(_evt.c.available_at) <= now)
                 .order_by(first)
@@ -124,9 +143,16 @@ class InboxStore:
             until = now + timedelta(seconds=lease_seconds)
             claims = []
             for platform, scope in keys:
-                conn.execute(update(_lease)
-                             .where(_lease.c.platform == platform, _lease.c.scope_key == scope)
-                             .values(owner=owner, expires_at=until))
+                # Still free? On SQLite the SELECTs above ran outside the write transaction
+                # (pysqlite begins it at the first UPDATE), so another connection may have
+                # taken the key since; on PostgreSQL the row lock makes this always true.
+                taken = conn.execute(update(_lease)
+                                     .where(_lease.c.platform == platform,
+                                            _lease.c.scope_key == scope,
+                                            _lease.c.expires_at <= now)
+                                     .values(owner=owner, expires_at=until))
+                if not taken.rowcount:
+                    continue
                 rows = conn.execute(
                     select(_evt.c.id, _evt.c.event_id, _evt.c.payload, _evt.c.attempts,
                            _evt.c.message_id)
@@ -188,12 +214,15 @@ class InboxStore:
 
         await self._store.run(work, "release a lease")
 
-    async def next_due(self) -> datetime | None:
-        """When the soonest waiting event becomes due (``None``: nothing waits)."""
+    async def next_due(self, platforms: Collection[str] | None = None) -> datetime | None:
+        """When the soonest waiting event (of ``platforms``, if given) becomes due
+        (``None``: nothing waits). Events being processed count as waiting (and due):
+        they are not answered yet."""
 
         def work(conn: Connection) -> datetime | None:
             value = conn.scalar(select(func.min(_evt.c.available_at)).where(
-                and_(_evt.c.status == "received", _evt.c.scope_key.is_not(None))))
+                and_(_evt.c.status.in_(WAITING), _evt.c.scope_key.is_not(None),
+                     true() if platforms is None else _evt.c.platform.in_(platforms))))
             if isinstance(value, str):  # SQLite's aggregate returns the stored text
                 value = datetime.fromisoformat(value)
             if value is not None and value.tzinfo is None:

@@ -194,14 +194,16 @@ class InboxStore:
 
     async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
         """Give the key back. Its events still open are closed as ``done`` or ``failed``
-        — or, as ``received`` (shutdown), put back to be claimed at once by any replica."""
+        — or, as ``received`` (shutdown), put back to be claimed at once by any replica;
+        a hand-back is not counted as an attempt (only dying in a turn is)."""
         ids = [e.id for e in claim.events]
 
         def work(conn: Connection) -> None:
             now = utcnow()
             if ids:
                 values: dict[str, Any] = (
-                    {"status": "received", "lease_owner": None} if status == "received"
+                    {"status": "received", "lease_owner": None,
+                     "attempts": _evt.c.attempts - 1} if status == "received"
                     else {"status": status, "finished_at": now})
                 conn.execute(update(_evt)
                              .where(_evt.c.id.in_(ids), _evt.c.status == "processing",

@@ -5,11 +5,12 @@
     markdown   the model's Markdown → Telegram HTML
     split      HTML → parts of at most 4096 visible characters
     render     reply events → drafts, messages, edits (throttled, flood-aware)
-    queues     albums gathered briefly; turns of one conversation in arrival order
     commands   /start /help /reset /model
-    adapter    the PTB handler: updates → ChatRequest → ChatService → render
-    webhook    POST /telegram/webhook with the secret-token check
-    app        Application lifecycle: polling or webhook
+    adapter    updates → the inbox; the inbox's claims → ChatRequest → ChatService → render
+    polling    getUpdates, confirming each update only once the inbox holds it
+    webhook    POST /telegram/webhook with the secret-token check (503: not recorded)
+    outbox     answers Telegram would not take, sent again
+    app        lifecycle: polling or webhook, then the inbox; stopping in that order
 """
 
 from __future__ import annotations

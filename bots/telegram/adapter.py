@@ -1,35 +1,47 @@
 """Telegram updates in, core requests out; the core's replies back as Telegram calls.
 
-The adapter only translates: which messages concern the bot, what they say, and how the
-answer is shown. Conversation memory, duplicates, model calls and model choice are the
-core's (``ChatService``). Every turn runs in its own task, so a slow model call never
-holds up another chat; the turns of one conversation start in the order their messages
-arrived. Whatever is sent without a turn (a command's answer, a note about what the bot
-cannot read) is sent once per message: the database records the message's identity first
-(``ChatService.first_time``), so a redelivery, or a second replica, stays silent.
-``[telegram.allow]`` is applied before any of that: a message it keeps out never reaches
-the core (nothing of it is stored), only a one-time refusal in a private chat.
+Two halves, joined by the inbox (``core.inbox``):
+
+* ``receive`` runs as an update arrives (a webhook request, a polling batch), before
+  Telegram is told it arrived. Without any I/O it drops what is not the bot's: its own
+  echoes, the owner's messages in business chats, group messages not addressed to it,
+  other bots' commands, service messages. ``[telegram.allow]`` comes next: a message it
+  keeps out never reaches the core (nothing of it is stored), only a one-time refusal in a
+  private chat. The rest is recorded in the inbox under the message's identity (chat and
+  message id), so a redelivery, or a copy at another replica, is recognised there. Album
+  items wait ``album_seconds`` so that the album gathers; in groups they are all kept until
+  then, since only the caption's item may address the bot.
+* ``process`` is the inbox's handler: the waiting updates of one conversation, oldest
+  first, in whichever replica claimed them. Commands, bare mentions and notes about what
+  the bot cannot read run in their place; the chat messages between them (those sent
+  while the previous turn ran, an album's items) are answered together in one turn, where
+  the last of them would be answered.
+
+Whatever is sent without a turn (a command's answer, a note, a refusal) is claimed in the
+database first (``ChatService.first_time``), so it happens at most once, even when a claim
+is retried. The adapter only translates: memory, order, model calls are the core's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from telegram import Message, Update, User
-from telegram.error import BadRequest, NetworkError, TelegramError
-from telegram.ext import Application, ContextTypes, MessageHandler, filters
+from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
+from telegram.ext import Application, ContextTypes
 
-from bots.ops import Metrics
+from bots.runtime import Runtime
 from bots.telegram.commands import COMMANDS, NAMES, Commands
-from bots.telegram.config import DENIED, Access, TelegramConfig
-from bots.telegram.inbound import FileRef, Incoming, read_messages
-from bots.telegram.queues import Albums, TurnQueue
+from bots.telegram.config import DENIED, TelegramConfig
+from bots.telegram.inbound import Incoming, read_messages
 from bots.telegram.render import Blocked, Replier, Target
 from core.errors import ChatbridgeError
-from core.service import ChatService
-from core.types import ChatRequest, FinalEvent
+from core.inbox import Claim
+from core.outbox import Outbox, Tap
+from core.types import ChatRequest, FinalEvent, ReplyEvent
 
 __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 
@@ -41,28 +53,26 @@ SORRY = "Sorry, something went wrong on my side; please try again."
 _App = Application[Any, Any, Any, Any, Any, Any]
 
 
-class TelegramAdapter:
-    """Turns Telegram messages into ``ChatRequest``s and shows the replies."""
+def _message(update: Update) -> Message | None:
+    return update.message or update.business_message
 
-    def __init__(self, *, service: ChatService, config: TelegramConfig,
-                 application: _App, metrics: Metrics | None = None) -> None:
-        self._service = service
-        self._metrics = metrics or Metrics()
+
+class TelegramAdapter:
+    """Records Telegram messages in the inbox and answers them from there."""
+
+    def __init__(self, *, runtime: Runtime, config: TelegramConfig,
+                 application: _App) -> None:
+        self._runtime = runtime
+        self._service = runtime.service
         self._config = config
         self._app = application
-        self._albums = Albums(config.album_seconds, self._spawn)
-        self._queue = TurnQueue()
-        self._commands = Commands(service=service, config=config, platform=PLATFORM)
+        self._commands = Commands(service=runtime.service, config=config, platform=PLATFORM)
 
     def install(self) -> None:
-        """Register the handlers on the Application."""
-        kinds = filters.UpdateType.MESSAGE | filters.UpdateType.BUSINESS_MESSAGE
-        self._app.add_handler(MessageHandler(kinds, self._on_message))
+        """Become the inbox's handler for Telegram (the caller starts the inbox once the
+        bot is initialized: answering needs to know who the bot is)."""
+        self._runtime.inbox.register(PLATFORM, self.process)
         self._app.add_error_handler(self._on_error)
-
-    def flush(self) -> None:
-        """Start the turns of albums still being gathered."""
-        self._albums.flush()
 
     @property
     def _me(self) -> User:
@@ -70,68 +80,147 @@ class TelegramAdapter:
         return me
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.error("error while handling a Telegram update: %s", context.error,
-                  exc_info=context.error)
+        log.error("error in a Telegram task: %s", context.error, exc_info=context.error)
 
-    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.message or update.business_message
+    # ---------------------------------------------------------------- receiving
+    async def receive(self, update: Update) -> bool:
+        """Record ``update`` in the inbox if it is the bot's to answer.
+
+        ``False`` when it is not (or was recorded before). Raises ``StoreError`` when the
+        database cannot take it: the update must then not be confirmed to Telegram.
+        """
+        message = _message(update)
         if message is None:
-            return
+            return False
+        me = self._me
         sender = message.from_user
-        if sender is not None and sender.id == self._me.id:
-            return  # our own message echoed back
+        if sender is not None and sender.id == me.id:
+            return False  # our own message echoed back
         if message.business_connection_id is not None and (
                 message.sender_business_bot is not None or sender is None
                 or sender.id != message.chat.id):
-            return  # in a business chat, only the customer's messages are ours to answer
-        if message.media_group_id:
-            self._albums.add(message)
-        else:
-            self._spawn([message])
+            return False  # in a business chat, only the customer's messages are ours
+        incoming = read_messages([message], me)
+        place, album = incoming.place, message.media_group_id
+        if not (incoming.addressed or album) or (incoming.empty and not incoming.bare_mention):
+            return False
+        command = incoming.command
+        if command is not None and command.name not in NAMES and place.group \
+                and not command.explicit:
+            return False  # a bare /command of some other bot
+        access = self._config.allow.decide(chat_id=place.chat_id,
+                                           user_id=sender.id if sender else None,
+                                           private=place.private)
+        if access != "answer":
+            if access == "refuse":  # once per message; an album is one message here
+                key = f"album{album}" if album else incoming.key
+                self._app.create_task(self._refuse(incoming, place.event_id(me.id, key)),
+                                      name="telegram refusal")
+            return False
+        return await self._runtime.inbox.receive(
+            platform=PLATFORM, event_id=place.event_id(me.id, incoming.key),
+            scope=place.scope(me.id), payload=update.to_dict(),
+            delay=self._config.album_seconds if album else 0.0)
 
-    def _spawn(self, messages: list[Message]) -> None:
-        self._app.create_task(self._turn(messages), name="telegram-turn")
-
-    async def _turn(self, messages: list[Message]) -> None:
-        chat_id = messages[0].chat.id
-        replier: Replier | None = None
+    async def _refuse(self, incoming: Incoming, event_id: str) -> None:
+        """Tell someone outside the allowlist that the bot is not for them (once)."""
         try:
+            if await self._once(event_id, "denied"):
+                await self._replier(incoming).say(DENIED)
+        except (Blocked, TelegramError, ChatbridgeError) as err:
+            log.warning("could not send a refusal: %s", type(err).__name__)
+
+    # ---------------------------------------------------------------- answering
+    async def process(self, claim: Claim) -> None:
+        """Answer a conversation's waiting messages (the inbox's handler)."""
+        waiting: list[Incoming] = []
+        for messages in self._groups(claim):
             incoming = read_messages(messages, self._me)
             if not incoming.addressed or (incoming.empty and not incoming.bare_mention):
-                return
-            access = self._access(messages, incoming)
-            if access != "answer":
-                if access == "refuse":
-                    await self._refuse(incoming)
-                return
-            # Taken before the first await, so turns of one chat start in arrival order.
-            async with self._queue.turn(incoming.place.scope(self._me.id)):
-                replier = self._replier(incoming)
-                await self._answer(incoming, replier)
+                continue  # an album in a group that does not address the bot
+            command = incoming.command
+            if incoming.bare_mention or (command is not None and command.name in NAMES):
+                await self._turn(waiting, claim)
+                waiting = []
+                await self._guard(incoming, self._command(incoming))
+                continue
+            if command is not None and incoming.place.group and not command.explicit:
+                continue
+            if incoming.unsupported is not None:
+                await self._guard(incoming, self._note(incoming))
+                if not incoming.text:
+                    continue
+            waiting.append(incoming)
+        await self._turn(waiting, claim)
+
+    def _groups(self, claim: Claim) -> list[list[Message]]:
+        """The claim's messages, an album's items together at the place of its first."""
+        groups: list[list[Message]] = []
+        albums: dict[str, list[Message]] = {}
+        for event in claim.events:
+            try:
+                message = _message(Update.de_json(dict(event.payload), self._app.bot))
+            except Exception as err:  # recorded by an older or newer version, say
+                log.error("unreadable inbox payload %s: %s", event.event_id,
+                          type(err).__name__)
+                continue
+            if message is None:
+                continue
+            album = message.media_group_id
+            if album is None:
+                groups.append([message])
+            elif album in albums:
+                albums[album].append(message)
+            else:
+                albums[album] = [message]
+                groups.append(albums[album])
+        return groups
+
+    async def _once(self, event_id: str, what: str) -> bool:
+        """Claim a side effect of a message; ``False`` when it happened before."""
+        return await self._service.first_time(platform=PLATFORM, event_id=f"{event_id}/{what}")
+
+    def _event_id(self, incoming: Incoming) -> str:
+        return incoming.place.event_id(self._me.id, incoming.key)
+
+    async def _guard(self, incoming: Incoming, work: Awaitable[None]) -> None:
+        """Run a command or note; a failure is logged, and the person told if possible."""
+        replier = self._replier(incoming)
+        try:
+            await work
         except Blocked as err:
-            log.warning("chat %s cannot be written to (%s); not answering", chat_id, err)
+            log.warning("chat %s cannot be written to (%s); not answering",
+                        incoming.place.chat_id, err)
         except Exception:
-            log.exception("failed to answer a message in chat %s", chat_id)
-            if replier is not None and not replier.answered:
-                try:
-                    await replier.say(SORRY)
-                except (Blocked, TelegramError):
-                    log.warning("could not tell chat %s about the failure", chat_id)
+            log.exception("failed to answer a message in chat %s", incoming.place.chat_id)
+            await self._sorry(replier)
 
-    def _access(self, messages: list[Message], incoming: Incoming) -> Access:
-        """``[telegram.allow]``'s verdict on the chat and the sender of the first message."""
-        sender = min(messages, key=lambda m: m.message_id).from_user
+    async def _sorry(self, replier: Replier) -> None:
+        if replier.answered:
+            return
+        try:
+            await replier.say(SORRY)
+        except (Blocked, TelegramError):
+            log.warning("could not tell chat %s about the failure", replier.target.chat_id)
+
+    async def _command(self, incoming: Incoming) -> None:
+        if not await self._once(self._event_id(incoming), "reply"):
+            return
+        replier = self._replier(incoming)
+        if incoming.bare_mention:
+            await replier.say(PROMPT)
+            return
+        command = incoming.command
+        assert command is not None
         place = incoming.place
-        return self._config.allow.decide(chat_id=place.chat_id,
-                                         user_id=sender.id if sender else None,
-                                         private=place.private)
+        await self._commands.run(command.name, command.args, scope=place.scope(self._me.id),
+                                 profile=self._profile(incoming), replier=replier)
 
-    async def _refuse(self, incoming: Incoming) -> None:
-        """Tell someone outside the allowlist, once per message, that the bot is not
-        for them (a redelivery, or a second replica, stays silent)."""
-        event_id = incoming.place.event_id(self._me.id, incoming.key)
-        if await self._first(f"{event_id}/denied"):
-            await self._replier(incoming).say(DENIED)
+    async def _note(self, incoming: Incoming) -> None:
+        if await self._once(self._event_id(incoming), "note"):
+            await self._replier(incoming).say(
+                f"I can't read {incoming.unsupported} yet; I understand text and images "
+                "(photos, or images sent as files).")
 
     def _replier(self, incoming: Incoming) -> Replier:
         place = incoming.place
@@ -149,67 +238,85 @@ class TelegramAdapter:
         return self._config.profile_for(place.chat_id,
                                         business=place.business_connection_id is not None)
 
-    async def _first(self, event_id: str) -> bool:
-        """Claim a message's identity; ``False`` when it was handled before (stay silent)."""
-        return await self._service.first_time(platform=PLATFORM, event_id=event_id)
-
-    async def _answer(self, incoming: Incoming, replier: Replier) -> None:
-        place = incoming.place
-        bot_id = self._me.id
-        event_id = place.event_id(bot_id, incoming.key)
-        if incoming.bare_mention:
-            if await self._first(event_id):
-                await replier.say(PROMPT)
+    async def _turn(self, waiting: Sequence[Incoming], claim: Claim) -> None:
+        """One turn for chat messages that waited together; the answer goes where the last
+        of them would be answered."""
+        if not waiting:
             return
-        command = incoming.command
-        if command is not None:
-            if command.name in NAMES:
-                if await self._first(event_id):
-                    await self._commands.run(command.name, command.args,
-                                             scope=place.scope(bot_id),
-                                             profile=self._profile(incoming), replier=replier)
-                return
-            if place.group and not command.explicit:
-                return  # a bare /command of some other bot
-        if incoming.unsupported is not None:
-            if await self._first(f"{event_id}/note"):  # the turn, if any, keeps event_id
-                await replier.say(f"I can't read {incoming.unsupported} yet; I understand "
-                                  "text and images (photos, or images sent as files).")
-            if not incoming.text:
-                return
-        images = await self._download(incoming.images, replier, event_id)
-        if images is None:
-            return
-        request = ChatRequest(
-            platform=PLATFORM, scope=place.scope(bot_id), author=incoming.author,
-            text=incoming.text, event_id=event_id, images=images,
-            profile=self._profile(incoming), shared=place.group,
-        )
+        replier: Replier | None = None
         try:
-            last = await replier.stream(
-                self._metrics.metered(PLATFORM, self._service.handle(request)))
+            requests: list[ChatRequest] = []
+            answered: Incoming | None = None
+            for incoming in waiting:
+                images = await self._download(incoming)
+                if images is None:
+                    continue
+                requests.append(ChatRequest(
+                    platform=PLATFORM, scope=incoming.place.scope(self._me.id),
+                    author=incoming.author, text=incoming.text,
+                    event_id=self._event_id(incoming), images=images,
+                    profile=self._profile(incoming), shared=incoming.place.group,
+                ))
+                answered = incoming
+            if answered is None:
+                return
+            replier = self._replier(answered)
+            await self._answer(requests, replier, claim)
+        except Blocked as err:
+            log.warning("chat %s cannot be written to (%s); not answering",
+                        waiting[-1].place.chat_id, err)
+        except Exception:
+            log.exception("failed to answer a message in chat %s", waiting[-1].place.chat_id)
+            await self._sorry(replier or self._replier(waiting[-1]))
+
+    async def _answer(self, requests: list[ChatRequest], replier: Replier,
+                      claim: Claim) -> None:
+        service = self._service
+        event_id = requests[-1].event_id
+        tap = Tap(self._runtime.metrics.metered(PLATFORM, service.answer(requests, claim)))
+        final = False
+
+        async def events() -> AsyncIterator[ReplyEvent]:
+            nonlocal final
+            async for event in tap.events():
+                final = isinstance(event, FinalEvent)
+                yield event
+
+        try:
+            await replier.stream(events())
+        except Blocked:
+            raise
+        except TelegramError as err:
+            text = await tap.finish()
+            if not final or isinstance(err, TimedOut):
+                raise  # no answer to keep; or it may have arrived: not sent twice
+            # Telegram would not take the answer even after retrying: keep it to send later.
+            await Outbox(self._runtime.store).add(
+                platform=PLATFORM, event_id=event_id, target=asdict(replier.target),
+                text=text, error=type(err).__name__)
+            log.error("could not deliver the answer to %s (%s); it is kept in the outbox "
+                      "(chatbridge outbox retry sends it)", event_id, type(err).__name__)
+            return
         except ChatbridgeError as err:  # the database failed, say
             log.warning("turn failed: %s", err)
             if not replier.answered:
                 await replier.say(err.user_message)
             return
-        if isinstance(last, FinalEvent) and replier.message_ids:
+        if final and replier.message_ids:
             try:
-                await self._service.record_reply(
-                    platform=PLATFORM, event_id=request.event_id,
-                    ref=f"{place.chat_id}/{replier.message_ids[0]}")
+                await service.record_reply(
+                    platform=PLATFORM, event_id=event_id,
+                    ref=f"{replier.target.chat_id}/{replier.message_ids[0]}")
             except Exception as err:  # the answer is delivered; only feedback loses its link
-                log.warning("could not record where the answer to %s is: %s",
-                            request.event_id, err)
+                log.warning("could not record where the answer to %s is: %s", event_id, err)
 
-    async def _download(self, refs: Sequence[FileRef], replier: Replier,
-                        event_id: str) -> tuple[bytes, ...] | None:
+    async def _download(self, incoming: Incoming) -> tuple[bytes, ...] | None:
         """The images' bytes; ``None`` when the person was told why not (once)."""
         limit = self._config.max_file_bytes
         too_big = (f"That file is too large: I can download files up to {limit // 1_000_000} "
                    "MB. Please send a smaller image, or send it as a photo.")
         found: list[bytes] = []
-        for ref in refs:
+        for ref in incoming.images:
             refusal: str | None = None
             if ref.size is not None and ref.size > limit:
                 refusal = too_big
@@ -227,7 +334,7 @@ class TelegramAdapter:
                     refusal = ("I couldn't download your image from Telegram; please send "
                                "it again.")
             if refusal is not None:
-                if await self._first(event_id):  # no turn follows under this identity
-                    await replier.say(refusal)
+                if await self._once(self._event_id(incoming), "reply"):
+                    await self._replier(incoming).say(refusal)
                 return None
         return tuple(found)

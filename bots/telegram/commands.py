@@ -1,7 +1,8 @@
 """The bot's commands: /start, /help, /reset, /model.
 
-The caller claims the message first (``ChatService.first_time``), so a redelivered
-command has no second effect; here a command only runs and answers.
+The caller claims the command's answer first (``ChatService.first_time``), so a command
+answered again (a retried claim) has no second effect; here a command only runs and
+answers.
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 Pure functions over python-telegram-bot's ``Message``; no I/O. Conversation keys and
 event ids follow DESIGN.md: a conversation is ``bot/chat_id[/message_thread_id]`` (or
 ``bot/business_connection_id/chat_id``), and a message is identified by its chat and
-``message_id`` (plus the business connection), never by the delivery's ``update_id``. An
-album is identified by its first item's ``message_id`` (an item arriving after the album
-was gathered is a group of its own, with its own identity). In business chats the
-customers write, not the shop: a "/command" there is plain text.
+``message_id`` (plus the business connection), never by the delivery's ``update_id``. Each
+album item is recorded under its own identity; the items answered together are read as
+one, identified by the first (an item arriving after the album was gathered is a group of
+its own). In business chats the customers write, not the shop: a "/command" there is
+plain text.
 """
 
 from __future__ import annotations

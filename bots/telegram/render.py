@@ -39,7 +39,7 @@ from bots.telegram.markdown import markdown_to_html, to_plain
 from bots.telegram.split import split_html
 from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent
 
-__all__ = ["Blocked", "Replier", "Target"]
+__all__ = ["Blocked", "Replier", "Target", "retry_seconds"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +72,8 @@ class Target:
     draft_id: int = 1
 
 
-def _retry_seconds(err: RetryAfter) -> float:
+def retry_seconds(err: RetryAfter) -> float:
+    """How long flood control asks us to wait, in seconds."""
     with warnings.catch_warnings():  # int access is deprecated; timedelta is opt-in
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = err.retry_after
@@ -93,6 +94,11 @@ class Replier:
         self._sent: list[tuple[int, str]] = []  # (message_id, html) of parts on screen
         self._partial = True  # partial updates (drafts, edits) still wanted
         self.answered = False  # the final answer (or the turn's error) was delivered
+
+    @property
+    def target(self) -> Target:
+        """Where this answer goes."""
+        return self._target
 
     @property
     def message_ids(self) -> list[int]:
@@ -116,7 +122,7 @@ class Replier:
             try:
                 return await call(text, mode)
             except RetryAfter as err:
-                wait = _retry_seconds(err)
+                wait = retry_seconds(err)
                 self._next = max(self._next, self._loop.time() + wait)
                 if not final:
                     raise _Skipped from err

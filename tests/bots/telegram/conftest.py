@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import itertools
@@ -92,17 +93,15 @@ class Bot:
             last = self.api.calls[-1].at if self.api.calls else 0.0
             if time.monotonic() - last >= quiet:
                 return
-            await _sleep(0.05)
+            await asyncio.sleep(0.05)
+
+    async def idle(self) -> None:
+        """Wait until every recorded message is answered (albums gathered included)."""
+        await asyncio.wait_for(self.runtime.inbox.wait_idle(), 20)
 
     def model_texts(self, index: int = -1) -> list[Any]:
         """Contents of the messages in one model request (system prompt dropped)."""
         return [m["content"] for m in self.model.requests[index].json["messages"]][1:]
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def make_settings(tmp_path: Path, api: FakeBotApi, model: FakeModelServer, db_url: str,
@@ -124,10 +123,10 @@ def make_settings(tmp_path: Path, api: FakeBotApi, model: FakeModelServer, db_ur
 
 @contextlib.asynccontextmanager
 async def run_bot(settings: Settings, api: FakeBotApi, model: FakeModelServer, *,
-                  webhook: bool = False, port: int = 0) -> AsyncIterator[Bot]:
+                  webhook: bool = False, port: int = 0, **options: Any) -> AsyncIterator[Bot]:
     config = load_config(settings, webhook=webhook)
     async with open_runtime(settings) as runtime, \
-            running_bot(runtime, config, webhook=webhook, port=port) as app:
+            running_bot(runtime, config, webhook=webhook, port=port, **options) as app:
         yield Bot(api, model, runtime, app)
 
 

@@ -24,7 +24,6 @@ from sqlalchemy import text as sql
 
 from bots.db import create_engine, upgrade
 from tests.bots.slack.test_bad_input import (
-    NUL_ON_POSTGRES,
     UNICODE,
     UNREADABLE,
     same_text,
@@ -133,10 +132,6 @@ async def test_text_over_max_input_chars_is_refused(
         await still_answers(bot)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core/service.py ChatService._handle returns the 'too long' ErrorEvent before "
-    "begin_turn records the event id, so every delivery of the message gets its own "
-    "refusal (Slack is deduplicated by the inbox; the Telegram adapter is not yet)"))
 async def test_redelivered_oversized_message_is_refused_once(
     tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer, sqlite_url: str,
 ) -> None:
@@ -193,10 +188,6 @@ async def test_unsupported_file_with_a_caption_is_answered(bot: Bot) -> None:
     await still_answers(bot)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bots/telegram/adapter.py TelegramAdapter._answer sends the note with replier.say() "
-    "and then streams the turn through the same Replier, whose final pass edits the "
-    "note's message (editMessageText): the note is replaced by the answer"))
 async def test_unsupported_file_note_stays_beside_the_answer(bot: Bot) -> None:
     bot.model.enqueue(Reply(text="I can't open PDFs, but here goes."))
     bot.send(pdf_with_caption(bot.api))
@@ -301,11 +292,6 @@ async def test_other_update_kinds_do_not_stop_polling(bot: Bot) -> None:
     assert bot.api.texts(ALICE_ID) == ["Still here."]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bots/telegram/app.py polls with PTB's Updater: one update PTB cannot parse (here a "
-    "poll whose options lack persistent_id, as a Bot API server older than 9.6 sends "
-    "it) fails the whole getUpdates batch, the offset never moves past it, and polling "
-    "retries the same batch forever: nothing is answered again"))
 async def test_an_unparseable_update_does_not_stop_polling(
     tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer, sqlite_url: str,
 ) -> None:
@@ -348,16 +334,7 @@ async def test_unencodable_text_gets_an_answer_and_breaks_nothing(
 @pytest.mark.parametrize("case", list(UNICODE))
 async def test_unicode_is_answered_and_stored_intact(
     tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer, db_url: str, case: str,
-    request: pytest.FixtureRequest,
 ) -> None:
-    if case == "lone-surrogate":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "core: a lone surrogate (JSON \\ud800) goes to the store unchanged and UTF-8 "
-            "cannot encode it: UnicodeEncodeError on SQLite (Store._tx only wraps "
-            "SQLAlchemyError/OSError), StoreError on PostgreSQL; the person gets 'something "
-            "went wrong' or 'couldn't reach my memory' instead of an answer")))
-    if case == "nul" and "postgres" in db_url:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NUL_ON_POSTGRES))
     text = UNICODE[case]
     answer = f"echo: {text}" if storable(case) else "Answered."
     async with started(tmp_path, bot_api, fake_model, db_url) as (bot, _):

@@ -110,12 +110,9 @@ async def test_a_deleted_partial_message_is_replaced_not_fatal(eager: Bot) -> No
 async def test_a_timed_out_final_message_is_sent_at_most_twice(
         tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer, sqlite_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    def quick_timeouts(config: TelegramConfig, *, polling: bool = True) -> Any:
-        builder = (Application.builder().token(config.token).base_url(config.api_url)
-                   .base_file_url(config.file_url).read_timeout(0.5))
-        if not polling:
-            builder = builder.updater(None)
-        return builder.build()
+    def quick_timeouts(config: TelegramConfig) -> Any:
+        return (Application.builder().token(config.token).base_url(config.api_url)
+                .base_file_url(config.file_url).read_timeout(0.5).updater(None).build())
 
     monkeypatch.setattr(telegram_app, "build_application", quick_timeouts)
     settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url)

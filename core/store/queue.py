@@ -126,7 +126,9 @@ class InboxStore:
                        _lease.c.expires_at <= now,
                        true() if platforms is None else _evt.c.platform.in_(platforms))
                 .group_by(_evt.c.platform, _evt.c.scope_key)
-                .having(func.min(_evt.c.available_at) <= now)
+                # Due when its last waiting event is: an album's items (each delayed by
+                # the gathering time) are taken together, once the album is quiet.
+                .having(func.max(_evt.c.available_at) <= now)
                 .order_by(first)
                 .limit(limit * 4)
             ).all()

@@ -176,9 +176,10 @@ async def test_max_batch_leaves_the_rest_for_the_next_claim(queue: InboxStore) -
 
 
 async def test_delayed_event_makes_its_key_wait(queue: InboxStore) -> None:
-    await put(queue, "d1", "album", delay=0.6)
+    began = datetime.now(UTC)
+    await put(queue, "d1", "album", delay=0.3)
     await put(queue, "n1", "plain")
-    await put(queue, "d2", "album", delay=30)  # not due itself, but joins d1's batch
+    await put(queue, "d2", "album", delay=0.6)  # the album is quiet only once d2 is due
     due = await queue.next_due()
     assert due is not None and due <= datetime.now(UTC)  # n1 is due now
     [plain] = await claim(queue)
@@ -186,9 +187,13 @@ async def test_delayed_event_makes_its_key_wait(queue: InboxStore) -> None:
     await queue.release(plain, owner="A")
     due = await queue.next_due()
     assert due is not None
-    assert timedelta(seconds=0.1) < due - datetime.now(UTC) < timedelta(seconds=0.7)
+    assert timedelta(seconds=0.1) < due - datetime.now(UTC) < timedelta(seconds=0.4)
     assert await claim(queue) == []
-    await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.05)
+    await asyncio.sleep(max(0.0, (began + timedelta(seconds=0.4) - datetime.now(UTC))
+                            .total_seconds()))
+    assert await claim(queue) == []  # d1 is due, d2 is not: the key waits for its last
+    await asyncio.sleep(max(0.0, (began + timedelta(seconds=0.7) - datetime.now(UTC))
+                            .total_seconds()))
     [album] = await claim(queue)
     assert (album.scope, ids(album)) == ("album", ["d1", "d2"])
     await queue.release(album, owner="A")

@@ -1,11 +1,12 @@
 """Several replicas of the bot as real processes sharing one PostgreSQL database (issue 5).
 
-Each test starts two ``chatbridge slack --port N`` processes against the same database, the
-loopback model server and the fake Slack Web API (both threads of this process), then
-delivers signed events over HTTP as Slack does: a message delivered to both replicas is
-answered once; a burst across many conversations is answered completely, in order per
-conversation, never twice; a replica killed mid-turn (SIGKILL) loses nothing once its
-lease expires; a replica stopped mid-turn (SIGTERM) hands the event back at once.
+Each test starts two ``chatbridge slack --port N`` (or ``chatbridge telegram --webhook
+--port N``) processes against the same database, the loopback model server and the fake
+Slack Web API / Telegram Bot API (all in this process), then delivers events over HTTP as
+the platform does: a message delivered to both replicas is answered once; a burst across
+many conversations is answered completely, in order per conversation, never twice; a
+replica killed mid-turn (SIGKILL) loses nothing once its lease expires; a replica stopped
+mid-turn (SIGTERM) hands the event back at once.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ from slack_sdk.signature import SignatureVerifier
 from bots.db import create_engine, upgrade
 from tests.bots.slack.conftest import SECRET, envelope, mention, message, new_ts
 from tests.bots.slack.fake_slack import BOT_USER, TEAM, TOKEN, FakeSlack, Message
+from tests.bots.telegram.conftest import ALICE, GROUP
+from tests.bots.telegram.conftest import TOKEN as TG_TOKEN
+from tests.bots.telegram.conftest import mention as tg_mention
+from tests.bots.telegram.conftest import message as tg_message
+from tests.bots.telegram.fake_bot_api import FakeBotApi
 from tests.fakes.model_server import FakeModelServer, Reply, _Handler
 
 pytestmark = pytest.mark.postgres
@@ -330,7 +336,7 @@ async def test_slack_event_delivered_to_both_replicas_is_answered_once(
                                         ts=ts)))
         assert statuses == [200, 200]
         await settled(pg, 3)
-        await asyncio.sleep(1.0)  # several poll intervals: nothing else turns up
+        await asyncio.sleep(0.8)  # several poll intervals: nothing else turns up
 
         calls = model.calls()
         assert len(calls) == 3, calls
@@ -355,7 +361,7 @@ async def test_slack_burst_across_replicas_keeps_order_and_answers_once(
     conversations, per_conversation = 50, 4
     env = slack_env(postgres_url, model, slack)
     async with replicas(["slack"], env, tmp_path, session) as pair:
-        gate = asyncio.Semaphore(6)
+        gate = asyncio.Semaphore(10)
         sent: dict[str, list[str]] = defaultdict(list)
 
         async def converse(n: int) -> None:
@@ -481,8 +487,131 @@ async def test_slack_replica_stopped_mid_turn_hands_the_event_over(
         assert await pg.fetchval("SELECT count(*) FROM messages WHERE role = 'assistant'") == 1
         event = await pg.fetchrow("SELECT status, attempts, lease_owner FROM inbound_events")
         assert event is not None
-        assert event["status"] == "done" and event["attempts"] == 2
+        # A hand-back at shutdown is not counted as an attempt (only dying in a turn is).
+        assert event["status"] == "done" and event["attempts"] == 1
         assert owner_pid(event["lease_owner"]) == staying.pid
         assert "handing 1 unfinished conversation(s) back" in leaving.logs()
     assert "Traceback" not in leaving.logs()
     assert_clean(staying)
+
+
+# --------------------------------------------------------------------------- Telegram
+WEBHOOK_SECRET = "replica-test-secret_0123456789"
+
+
+@pytest.fixture
+async def bot_api() -> AsyncIterator[FakeBotApi]:
+    async with FakeBotApi(TG_TOKEN) as api:  # on this test's event loop
+        yield api
+
+
+def telegram_env(postgres_url: str, model: FakeModelServer, api: FakeBotApi,
+                 **extra: str) -> dict[str, str]:
+    return _base_env(postgres_url, model, TELEGRAM_BOT_TOKEN=TG_TOKEN,
+                     CHATBRIDGE_TELEGRAM_API_URL=api.api_url,
+                     CHATBRIDGE_TELEGRAM_FILE_URL=api.file_url,
+                     TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
+                     TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET, **extra)
+
+
+async def deliver_update(session: aiohttp.ClientSession, replica: Replica,
+                         update: dict[str, Any]) -> int:
+    """POST one update to the webhook, as Telegram does; returns the HTTP status."""
+    async with session.post(replica.url + "/telegram/webhook", json=update,
+                            headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+                            timeout=aiohttp.ClientTimeout(total=30)) as resp:
+        return resp.status
+
+
+_update_ids = itertools.count(800_000)
+
+
+def tg_update(msg: dict[str, Any], update_id: int | None = None) -> dict[str, Any]:
+    return {"update_id": next(_update_ids) if update_id is None else update_id,
+            "message": msg}
+
+
+def person(n: int) -> dict[str, Any]:
+    return {"id": 900_000 + n, "is_bot": False, "first_name": f"P{n}"}
+
+
+async def test_telegram_update_delivered_to_both_replicas_is_answered_once(
+    tmp_path: Path, postgres_url: str, pg: asyncpg.Connection, model: EchoModel,
+    bot_api: FakeBotApi, session: aiohttp.ClientSession,
+) -> None:
+    env = telegram_env(postgres_url, model, bot_api)
+    async with replicas(["telegram", "--webhook"], env, tmp_path, session) as (a, b):
+        assert len(bot_api.calls_to("setWebhook")) == 2
+        # 1. The same update (same update_id) reaches both replicas at once.
+        first = tg_update(tg_message("first question"))
+        statuses = await asyncio.gather(deliver_update(session, a, first),
+                                        deliver_update(session, b, first))
+        assert statuses == [200, 200]
+        await settled(pg, 1)
+        # 2. The same message in two updates (different update_ids).
+        second = tg_message("second question")
+        statuses = await asyncio.gather(deliver_update(session, a, tg_update(second)),
+                                        deliver_update(session, b, tg_update(second)))
+        assert statuses == [200, 200]
+        await settled(pg, 2)
+        # 3. A group mention, the same way.
+        third = tg_mention("third question")
+        statuses = await asyncio.gather(deliver_update(session, a, tg_update(third)),
+                                        deliver_update(session, b, tg_update(third)))
+        assert statuses == [200, 200]
+        await settled(pg, 3)
+        await asyncio.sleep(0.8)  # several poll intervals: nothing else turns up
+
+        calls = model.calls()
+        assert [trailing_user(c) for c in calls] == [
+            ["first question"], ["second question"], ["Alice: third question"]], calls
+        assert bot_api.texts(ALICE["id"]) == ["echo: first question", "echo: second question"]
+        assert bot_api.texts(GROUP["id"]) == ["echo: Alice: third question"]
+        rows = await pg.fetch("SELECT event_id, count(*) AS n FROM messages "
+                              "WHERE role = 'user' GROUP BY event_id")
+        assert len(rows) == 3 and all(r["n"] == 1 for r in rows)
+    assert_clean(a, b)
+
+
+async def test_telegram_burst_across_replicas_keeps_order_and_answers_once(
+    tmp_path: Path, postgres_url: str, pg: asyncpg.Connection, model: EchoModel,
+    bot_api: FakeBotApi, session: aiohttp.ClientSession,
+) -> None:
+    chats, per_chat = 50, 4
+    env = telegram_env(postgres_url, model, bot_api)
+    async with replicas(["telegram", "--webhook"], env, tmp_path, session) as pair:
+        gate = asyncio.Semaphore(10)
+        sent: dict[int, list[str]] = defaultdict(list)
+
+        async def converse(n: int) -> None:
+            sender = person(n)
+            for k in range(per_chat):
+                text = f"P{n} message {k}"
+                async with gate:  # each waits for the previous one's 200: arrival order
+                    status = await deliver_update(session, pair[(n + k) % 2],
+                                                  tg_update(tg_message(text, sender=sender)))
+                assert status == 200, (text, status)
+                sent[sender["id"]].append(text)
+
+        await asyncio.gather(*(converse(n) for n in range(1, chats + 1)))
+        await settled(pg, chats * per_chat, within=60)
+        await asyncio.sleep(1.0)
+
+        by_chat: dict[int, list[list[tuple[str, str]]]] = defaultdict(list)
+        for call in model.calls():
+            by_chat[900_000 + int(call[-1][1].split()[0][1:])].append(call)
+        assert sorted(by_chat) == sorted(sent)
+        for chat, texts in sent.items():
+            calls = by_chat[chat]
+            assert [t for c in calls for t in trailing_user(c)] == texts, chat
+            for before, after in itertools.pairwise(calls):
+                echoed = ("assistant", "echo: " + before[-1][1])
+                assert after[: len(before) + 1] == [*before, echoed], (chat, before, after)
+            assert bot_api.texts(chat) == ["echo: " + c[-1][1] for c in calls], chat
+        rows = await pg.fetch("SELECT event_id, count(*) AS n FROM messages "
+                              "WHERE role = 'user' GROUP BY event_id")
+        assert len(rows) == chats * per_chat and all(r["n"] == 1 for r in rows)
+        owners = await pg.fetch("SELECT DISTINCT lease_owner FROM inbound_events "
+                                "WHERE scope_key IS NOT NULL")
+        assert len(owners) == 2  # both replicas answered some
+    assert_clean(*pair)

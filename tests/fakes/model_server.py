@@ -2,7 +2,9 @@
 
 Standard library only; wire formats follow /work/shared/reference/protocols.md sections A and B.
 Tests: ``with FakeModelServer() as fake: fake.enqueue(Reply(...))``.  Script (benchmark):
-``python -m tests.fakes.model_server --port N`` serves the default reply until killed.
+``python -m tests.fakes.model_server --port N [--delay S]`` serves the default reply (after
+``S`` seconds) until killed; ``GET /_fake/stats`` reports the requests it has seen and the
+ones it is still answering (``{"requests": n, "in_flight": n}``).
 """
 
 from __future__ import annotations
@@ -180,7 +182,9 @@ class _Handler(BaseHTTPRequestHandler):
     # ---------------------------------------------------------------- routing
     def do_GET(self) -> None:
         rec = self._record()
-        if rec.path in ("/compatible-mode/v1/models", "/v1/models"):
+        if rec.path == "/_fake/stats":
+            self._send_json(200, self.server.fake.stats(), {})
+        elif rec.path in ("/compatible-mode/v1/models", "/v1/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "system"}
                     for m in MODELS]
             self._send_json(200, {"object": "list", "data": data}, {})
@@ -200,6 +204,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"code": "NotFound", "message": f"Not found: {rec.path}"}, {})
             return
         fake = self.server.fake
+        fake._count(1)
+        try:
+            self._reply(fake, api, body, stream, "multimodal" in rec.path)
+        finally:
+            fake._count(-1)
+
+    def _reply(self, fake: FakeModelServer, api: str, body: dict[str, Any], stream: bool,
+               multimodal: bool) -> None:
         reply = fake._next_reply()
         if (reply.delay > 0 and fake._stopping.wait(reply.delay)) or reply.kind == "hang":
             fake._stopping.wait()  # hang: never answer; released by stop()
@@ -212,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif api == "openai":
             self._openai(reply, body, stream)
         else:
-            self._native(reply, body, stream, "multimodal" in rec.path)
+            self._native(reply, body, stream, multimodal)
 
     def _error(self, api: str, reply: Reply, status: int = 0, message: str = "") -> None:
         status = status or (reply.status if reply.status >= 400 else 500)
@@ -327,6 +339,8 @@ class FakeModelServer:
         self.default = Reply()
         self.requests: list[Recorded] = []
         self.record = True  # False: keep no request log (long-running benchmark server)
+        self.seen = 0  # model requests received (chat/generation POSTs)
+        self.in_flight = 0  # of which not answered yet
         self._httpd = _Server((host, port), _Handler)  # bound now: url is known before start()
         self._httpd.fake = self
         self.host, self.port = host, int(self._httpd.server_address[1])
@@ -382,6 +396,17 @@ class FakeModelServer:
             with self._lock:
                 self.requests.append(rec)
 
+    def _count(self, step: int) -> None:
+        with self._lock:
+            self.in_flight += step
+            if step > 0:
+                self.seen += 1
+
+    def stats(self) -> dict[str, int]:
+        """Model requests seen so far, and how many are still being answered."""
+        with self._lock:
+            return {"requests": self.seen, "in_flight": self.in_flight}
+
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
             (self._conns.add if add else self._conns.discard)(conn)
@@ -391,9 +416,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake Qwen model server (default reply).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long before each answer (default: answer at once)")
     args = parser.parse_args(argv)
     server = FakeModelServer(args.host, args.port)
     server.record = False
+    server.default = Reply(delay=args.delay)
     with server, contextlib.suppress(KeyboardInterrupt):
         print(f"fake model server listening on {server.url}", flush=True)
         threading.Event().wait()

@@ -285,3 +285,41 @@ def test_script_mode() -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def test_script_mode_delay_and_stats() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.model_server", "--port",
+                             str(port), "--delay", "0.5"], cwd=root, stdout=subprocess.PIPE,
+                            text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert proc.stdout is not None
+        assert f":{port}" in proc.stdout.readline()
+        answers: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{base}/compatible-mode/v1{OAI}", json={}, trust_env=False, timeout=5)))
+        began = time.monotonic()
+        asking.start()
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{base}/_fake/stats", trust_env=False).json()["in_flight"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        asking.join(5)
+        assert time.monotonic() - began >= 0.5
+        assert answers[0].json()["choices"][0]["message"]["content"] == Reply().text
+        stats = httpx.get(f"{base}/_fake/stats", trust_env=False).json()
+        assert stats == {"requests": 1, "in_flight": 0}
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_stats_count_open_requests(fake: FakeModelServer, client: httpx.Client) -> None:
+    before = fake.stats()  # (earlier tests' "hang" replies may still be open)
+    client.post(fake.openai_base + OAI, json={})
+    assert client.get(fake.url + "/_fake/stats").json() == {
+        "requests": before["requests"] + 1, "in_flight": before["in_flight"]}

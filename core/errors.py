@@ -81,6 +81,13 @@ class StoreError(ChatbridgeError):
     default_user_message = "I couldn't reach my memory (the database); please try again."
 
 
+class LeaseLost(StoreError):
+    """This replica no longer holds the conversation it was answering: another replica
+    took it over (this one was too slow to renew its lease) and answers instead."""
+
+    kind = "lease_lost"
+
+
 class ModelError(ChatbridgeError):
     """The model endpoint did not give an answer."""
 

@@ -18,6 +18,7 @@ from core.errors import (
     ChatbridgeError,
     ImageError,
     InputError,
+    LeaseLost,
     ModelError,
     ModelRefused,
     ModelStreamBroken,
@@ -203,6 +204,9 @@ class ChatService:
         try:
             async for event in self._handle(requests, claim):
                 yield event
+        except LeaseLost as err:
+            # Another replica took the conversation over and answers it: stay quiet.
+            log.warning("%s; leaving the turn to the replica that holds it", err)
         except StoreError as err:
             log.error("database failure in %s: %s", requests[-1].scope, err)
             yield ErrorEvent(err.kind, err.user_message, requests[-1].scope)
@@ -261,7 +265,7 @@ class ChatService:
         try:
             start = await self._store.begin_turn(
                 platform=request.platform, scope=request.scope, profile=profile.name,
-                parts=parts, queued=claim is not None,
+                parts=parts, queued=claim is not None, fence=claim.fence if claim else None,
                 context=limits if held and bad_input is None else None,
                 limits=self._rules if bad_input is None else (),
             )

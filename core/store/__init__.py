@@ -1,6 +1,17 @@
 """Conversation memory in SQL."""
 
 from core.store.models import Base
-from core.store.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart, UsageRow
+from core.store.store import (
+    ContextLimits,
+    Fence,
+    Store,
+    StoredMessage,
+    TurnPart,
+    TurnStart,
+    UsageRow,
+)
 
-__all__ = ["Base", "ContextLimits", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
+__all__ = [
+    "Base", "ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart",
+    "UsageRow",
+]

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 
 from core.store.models import Conversation, InboundEvent, InboxLease, utcnow
-from core.store.store import Store
+from core.store.store import Fence, Store
 
 __all__ = ["Claim", "InboxStore", "QueuedEvent"]
 
@@ -66,6 +66,14 @@ class Claim:
     scope: str
     events: tuple[QueuedEvent, ...]
     abandoned: tuple[QueuedEvent, ...] = ()  # tried too often: marked failed, not retried
+    owner: str = ""
+    lease_seconds: float = 0.0
+
+    @property
+    def fence(self) -> Fence | None:
+        """The lease the turn's writes must still hold (none for a hand-made claim)."""
+        return Fence(self.platform, self.scope, self.owner, self.lease_seconds) \
+            if self.owner else None
 
 
 class InboxStore:
@@ -174,7 +182,7 @@ class InboxStore:
                 if dead:
                     conn.execute(update(_evt).where(_evt.c.id.in_([e.id for e in dead]))
                                  .values(status="failed", finished_at=now, lease_owner=owner))
-                claims.append(Claim(platform, scope, live, dead))
+                claims.append(Claim(platform, scope, live, dead, owner, lease_seconds))
             return claims
 
         return await self._store.run(work, "claim inbound events")

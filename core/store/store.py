@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
@@ -43,13 +43,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.errors import StoreError
+from core.errors import LeaseLost, StoreError
 from core.limits import LimitHit, Rule, window_end, window_start
 from core.store.models import (
     Attachment,
     Conversation,
     Feedback,
     InboundEvent,
+    InboxLease,
     Message,
     MessageAttachment,
     ScopeSetting,
@@ -58,7 +59,7 @@ from core.store.models import (
 )
 from core.types import Author, Image, Usage
 
-__all__ = ["ContextLimits", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
+__all__ = ["ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ _evt: Table = InboundEvent.__table__  # type: ignore[assignment]
 _fb: Table = Feedback.__table__  # type: ignore[assignment]
 _scope: Table = ScopeSetting.__table__  # type: ignore[assignment]
 _usage: Table = UsageCounter.__table__  # type: ignore[assignment]
+_lease: Table = InboxLease.__table__  # type: ignore[assignment]
 
 # Built once, executed with parameters: building a statement per call costs more than
 # SQLite takes to run it.
@@ -91,6 +93,12 @@ _SET_EVENT_MESSAGE = (
     update(_evt)
     .where(_evt.c.platform == bindparam("p_platform"), _evt.c.event_id == bindparam("p_event"))
     .values(message_id=bindparam("p_message"))
+)
+_HOLD_LEASE = (
+    update(_lease)
+    .where(_lease.c.platform == bindparam("p_platform"),
+           _lease.c.scope_key == bindparam("p_scope"), _lease.c.owner == bindparam("p_owner"))
+    .values(expires_at=bindparam("p_until"))
 )
 _CONTEXT = (
     select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name, _msg.c.token_count,
@@ -119,6 +127,17 @@ class StoredMessage(NamedTuple):
     image_count: int
     event_id: str = ""
     images: tuple[Image, ...] = ()
+
+
+def _hold(conn: Connection, fence: Fence) -> None:
+    """Extend the fence's lease, first thing in a transaction; ``LeaseLost`` if it is not
+    ours. The row stays locked until the transaction ends, so no other replica can take
+    the conversation in between (on SQLite the write lock does the same)."""
+    held = conn.execute(_HOLD_LEASE, {
+        "p_platform": fence.platform, "p_scope": fence.scope, "p_owner": fence.owner,
+        "p_until": utcnow() + timedelta(seconds=fence.lease_seconds)})
+    if not held.rowcount:
+        raise LeaseLost(f"lease on {fence.platform} {fence.scope} lost")
 
 
 def _stored(row: Any) -> StoredMessage:
@@ -151,6 +170,16 @@ class TurnStart:
     limited: LimitHit | None = None
     quota_subjects: tuple[str, ...] = ()
     event_ids: tuple[str, ...] = ()  # the inbound events this turn answers
+    fence: Fence | None = None
+
+
+class Fence(NamedTuple):
+    """The inbox lease a queued turn runs under; its writes check (and extend) it."""
+
+    platform: str
+    scope: str
+    owner: str
+    lease_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +314,7 @@ class Store:
         images: Sequence[Image] = (),
         parts: Sequence[TurnPart] = (),
         queued: bool = False,
+        fence: Fence | None = None,
         context: ContextLimits | None = None,
         limits: tuple[Rule, ...] = (),
     ) -> TurnStart | None:
@@ -294,6 +324,8 @@ class Store:
         that waited in the inbox together) by ``parts``, oldest first. ``queued``: the
         events are already in the inbox (claimed by the caller) rather than recorded
         here; a part that has a ``message_id`` was stored by an earlier attempt.
+        With ``fence``, nothing is written unless the caller still holds that lease
+        (``LeaseLost``); ``finish_turn`` checks it again.
         With ``context``, the conversation's context is loaded in the same transaction.
         With ``limits``, the turn is counted against them; ``TurnStart.limited`` says
         which one it would exceed (the messages are recorded all the same).
@@ -303,6 +335,8 @@ class Store:
             parts = (TurnPart(event_id, author, text, token_count, tuple(images)),)
 
         def work(conn: Connection) -> TurnStart | None:
+            if fence is not None:
+                _hold(conn, fence)
             if not queued:
                 evt = conn.execute(self._insert_event, {
                     "platform": platform, "event_id": parts[0].event_id,
@@ -332,12 +366,12 @@ class Store:
             hit = self._charge(conn, platform, subjects, limits) if limits and fresh else None
             if hit is not None:
                 return TurnStart(conv_id, message_id, conv_profile, limited=hit,
-                                 event_ids=event_ids)
+                                 event_ids=event_ids, fence=fence)
             history = (None if context is None
                        else tuple(self._context(conn, conv_id, context, message_id)))
             quota = tuple(sorted({subjects[r.subject] for r in limits if r.measure == "tokens"}))
             return TurnStart(conv_id, message_id, conv_profile, history, quota_subjects=quota,
-                             event_ids=event_ids)
+                             event_ids=event_ids, fence=fence)
 
         return await self._tx(work, "record the message")
 
@@ -458,6 +492,8 @@ class Store:
         """Store the assistant's answer (or the failure) and close the inbound event."""
 
         def work(conn: Connection) -> int:
+            if start.fence is not None:
+                _hold(conn, start.fence)
             message_id = self._add_message(
                 conn, conversation_id=start.conversation_id, role="assistant", author=None,
                 text=text, token_count=token_count, event_id=event_id, status=status,

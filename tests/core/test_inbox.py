@@ -343,3 +343,43 @@ async def test_wait_idle_is_not_fooled_by_a_claim_in_flight(
     await asyncio.sleep(0.05)  # the claim is in flight
     await asyncio.wait_for(inbox.wait_idle(), 3)
     assert len(answered) == 1
+
+
+async def test_replica_that_lost_its_lease_mid_turn_stores_nothing(
+    runtime: Runtime, fake_model: FakeModelServer, engine: AsyncEngine
+) -> None:
+    """A is too slow to renew (a starved machine); B takes the conversation over and
+    answers. A's late answer is refused by the lease check in finish_turn: one answer."""
+    queue = InboxStore(runtime.store)
+    await queue.enqueue(platform=PLATFORM, event_id="ev-slow", scope=SCOPE,
+                        payload={"user": "U1", "name": "Ann", "text": "question"})
+    fake_model.enqueue(Reply(text="A, too late.", delay=1.0), Reply(text="B answers."))
+    [a] = await queue.claim(owner="A", lease_seconds=0.3, limit=5)
+
+    async def turn(claim: Claim) -> list[ReplyEvent]:
+        return [r async for r in runtime.service.answer(requests_of(claim), claim)]
+
+    slow = asyncio.create_task(turn(a))
+    await until(lambda: len(model_calls(fake_model)) == 1)
+    await asyncio.sleep(0.35)  # A's lease runs out while its model call is still going
+    [b] = await queue.claim(owner="B", lease_seconds=5, limit=5)
+    replies_b = await turn(b)
+    assert isinstance(replies_b[-1], FinalEvent) and replies_b[-1].text == "B answers."
+    replies_a = await slow
+    assert not any(isinstance(r, FinalEvent) for r in replies_a)
+    assert [(role, text) for _, role, text in await messages(engine)] == [
+        ("user", "question"), ("assistant", "B answers.")]
+
+
+async def test_turn_under_a_lost_lease_does_not_start(
+    runtime: Runtime, fake_model: FakeModelServer, engine: AsyncEngine
+) -> None:
+    queue = InboxStore(runtime.store)
+    await queue.enqueue(platform=PLATFORM, event_id="ev-late", scope=SCOPE,
+                        payload={"user": "U1", "name": "Ann", "text": "question"})
+    [a] = await queue.claim(owner="A", lease_seconds=0.1, limit=5)
+    await asyncio.sleep(0.15)
+    [b] = await queue.claim(owner="B", lease_seconds=5, limit=5)
+    assert [r async for r in runtime.service.answer(requests_of(a), a)] == []
+    assert fake_model.requests == [] and await messages(engine) == []
+    await queue.release(b, owner="B")

@@ -234,10 +234,14 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU time the process has used so far (``reaped``: and its children
+    that ended and were waited for)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def children(parent: int) -> list[int]:
@@ -252,14 +256,14 @@ def children(parent: int) -> list[int]:
     return found
 
 
-Pids = list[int] | Callable[[], list[int]]
+Pids = list[int] | Callable[[], float]
 
 
 class CpuMeter:
     """CPU seconds used by groups of processes (and this one) between two points.
 
-    A group is a list of pids, or a function that lists them when read (PostgreSQL: the
-    server and its backends; a backend that ends in between takes its time with it).
+    A group is a list of pids, or a function that reads the group's CPU seconds so far
+    (PostgreSQL: ``Postgres.cpu``).
     """
 
     def __init__(self, groups: dict[str, Pids]) -> None:
@@ -269,11 +273,13 @@ class CpuMeter:
     def _read(self) -> dict[str, float]:
         got = {"driver": time.process_time()}
         for name, pids in self.groups.items():
-            total = 0.0
-            for pid in pids() if callable(pids) else pids:
+            if callable(pids):
+                got[name] = pids()
+                continue
+            got[name] = 0.0
+            for pid in pids:
                 with contextlib.suppress(OSError):
-                    total += cpu_seconds(pid)
-            got[name] = total
+                    got[name] += cpu_seconds(pid)
         return got
 
     def used(self) -> dict[str, float]:
@@ -365,8 +371,16 @@ class Postgres:
     url: str
     pid: int | None = None  # the postmaster, when it is our throwaway cluster
 
-    def pids(self) -> list[int]:
-        return [] if self.pid is None else [self.pid, *children(self.pid)]
+    def cpu(self) -> float:
+        """CPU seconds of the server so far: the postmaster, the backends that ended
+        (reaped by it) and the running ones."""
+        if self.pid is None:
+            return 0.0
+        total = cpu_seconds(self.pid, reaped=True)
+        for pid in children(self.pid):
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return total
 
 
 @contextlib.contextmanager
@@ -434,6 +448,16 @@ class Counts:
                 "  WHERE status IN ('received', 'processing'))"))).one()
         return int(row[0]), int(row[1]), int(row[2])
 
+    async def sessions(self) -> int | None:
+        """PostgreSQL: connections ever opened to the server (``None`` on SQLite)."""
+        from sqlalchemy import text
+
+        if self.engine.dialect.name != "postgresql":
+            return None
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(text(
+                "SELECT coalesce(sum(sessions), 0) FROM pg_stat_database"))).scalar_one())
+
     async def close(self) -> None:
         await self.engine.dispose()
 
@@ -466,6 +490,7 @@ class Run:
     warnings: int
     slack_calls: int
     cpu_ms_per_turn: dict[str, float] = field(default_factory=dict)  # by process group
+    db_connections: int | None = None  # PostgreSQL: connections opened during the run
 
     @property
     def messages_per_s(self) -> float:
@@ -587,12 +612,14 @@ class Driver:
         users, assistants, _ = await counts.read()
         before = await self.slack("bench.stats")
         finals_before = before["finals"] + before["warnings"]
+        sessions = await counts.sessions()
         meter = CpuMeter(self.cpu_groups)
         began = time.monotonic()
         latencies, not_200 = await self.send(urls, convs, senders)
         st, turns = await self.finished(counts, (users, assistants), finals_before, load,
                                         within)
         cpu = meter.used()  # (includes the last polls: a few ms)
+        opened = None if sessions is None else (await counts.sessions() or 0) - sessions - 1
         return Run(
             messages=load.conversations * load.messages, turns=turns,
             seconds=st["last_final"] - began,
@@ -601,6 +628,7 @@ class Driver:
             replies=st["finals"] - before["finals"], warnings=st["warnings"] - before["warnings"],
             slack_calls=st["calls"] - before["calls"],
             cpu_ms_per_turn={k: v * 1000 / max(turns, 1) for k, v in cpu.items()},
+            db_connections=opened,
         )
 
 
@@ -634,7 +662,7 @@ async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Na
                 "replicas": [p.pid for p in replicas.procs], "fake_slack": [fakes.slack.pid],
                 "fake_model": [fakes.model.pid]}
             if kind == "postgres" and pg is not None and pg.pid is not None:
-                groups["postgres"] = pg.pids
+                groups["postgres"] = pg.cpu
             driver = Driver(session, fakes.slack_api, groups)
             await driver.run(replicas.urls, counts, Load(10 * n, 1), args.senders,
                              tag + "w")  # warm-up: imports, connections, statement caches
@@ -649,6 +677,8 @@ async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Na
                           f"{run.ack_p50_ms:6.1f} ms p95 {run.ack_p95_ms:6.1f} ms"
                           + (f"  non-200: {run.not_200}" if run.not_200 else "")
                           + (f"  failed turns: {run.warnings}" if run.warnings else "")
+                          + ("" if run.db_connections is None
+                             else f"  connections opened: {run.db_connections}")
                           + "  CPU ms/turn: " + " ".join(
                               f"{k} {v:.1f}" for k, v in run.cpu_ms_per_turn.items()),
                           file=sys.stderr, flush=True)
@@ -665,6 +695,9 @@ async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Na
             r["cpu_ms_per_turn"]["replicas"] for r in result.runs)
         result.median["cpu_all_ms"] = statistics.median(
             sum(r["cpu_ms_per_turn"].values()) for r in result.runs)
+        if result.runs[0]["db_connections"] is not None:
+            result.median["db_connections_per_turn"] = statistics.median(
+                r["db_connections"] / max(r["turns"], 1) for r in result.runs)
         result.median["turns_per_s_min"] = min(r["turns_per_s"] for r in result.runs)
         result.median["turns_per_s_max"] = max(r["turns_per_s"] for r in result.runs)
     return results
@@ -782,8 +815,9 @@ def table(results: dict[str, Any]) -> str:
             "the replicas, and of every process (replicas, fakes, driver, PostgreSQL)",
             "",
             "| database | replicas | load (conv x msg) | messages/s | turns/s (min-max) "
-            "| turns | ack p50 | ack p95 | non-200 | CPU/turn: replicas | all processes |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| turns | ack p50 | ack p95 | non-200 | CPU/turn: replicas | all processes "
+            "| new PG connections/turn |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["throughput"]:
             m = r["median"]
@@ -793,7 +827,9 @@ def table(results: dict[str, Any]) -> str:
                 f"({m['turns_per_s_min']:.0f}-{m['turns_per_s_max']:.0f}) | "
                 f"{m['turns']:.0f} | {m['ack_p50_ms']:.1f} ms | {m['ack_p95_ms']:.1f} ms | "
                 f"{m['not_200']:.0f} | {m['cpu_replicas_ms']:.1f} ms | "
-                f"{m['cpu_all_ms']:.1f} ms |")
+                f"{m['cpu_all_ms']:.1f} ms | "
+                + (f"{m['db_connections_per_turn']:.2f} |" if "db_connections_per_turn" in m
+                   else "- |"))
     if results.get("memory"):
         if lines:
             lines.append("")

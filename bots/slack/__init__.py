@@ -33,7 +33,6 @@ from core.errors import ChatbridgeError, ConfigError
 
 __all__ = ["SlackBot", "SlackConfig", "http_app", "load_slack_config", "main", "make_client"]
 
-SHUTDOWN_GRACE = 25.0  # default of CHATBRIDGE_SHUTDOWN_GRACE (Settings.shutdown_grace)
 
 
 async def check_auth(client: AsyncWebClient) -> str:

@@ -34,7 +34,6 @@ from core.errors import ChatbridgeError, ConfigError
 __all__ = ["SlackBot", "SlackConfig", "http_app", "load_slack_config", "main", "make_client"]
 
 
-
 async def check_auth(client: AsyncWebClient) -> str:
     """Ask Slack who we are (auth.test); a bad token stops start-up with a clear line."""
     try:

@@ -50,7 +50,10 @@ def create_engine(url: str) -> AsyncEngine:
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             return engine
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # Turns hold a connection only for a transaction at a time; 20 kept open covers
+        # the inbox's claims and the acknowledgements without reconnecting for each, and
+        # 3 replicas at 30 stay under PostgreSQL's default max_connections of 100.
+        return create_async_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
     except (ImportError, SQLAlchemyError, ValueError) as err:
         raise ConfigError(f"CHATBRIDGE_DATABASE_URL is not usable: {err}") from err
 

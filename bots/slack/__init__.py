@@ -19,6 +19,7 @@ import asyncio
 import signal
 import sys
 
+import aiohttp
 from aiohttp import ClientError, web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -51,8 +52,8 @@ async def _serve(settings: Settings, config: SlackConfig, port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime:
-        client = make_client(config)
+    async with open_runtime(settings) as runtime, aiohttp.ClientSession() as session:
+        client = make_client(config, session)
         who = await check_auth(client)
         bot = SlackBot(runtime=runtime, config=config, client=client)
         if config.socket_mode:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import asdict
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -48,9 +49,15 @@ __all__ = ["SlackBot", "TaskSet", "make_client"]
 log = logging.getLogger(__name__)
 
 
-def make_client(config: SlackConfig) -> AsyncWebClient:
-    """The Web API client: the configured base URL, and 429 Retry-After honoured."""
-    client = AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=30)
+def make_client(config: SlackConfig,
+                session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The Web API client: the configured base URL, and 429 Retry-After honoured.
+
+    With ``session``, every call reuses its pooled connections (without one, slack-sdk
+    opens and closes a connection per call).
+    """
+    client = AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=30,
+                            session=session)
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
     return client
 

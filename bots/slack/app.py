@@ -243,7 +243,9 @@ class SlackBot:
             log.error("could not record %s: %s; Slack will deliver it again", msg.event_id,
                       err)
             if isinstance(receipt := context.get(RECEIPT), Receipt):
-                receipt.failed = True
+                receipt.failed = True  # HTTP: the answer becomes 503
+            else:
+                raise  # Socket Mode: bolt answers 500 and the envelope is not acknowledged
 
     async def idle(self) -> None:
         """Wait until every received message is answered and no side task runs."""

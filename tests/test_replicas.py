@@ -615,3 +615,39 @@ async def test_telegram_burst_across_replicas_keeps_order_and_answers_once(
                                 "WHERE scope_key IS NOT NULL")
         assert len(owners) == 2  # both replicas answered some
     assert_clean(*pair)
+
+
+async def test_telegram_replica_killed_mid_turn_is_taken_over_after_the_lease(
+    tmp_path: Path, postgres_url: str, pg: asyncpg.Connection, model: EchoModel,
+    bot_api: FakeBotApi, session: aiohttp.ClientSession,
+) -> None:
+    env = telegram_env(postgres_url, model, bot_api, CHATBRIDGE_LEASE_SECONDS=str(LEASE))
+    async with replicas(["telegram", "--webhook"], env, tmp_path, session) as pair:
+        model.enqueue(Reply(kind="hang"))  # the first attempt never gets its answer
+        update = tg_update(tg_message("still there?"))
+        assert await deliver_update(session, pair[0], update) == 200
+        await until(lambda: len(model.calls()) == 1, 20, "the first model call")
+        owner = await pg.fetchval("SELECT owner FROM inbox_leases WHERE platform = 'telegram'")
+        assert owner, "nobody holds the conversation"
+        dead = next(r for r in pair if r.pid == owner_pid(owner))
+        heir = next(r for r in pair if r is not dead)
+        os.kill(dead.pid, signal.SIGKILL)
+        dead.proc.wait(10)
+        took = await until(lambda: "echo: still there?" in bot_api.texts(ALICE["id"]), 30,
+                           "the heir's answer")
+        await settled(pg, 1)
+        await asyncio.sleep(0.5)
+
+        assert took < LEASE + 10
+        assert bot_api.texts(ALICE["id"]) == ["echo: still there?"]
+        calls = model.calls()
+        assert len(calls) == 2 and calls[1] == [("user", "still there?")]
+        assert await pg.fetchval("SELECT count(*) FROM messages WHERE role = 'user'") == 1
+        answers = await pg.fetch("SELECT text FROM messages WHERE role = 'assistant'")
+        assert [r["text"] for r in answers] == ["echo: still there?"]
+        event = await pg.fetchrow("SELECT status, attempts, lease_owner FROM inbound_events "
+                                  "WHERE scope_key IS NOT NULL")
+        assert event is not None
+        assert event["status"] == "done" and event["attempts"] == 2
+        assert owner_pid(event["lease_owner"]) == heir.pid
+    assert_clean(heir)

@@ -74,7 +74,7 @@ async def run_outbox(settings: Settings, *, action: str, platform: str | None) -
 
 
 async def _retry(settings: Settings, outbox: Outbox, items: list[Pending]) -> int:
-    senders: dict[str, Sender] = {}
+    senders: dict[str, Sender | None] = {}
     sent = failed = 0
     for item in items:
         if item.platform not in senders:
@@ -82,9 +82,19 @@ async def _retry(settings: Settings, outbox: Outbox, items: list[Pending]) -> in
             if make is None:
                 raise ConfigError(f"the outbox holds a reply for {item.platform!r}, which "
                                   "this version cannot send")
-            senders[item.platform] = await make(settings)
+            try:
+                senders[item.platform] = await make(settings)
+            except Exception as err:  # not configured here, say: the other platforms go on
+                senders[item.platform] = None
+                # A network error's text may hold the Bot API URL, and with it the token.
+                why = str(err) if isinstance(err, ChatbridgeError) else type(err).__name__
+                print(f"{item.platform}: cannot send ({why})")
+        send = senders[item.platform]
+        if send is None:
+            failed += 1
+            continue
         try:
-            await senders[item.platform](item)
+            await send(item)
         except (ChatbridgeError, OSError, TimeoutError, Exception) as err:
             kind = getattr(err, "kind", None) or type(err).__name__
             await outbox.failed(item.id, str(kind))

@@ -369,6 +369,10 @@ class SlackBot:
                 log.error("could not report the failure: %s", type(post_err).__name__)
 
     async def _command(self, msg: Incoming, word: str | None) -> None:
+        # Once per message, as a claim can be retaken (a hand-back at shutdown, a crash):
+        # a second reset would close the conversation the next message was stored in.
+        if not await self._first_time(f"{msg.event_id}/reply", "the command"):
+            return
         target = msg.target()
         if word == "reset":
             await self.runtime.service.reset(platform=PLATFORM, scope=msg.scope)

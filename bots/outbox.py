@@ -6,6 +6,7 @@ oldest first; a reply that fails again stays pending (its attempts are counted).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -27,7 +28,7 @@ def _line(item: Pending) -> str:
             f"{item.attempts:>3}  {item.error or '-':<20}  {preview}")
 
 
-async def _slack_sender(settings: Settings) -> Sender:
+async def _slack_sender(settings: Settings, stack: contextlib.AsyncExitStack) -> Sender:
     from bots.slack import load_slack_config, make_client
     from bots.slack.outbox import resend
 
@@ -40,10 +41,10 @@ async def _slack_sender(settings: Settings) -> Sender:
     return send
 
 
-async def _telegram_sender(settings: Settings) -> Sender:
+async def _telegram_sender(settings: Settings, stack: contextlib.AsyncExitStack) -> Sender:
     from bots.telegram.outbox import sender
 
-    return await sender(settings)
+    return await sender(settings, stack)
 
 
 _SENDERS = {"slack": _slack_sender, "telegram": _telegram_sender}
@@ -74,6 +75,12 @@ async def run_outbox(settings: Settings, *, action: str, platform: str | None) -
 
 
 async def _retry(settings: Settings, outbox: Outbox, items: list[Pending]) -> int:
+    async with contextlib.AsyncExitStack() as stack:  # closes the platforms' clients
+        return await _send_all(settings, outbox, items, stack)
+
+
+async def _send_all(settings: Settings, outbox: Outbox, items: list[Pending],
+                    stack: contextlib.AsyncExitStack) -> int:
     senders: dict[str, Sender | None] = {}
     sent = failed = 0
     for item in items:
@@ -83,7 +90,7 @@ async def _retry(settings: Settings, outbox: Outbox, items: list[Pending]) -> in
                 raise ConfigError(f"the outbox holds a reply for {item.platform!r}, which "
                                   "this version cannot send")
             try:
-                senders[item.platform] = await make(settings)
+                senders[item.platform] = await make(settings, stack)
             except Exception as err:  # not configured here, say: the other platforms go on
                 senders[item.platform] = None
                 # A network error's text may hold the Bot API URL, and with it the token.

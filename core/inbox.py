@@ -99,7 +99,11 @@ class Inbox:
             free = self._concurrency - len(self._running)
             claimed = 0
             if free > 0 and self._handlers:
-                claimed = await self._claim(min(free, 16))
+                try:
+                    claimed = await self._claim(min(free, 16))
+                except Exception:  # a bug must not stop this replica answering for good
+                    log.exception("inbox: claiming failed")
+                    await asyncio.sleep(self._poll)
             if self._closing:
                 break
             if claimed and claimed == min(free, 16):

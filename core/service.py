@@ -222,6 +222,30 @@ class ChatService:
                         f"the limit is {profile.max_input_chars}.")
         return None
 
+    async def _usable(
+        self, requests: tuple[ChatRequest, ...], profile: Profile,
+    ) -> tuple[tuple[ChatRequest, ...], dict[str, tuple[Image, ...]], list[str]]:
+        """The messages of a batch that can be answered, their images, and why the
+        others (or their images) were left out."""
+        kept: list[ChatRequest] = []
+        images: dict[str, tuple[Image, ...]] = {}
+        skipped: list[str] = []
+        for r in requests:
+            if not r.text.strip() and not r.images:
+                continue
+            if (problem := self._check_text((r,), profile)) is not None:
+                skipped.append(problem)
+                continue
+            try:
+                images[r.event_id] = await self._prepare_images(r.images)
+            except InputError as err:
+                skipped.append(err.user_message)
+                if not r.text.strip():
+                    continue
+                images[r.event_id] = ()
+            kept.append(r)
+        return tuple(kept), images, skipped
+
     async def _handle(
         self, requests: tuple[ChatRequest, ...], claim: Claim | None
     ) -> AsyncIterator[ReplyEvent]:
@@ -229,17 +253,26 @@ class ChatService:
         profile = self.profile(request.profile)
         model = await self.current_model(platform=request.platform, scope=request.scope,
                                          profile=request.profile)
-        if (problem := self._check_text(requests, profile)) is not None:
-            yield ErrorEvent("bad_input", problem)
-            return
         bad_input: InputError | None = None
         images: dict[str, tuple[Image, ...]] = {}
-        try:
-            for r in requests:
-                images[r.event_id] = await self._prepare_images(r.images)
-        except InputError as err:
-            bad_input = err
-            images = {}
+        skipped: list[str] = []
+        if len(requests) > 1:
+            # Several messages waited together: one that cannot be used is left out (and
+            # named in the answer's notice) rather than costing the others their answer.
+            requests, images, skipped = await self._usable(requests, profile)
+            if not requests:
+                yield ErrorEvent("bad_input", skipped[0] if skipped else
+                                 "Your message was empty; please write something.")
+                return
+            request = requests[-1]
+        else:
+            if (problem := self._check_text(requests, profile)) is not None:
+                yield ErrorEvent("bad_input", problem)
+                return
+            try:
+                images[request.event_id] = await self._prepare_images(request.images)
+            except InputError as err:
+                bad_input = err
         counter = self._counter(model)
         stored = {e.event_id: e.message_id for e in claim.events} if claim else {}
         parts = [
@@ -290,7 +323,7 @@ class ChatService:
                     start.conversation_id, limits, current_id=start.message_id
                 ))
             async for event in self._run_turn(start, request, profile, model, history,
-                                              queued=claim is not None):
+                                              queued=claim is not None, skipped=skipped):
                 yield event
         finally:
             if held:
@@ -299,6 +332,7 @@ class ChatService:
     async def _run_turn(
         self, start: TurnStart, request: ChatRequest, profile: Profile, model: str,
         history: tuple[StoredMessage, ...], *, queued: bool = False,
+        skipped: Sequence[str] = (),
     ) -> AsyncIterator[ReplyEvent]:
         began = time.monotonic()
         yield StatusEvent("thinking…")
@@ -376,7 +410,9 @@ class ChatService:
             status="ok", reasoning="".join(reasoning), model=finish.model or model,
             usage=usage, latency_ms=latency,
         )
-        notice = "(The answer hit the length limit.)" if finish.reason == "length" else ""
+        notices = ["(The answer hit the length limit.)"] if finish.reason == "length" else []
+        notices += [f"(Not read: {why})" for why in skipped]
+        notice = " ".join(notices)
         yield FinalEvent(text, request.scope, finish.model or model, usage, latency,
                          notice=notice)
 

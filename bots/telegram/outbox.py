@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from telegram import Bot, ReplyParameters
@@ -31,11 +32,14 @@ async def resend(bot: Bot, item: Pending) -> None:
         reply = None  # only the first part quotes the question
 
 
-async def sender(settings: Settings) -> Callable[[Pending], Awaitable[None]]:
-    """A function that re-sends one kept reply with the configured bot."""
+async def sender(settings: Settings, stack: contextlib.AsyncExitStack
+                 ) -> Callable[[Pending], Awaitable[None]]:
+    """A function that re-sends one kept reply with the configured bot (shut down when
+    ``stack`` closes)."""
     config = load_config(settings)
     bot = Bot(config.token, base_url=config.api_url, base_file_url=config.file_url)
     await bot.initialize()
+    stack.push_async_callback(bot.shutdown)
 
     async def send(item: Pending) -> None:
         await resend(bot, item)

@@ -112,6 +112,11 @@ class Poller:
                 failures += 1
                 wait = self._backoff(failures)
                 log.error("getUpdates failed: %s; retrying in %.0f s", err.message, wait)
+            except Exception as err:  # never stop polling for good; the URL holds the token
+                failures += 1
+                wait = self._backoff(failures)
+                log.error("getUpdates failed (%s); retrying in %.0f s", type(err).__name__,
+                          wait)
             else:
                 if await self._record(batch):
                     failures = 0
@@ -144,5 +149,7 @@ class Poller:
                 log.error("could not record update %d (%s); it stays with Telegram and is "
                           "fetched again", update_id, err)
                 return False
+            except Exception:  # a bug with this update: skip it rather than stall on it
+                log.exception("update %d could not be handled; skipped", update_id)
             self._offset = update_id + 1
         return True

@@ -76,6 +76,15 @@ class Claim:
             if self.owner else None
 
 
+def _payload(raw: str | None) -> Mapping[str, Any]:
+    """The stored JSON; ``{}`` if it cannot be read (the adapter then skips the event)."""
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class InboxStore:
     """The inbox's statements, run through the ``Store``'s transactions."""
 
@@ -171,8 +180,8 @@ class InboxStore:
                     .order_by(_evt.c.id)
                     .limit(max_batch)
                 ).all()
-                events = [QueuedEvent(r.id, r.event_id, json.loads(r.payload or "{}"),
-                                      r.attempts + 1, r.message_id) for r in rows]
+                events = [QueuedEvent(r.id, r.event_id, _payload(r.payload), r.attempts + 1,
+                                      r.message_id) for r in rows]
                 live = tuple(e for e in events if e.attempts <= max_attempts)
                 dead = tuple(e for e in events if e.attempts > max_attempts)
                 if live:
@@ -181,7 +190,8 @@ class InboxStore:
                                          attempts=_evt.c.attempts + 1))
                 if dead:
                     conn.execute(update(_evt).where(_evt.c.id.in_([e.id for e in dead]))
-                                 .values(status="failed", finished_at=now, lease_owner=owner))
+                                 .values(status="failed", finished_at=now, lease_owner=owner,
+                                         payload=None))
                 claims.append(Claim(platform, scope, live, dead, owner, lease_seconds))
             return claims
 
@@ -210,19 +220,22 @@ class InboxStore:
 
         def work(conn: Connection) -> None:
             now = utcnow()
-            if ids:
-                values: dict[str, Any] = (
-                    {"status": "received", "lease_owner": None,
-                     "attempts": _evt.c.attempts - 1} if status == "received"
-                    else {"status": status, "finished_at": now})
-                conn.execute(update(_evt)
-                             .where(_evt.c.id.in_(ids), _evt.c.status == "processing",
-                                    _evt.c.lease_owner == owner)
-                             .values(**values))
+            # The lease row first, as claim/begin_turn/finish_turn lock it: one lock order.
             conn.execute(update(_lease)
                          .where(_lease.c.platform == claim.platform,
                                 _lease.c.scope_key == claim.scope, _lease.c.owner == owner)
                          .values(owner=None, expires_at=EPOCH))
+            if ids:
+                # A closed event's payload is no longer needed: the person's words are in
+                # the conversation if they were answered, and nowhere if they were not.
+                values: dict[str, Any] = (
+                    {"status": "received", "lease_owner": None,
+                     "attempts": _evt.c.attempts - 1} if status == "received"
+                    else {"status": status, "finished_at": now, "payload": None})
+                conn.execute(update(_evt)
+                             .where(_evt.c.id.in_(ids), _evt.c.status == "processing",
+                                    _evt.c.lease_owner == owner)
+                             .values(**values))
 
         await self._store.run(work, "release a lease")
 

@@ -87,7 +87,7 @@ _TOUCH_CONVERSATION = (
 _CLOSE_EVENT = (
     update(_evt)
     .where(_evt.c.platform == bindparam("p_platform"), _evt.c.event_id == bindparam("p_event"))
-    .values(status=bindparam("p_status"), finished_at=bindparam("p_now"))
+    .values(status=bindparam("p_status"), finished_at=bindparam("p_now"), payload=None)
 )
 _SET_EVENT_MESSAGE = (
     update(_evt)

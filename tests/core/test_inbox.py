@@ -383,3 +383,25 @@ async def test_turn_under_a_lost_lease_does_not_start(
     assert [r async for r in runtime.service.answer(requests_of(a), a)] == []
     assert fake_model.requests == [] and await messages(engine) == []
     await queue.release(b, owner="B")
+
+
+async def test_a_message_that_cannot_be_used_does_not_cost_the_batch_its_answer(
+    runtime: Runtime, fake_model: FakeModelServer, engine: AsyncEngine
+) -> None:
+    queue = InboxStore(runtime.store)
+    for name, text in (("a", "first"), ("b", "x" * 40_000), ("c", "third")):
+        await queue.enqueue(platform=PLATFORM, event_id=f"ev-{name}", scope=SCOPE,
+                            payload={"user": "U1", "name": "Ann", "text": text})
+    fake_model.enqueue(Reply(text="Both answered."))
+    [claim] = await queue.claim(owner="A", lease_seconds=5, limit=5)
+    replies = [r async for r in runtime.service.answer(requests_of(claim), claim)]
+    await queue.release(claim, owner="A")
+    final = replies[-1]
+    assert isinstance(final, FinalEvent) and final.text == "Both answered."
+    assert "too long (40000 characters)" in final.notice
+    assert model_calls(fake_model)[0] == [("user", "first"), ("user", "third")]
+    assert [(role, text) for _, role, text in await messages(engine)] == [
+        ("user", "first"), ("user", "third"), ("assistant", "Both answered.")]
+    async with engine.connect() as conn:
+        kept = (await conn.execute(select(InboundEvent.payload))).scalars().all()
+    assert kept == [None, None, None]  # answered: the person's words live in the conversation

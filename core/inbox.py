@@ -141,7 +141,7 @@ class Inbox:
         handler = self._handlers.get(claim.platform)
         requeue = failed = False
         try:
-            if claim.events and handler is not None:
+            if (claim.events or claim.abandoned) and handler is not None:
                 work = asyncio.create_task(handler(claim))
                 keeper = asyncio.create_task(self._keep_lease(claim, work))
                 try:

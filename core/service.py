@@ -196,6 +196,8 @@ class ChatService:
         are not stored twice. Cancelled (shutdown, a lost lease), the turn records
         nothing more: the events go back to the inbox and are answered again.
         """
+        if not requests:
+            return
         async for event in self._guarded(tuple(_storable(r) for r in requests), claim):
             yield event
 

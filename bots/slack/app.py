@@ -47,6 +47,8 @@ from core.types import Author, ChatRequest
 __all__ = ["SlackBot", "TaskSet", "make_client"]
 
 log = logging.getLogger(__name__)
+GIVEN_UP = (":warning: Sorry, answering your message failed several times, so I gave up on "
+            "it. Please send it again, perhaps in other words.")
 
 
 def make_client(config: SlackConfig,
@@ -332,6 +334,8 @@ class SlackBot:
     async def _process(self, claim: Claim) -> None:
         """Answer a conversation's waiting messages (the inbox's handler): commands in
         their place, the messages between them together in one turn each."""
+        for event in claim.abandoned:
+            await self._given_up(event.event_id, event.payload)
         waiting: list[tuple[Incoming, str]] = []
         for event in claim.events:
             try:
@@ -353,6 +357,16 @@ class SlackBot:
                 waiting.append((msg, text))
         if waiting:
             await self._guard(waiting[-1][0], self._answer(waiting, claim))
+
+    async def _given_up(self, event_id: str, payload: Mapping[str, Any]) -> None:
+        """Tell the person that a message which failed again and again will not be
+        answered (once; best effort)."""
+        try:
+            msg = Incoming.from_payload(payload)
+        except (TypeError, ValueError):
+            return
+        if await self._first_time(f"{event_id}/given-up", "the give-up notice"):
+            await _best_effort("the give-up notice", self._post(msg.target(), GIVEN_UP))
 
     async def _guard(self, msg: Incoming, work: Awaitable[None]) -> None:
         """Run ``work``; if it fails, tell the person (best effort) instead of going quiet."""

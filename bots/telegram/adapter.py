@@ -25,7 +25,7 @@ is retried. The adapter only translates: memory, order, model calls are the core
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 ALLOWED_UPDATES = ["message", "business_message"]
 PROMPT = "Yes? Ask me something after the mention."
+GIVEN_UP = ("Sorry, answering your message failed several times, so I gave up on it. "
+            "Please send it again, perhaps in other words.")
 SORRY = "Sorry, something went wrong on my side; please try again."
 _App = Application[Any, Any, Any, Any, Any, Any]
 
@@ -133,6 +135,8 @@ class TelegramAdapter:
     # ---------------------------------------------------------------- answering
     async def process(self, claim: Claim) -> None:
         """Answer a conversation's waiting messages (the inbox's handler)."""
+        for event in claim.abandoned:
+            await self._given_up(event.event_id, event.payload)
         waiting: list[Incoming] = []
         for messages in self._groups(claim):
             incoming = read_messages(messages, self._me)
@@ -152,6 +156,19 @@ class TelegramAdapter:
                     continue
             waiting.append(incoming)
         await self._turn(waiting, claim)
+
+    async def _given_up(self, event_id: str, payload: Mapping[str, Any]) -> None:
+        """Tell the person that a message which failed again and again will not be
+        answered (once; best effort)."""
+        try:
+            message = _message(Update.de_json(dict(payload), self._app.bot))
+            if message is None:
+                return
+            incoming = read_messages([message], self._me)
+            if await self._once(event_id, "given-up"):
+                await self._replier(incoming).say(GIVEN_UP)
+        except Exception as err:  # best effort: this message already failed many times
+            log.warning("could not tell about the message given up: %s", type(err).__name__)
 
     def _groups(self, claim: Claim) -> list[list[Message]]:
         """The claim's messages, an album's items together at the place of its first."""

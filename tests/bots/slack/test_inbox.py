@@ -9,8 +9,12 @@ import pytest
 from sqlalchemy import text
 
 from bots.outbox import run_outbox
+from bots.slack.app import GIVEN_UP
+from bots.slack.translate import incoming_from_event
 from core.outbox import Outbox
-from tests.bots.slack.conftest import Harness, HarnessFactory, message
+from core.store.queue import InboxStore
+from tests.bots.slack.conftest import Harness, HarnessFactory, envelope, message
+from tests.bots.slack.fake_slack import BOT_USER
 from tests.bots.slack.test_events import user_texts
 from tests.fakes.model_server import Reply
 
@@ -80,3 +84,24 @@ async def test_reply_slack_refuses_is_kept_and_retried(
     assert [m.text for m in h.slack.posted()] == ["an answer worth keeping"]
     assert await Outbox(h.runtime.store).pending() == []
     assert "sent 1" in capsys.readouterr().out
+
+
+async def test_message_given_up_after_too_many_attempts_is_explained(harness: Harness) -> None:
+    h = harness
+    msg = incoming_from_event(envelope(dm("this one kills workers")), bot_user_id=BOT_USER,
+                              bot_id="B0", allow_bots=False)
+    assert msg is not None
+    queue = InboxStore(h.runtime.store)
+    # As if five workers had died on it: not due for a moment, so no claim sees it earlier.
+    assert await queue.enqueue(platform="slack", event_id=msg.event_id, scope=msg.scope,
+                               payload=msg.to_payload(), delay=0.3)
+    async with h.runtime.store.engine.begin() as conn:
+        await conn.execute(text("UPDATE inbound_events SET attempts = 5"))
+    await asyncio.sleep(0.4)
+    h.runtime.inbox._wake.set()
+    await h.idle()
+    assert h.model.requests == []
+    assert [m.text for m in h.slack.posted()] == [GIVEN_UP]
+    async with h.runtime.store.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT status FROM inbound_events "
+                                        "WHERE scope_key IS NOT NULL"))).scalar() == "failed"

@@ -4,6 +4,7 @@ refuses is kept in the outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +14,9 @@ import pytest
 from sqlalchemy import text
 
 from bots.outbox import run_outbox
+from bots.telegram.adapter import GIVEN_UP
 from core.outbox import Outbox
+from core.store.queue import InboxStore
 from tests.bots.telegram.conftest import ALICE, Bot, make_settings, message, run_bot, update
 from tests.bots.telegram.fake_bot_api import FakeBotApi
 from tests.bots.telegram.test_webhook import migrated, post, webhook_settings
@@ -123,3 +126,18 @@ async def test_polling_goes_on_after_a_conflict_or_a_server_error(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "Another process is polling this bot" in errors[0].getMessage()
     assert any("Bad Gateway" in r.getMessage() for r in caplog.records)
+
+
+async def test_message_given_up_after_too_many_attempts_is_explained(bot: Bot) -> None:
+    queue = InboxStore(bot.runtime.store)
+    payload = {"update_id": 4242, **update(message("this one kills workers"))}
+    # As if five workers had died on it: not due for a moment, so no claim sees it earlier.
+    assert await queue.enqueue(platform="telegram", event_id="poison", scope="poison-chat",
+                               payload=payload, delay=0.3)
+    async with bot.runtime.store.engine.begin() as conn:
+        await conn.execute(text("UPDATE inbound_events SET attempts = 5"))
+    await asyncio.sleep(0.4)
+    bot.runtime.inbox._wake.set()
+    await bot.idle()
+    assert await bot.answered(ALICE["id"]) == [GIVEN_UP]
+    assert bot.model.requests == []

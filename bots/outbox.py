@@ -100,6 +100,9 @@ async def _send_all(settings: Settings, outbox: Outbox, items: list[Pending],
         if send is None:
             failed += 1
             continue
+        if not await outbox.take(item.id):
+            print(f"{item.id}: being sent by another run; skipped")
+            continue
         try:
             await send(item)
         except (ChatbridgeError, OSError, TimeoutError, Exception) as err:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Table, and_, insert, or_, select, update
 
 from core.store import Store
 from core.store.models import OutboxItem, utcnow
@@ -23,6 +23,7 @@ from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent
 __all__ = ["Outbox", "Pending", "Tap"]
 
 _out: Table = OutboxItem.__table__  # type: ignore[assignment]
+TAKEN_FOR = timedelta(minutes=10)  # a reply taken by a retry that died is free again after
 
 
 class Tap:
@@ -91,7 +92,8 @@ class Outbox:
 
     async def pending(self, platform: str | None = None, limit: int = 1000) -> list[Pending]:
         """Replies still to send, oldest first."""
-        query = select(_out).where(_out.c.status == "pending").order_by(_out.c.id).limit(limit)
+        query = (select(_out).where(_out.c.status.in_(("pending", "sending")))
+                 .order_by(_out.c.id).limit(limit))
         if platform:
             query = query.where(_out.c.platform == platform)
 
@@ -100,6 +102,23 @@ class Outbox:
                             r.attempts, r.error, r.created_at) for r in conn.execute(query)]
 
         return await self._store.run(work, "read the outbox")
+
+    async def take(self, item_id: int) -> bool:
+        """Take a pending reply for sending; ``False`` if another ``outbox retry`` has it
+        (taken less than ``TAKEN_FOR`` ago) or it was sent meanwhile."""
+        now = utcnow()
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(
+                update(_out)
+                .where(_out.c.id == item_id, or_(
+                    _out.c.status == "pending",
+                    and_(_out.c.status == "sending", _out.c.sent_at < now - TAKEN_FOR)))
+                .values(status="sending", sent_at=now)  # sent_at: when it was taken
+            )
+            return bool(result.rowcount)
+
+        return await self._store.run(work, "take a reply from the outbox")
 
     async def sent(self, item_id: int) -> None:
         """Mark a reply delivered."""
@@ -112,5 +131,6 @@ class Outbox:
         """Count another failed attempt; the reply stays pending."""
         await self._store.run(lambda conn: conn.execute(
             update(_out).where(_out.c.id == item_id)
-            .values(error=error, attempts=_out.c.attempts + 1)
+            .values(status="pending", sent_at=None, error=error,
+                    attempts=_out.c.attempts + 1)
         ), "update the outbox")

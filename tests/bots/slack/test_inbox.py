@@ -105,3 +105,21 @@ async def test_message_given_up_after_too_many_attempts_is_explained(harness: Ha
     async with h.runtime.store.engine.connect() as conn:
         assert (await conn.execute(text("SELECT status FROM inbound_events "
                                         "WHERE scope_key IS NOT NULL"))).scalar() == "failed"
+
+
+async def test_a_reply_another_retry_is_sending_is_not_sent_twice(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = harness
+    outbox = Outbox(h.runtime.store)
+    item = await outbox.add(platform="slack", event_id="T/D1/1.0", error="HTTP 500",
+                            target={"channel": "D1", "thread_ts": None, "team": "T",
+                                    "user": "U1"}, text="kept answer")
+    assert await outbox.take(item)  # another `outbox retry` took it a moment ago
+    assert not await outbox.take(item)
+    assert await run_outbox(h.runtime.settings, action="retry", platform=None) == 0
+    assert "being sent by another run" in capsys.readouterr().out
+    assert h.slack.posted() == []
+    await outbox.failed(item, "HTTP 500")  # that run failed: pending again
+    assert await run_outbox(h.runtime.settings, action="retry", platform=None) == 0
+    assert [m.text for m in h.slack.posted()] == ["kept answer"]

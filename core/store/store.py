@@ -266,24 +266,31 @@ class Store:
         return self._insert
 
     async def _server_tx(self, work: Callable[[Connection], T]) -> T:
-        """A transaction on a database server; a lost connection is retried (twice, soon).
+        """A transaction on a database server; a connection lost before COMMIT is retried
+        (twice, soon).
 
-        The failed attempt was rolled back, so running ``work`` again cannot half-commit.
+        The failed attempt never committed, so running ``work`` again cannot write twice.
+        A failure during COMMIT is not retried: the server may have committed.
         """
-        for wait in RECONNECT_WAITS:
+        waits = iter(RECONNECT_WAITS)
+        while True:
+            committing = False
             try:
-                async with self._engine.begin() as conn:
-                    return await conn.run_sync(work)
-            except DBAPIError as err:
-                if not err.connection_invalidated:
+                async with self._engine.connect() as conn:
+                    await conn.begin()
+                    result = await conn.run_sync(work)
+                    committing = True
+                    await conn.commit()
+                    return result
+            except (DBAPIError, OSError) as err:
+                lost = isinstance(err, OSError) or bool(
+                    isinstance(err, DBAPIError) and err.connection_invalidated)
+                wait = next(waits, None)
+                if committing or not lost or wait is None:
                     raise
-                log.warning("database connection lost (%s); trying again",
-                            type(err.orig).__name__)
-            except OSError as err:
-                log.warning("database unreachable (%s); trying again", type(err).__name__)
+                log.warning("database connection lost or refused (%s); trying again",
+                            type(getattr(err, "orig", None) or err).__name__)
             await asyncio.sleep(wait)
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(work)
 
     async def _tx(self, work: Callable[[Connection], T], doing: str) -> T:
         """Run ``work`` in one transaction; database errors become ``StoreError``."""

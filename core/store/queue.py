@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 
 from core.store.models import Conversation, InboundEvent, InboxLease, utcnow
-from core.store.store import Fence, Store
+from core.store.store import Fence, Store, extend_lease
 
 __all__ = ["Claim", "InboxStore", "QueuedEvent"]
 
@@ -200,17 +200,8 @@ class InboxStore:
     async def renew(self, *, platform: str, scope: str, owner: str,
                     lease_seconds: float) -> bool:
         """Extend a held lease; ``False`` if it is no longer ours."""
-
-        def work(conn: Connection) -> bool:
-            result = conn.execute(
-                update(_lease)
-                .where(_lease.c.platform == platform, _lease.c.scope_key == scope,
-                       _lease.c.owner == owner)
-                .values(expires_at=utcnow() + timedelta(seconds=lease_seconds))
-            )
-            return bool(result.rowcount)
-
-        return await self._store.run(work, "renew a lease")
+        fence = Fence(platform, scope, owner, lease_seconds)
+        return await self._store.run(lambda conn: extend_lease(conn, fence), "renew a lease")
 
     async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
         """Give the key back. Its events still open are closed as ``done`` or ``failed``
@@ -245,14 +236,14 @@ class InboxStore:
         they are not answered yet."""
 
         def work(conn: Connection) -> datetime | None:
-            value = conn.scalar(select(func.min(_evt.c.available_at)).where(
+            value: datetime | str | None = conn.scalar(select(func.min(_evt.c.available_at)).where(
                 and_(_evt.c.status.in_(WAITING), _evt.c.scope_key.is_not(None),
                      true() if platforms is None else _evt.c.platform.in_(platforms))))
             if isinstance(value, str):  # SQLite's aggregate returns the stored text
                 value = datetime.fromisoformat(value)
             if value is not None and value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
-            return value if value is not None else None
+            return value
 
         return await self._store.run(work, "look at the inbox")
 

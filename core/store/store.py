@@ -129,14 +129,19 @@ class StoredMessage(NamedTuple):
     images: tuple[Image, ...] = ()
 
 
+def extend_lease(conn: Connection, fence: Fence) -> bool:
+    """Extend the fence's inbox lease by its length; ``False`` if it is not ours."""
+    held = conn.execute(_HOLD_LEASE, {
+        "p_platform": fence.platform, "p_scope": fence.scope, "p_owner": fence.owner,
+        "p_until": utcnow() + timedelta(seconds=fence.lease_seconds)})
+    return bool(held.rowcount)
+
+
 def _hold(conn: Connection, fence: Fence) -> None:
     """Extend the fence's lease, first thing in a transaction; ``LeaseLost`` if it is not
     ours. The row stays locked until the transaction ends, so no other replica can take
     the conversation in between (on SQLite the write lock does the same)."""
-    held = conn.execute(_HOLD_LEASE, {
-        "p_platform": fence.platform, "p_scope": fence.scope, "p_owner": fence.owner,
-        "p_until": utcnow() + timedelta(seconds=fence.lease_seconds)})
-    if not held.rowcount:
+    if not extend_lease(conn, fence):
         raise LeaseLost(f"lease on {fence.platform} {fence.scope} lost")
 
 

@@ -97,16 +97,17 @@ class Inbox:
         while not self._closing:
             self._wake.clear()
             free = self._concurrency - len(self._running)
+            limit = min(free, 16)
             claimed = 0
-            if free > 0 and self._handlers:
+            if limit > 0 and self._handlers:
                 try:
-                    claimed = await self._claim(min(free, 16))
+                    claimed = await self._claim(limit)
                 except Exception:  # a bug must not stop this replica answering for good
                     log.exception("inbox: claiming failed")
                     await asyncio.sleep(self._poll)
             if self._closing:
                 break
-            if claimed and claimed == min(free, 16):
+            if claimed and claimed == limit:
                 continue  # there may be more waiting
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
@@ -138,10 +139,10 @@ class Inbox:
         self._wake.set()  # its key may have more waiting; a slot is free
 
     async def _answer(self, claim: Claim) -> None:
-        handler = self._handlers.get(claim.platform)
+        handler = self._handlers[claim.platform]  # claims are of registered platforms only
         requeue = failed = False
         try:
-            if (claim.events or claim.abandoned) and handler is not None:
+            if claim.events or claim.abandoned:
                 work = asyncio.create_task(handler(claim))
                 keeper = asyncio.create_task(self._keep_lease(claim, work))
                 try:
@@ -162,10 +163,6 @@ class Inbox:
                               claim.scope, type(err).__name__)
                 finally:
                     keeper.cancel()
-            elif handler is None:
-                log.error("inbox: no handler for platform %r; events left waiting",
-                          claim.platform)
-                requeue = True
         except asyncio.CancelledError:
             requeue = True
             raise

@@ -11,22 +11,19 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import pytest
-from aiohttp import web
 from sqlalchemy import MetaData, select
 
 from bots.db import create_engine, upgrade
 from bots.logs import configure_logging
-from bots.runtime import open_runtime
 from bots.settings import SECRET_NAMES, Settings
-from bots.slack import SlackBot, http_app, load_slack_config, make_client
 from tests.bots.slack import fake_slack
-from tests.bots.slack.conftest import Harness, envelope, message
+from tests.bots.slack.conftest import envelope, message
+from tests.bots.slack.conftest import serve as serve_slack
 from tests.bots.slack.fake_slack import FakeSlack
 from tests.bots.slack.test_events import png
 from tests.bots.telegram.conftest import ALICE, make_settings, run_bot
@@ -86,27 +83,6 @@ def logs_as_deployed(settings: Settings) -> Iterator[tuple[io.StringIO, io.Strin
         root.setLevel(level)
 
 
-@contextlib.asynccontextmanager
-async def slack_bot(settings: Settings, slack: FakeSlack, model: FakeModelServer,
-                    ) -> AsyncIterator[Harness]:
-    """The real bolt app over HTTP, as tests/bots/slack/conftest.py runs it."""
-    config = load_slack_config(settings)
-    async with open_runtime(settings) as runtime:
-        bot = SlackBot(runtime=runtime, config=config, client=make_client(config))
-        runner = web.AppRunner(http_app(bot.app, signing_secret=SIGNING_SECRET,
-                                        runtime=runtime))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as session:
-            try:
-                yield Harness(slack, model, bot, runtime, f"http://127.0.0.1:{port}", session)
-            finally:
-                await bot.close(10)
-                await runner.cleanup()
-
-
 def key_error(status: int, message: str, code: str) -> Reply:
     """A model error whose body quotes the key, as some servers do."""
     return Reply(kind="error", status=status, body={"error": {
@@ -151,7 +127,7 @@ async def test_no_secret_leaks_anywhere(
                                      CHATBRIDGE_SLACK_API_URL=slack.api_url, **SECRETS)
             with logs_as_deployed(settings) as (raw_logs, logs):
                 # Slack: an image, then two failures whose bodies quote the key.
-                async with slack_bot(settings, slack, fake_model) as h:
+                async with serve_slack(settings, slack, fake_model) as h:
                     file = slack.add_file("F1", "red.png", png(), "image/png")
                     fake_model.enqueue(Reply(text="A red rectangle."))
                     fake_model.enqueue(key_error(

@@ -21,7 +21,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bots.db import create_engine, upgrade
 from bots.runtime import Runtime, open_runtime
-from bots.settings import load_settings
+from bots.settings import Settings, load_settings
 from bots.slack import SlackBot, http_app, load_slack_config, make_client
 from tests.bots.slack.fake_slack import BOT_USER, TEAM, TOKEN, FakeSlack
 from tests.fakes.model_server import FakeModelServer
@@ -145,23 +145,31 @@ def make_harness(tmp_path: Path, fake_model: FakeModelServer) -> HarnessFactory:
                 "SLACK_SIGNING_SECRET": SECRET,
                 "CHATBRIDGE_SLACK_API_URL": slack.api_url,
             }, cwd=tmp_path)
-            config = load_slack_config(settings)
-            async with open_runtime(settings) as runtime:
-                bot = SlackBot(runtime=runtime, config=config, client=make_client(config))
-                runner = web.AppRunner(http_app(bot.app, signing_secret=SECRET, runtime=runtime))
-                await runner.setup()
-                site = web.TCPSite(runner, "127.0.0.1", 0)
-                await site.start()
-                port = runner.addresses[0][1]
-                async with aiohttp.ClientSession() as session:
-                    try:
-                        yield Harness(slack, fake_model, bot, runtime,
-                                      f"http://127.0.0.1:{port}", session)
-                    finally:
-                        await bot.close(10)
-                        await runner.cleanup()
+            async with serve(settings, slack, fake_model) as harness:
+                yield harness
 
     return start
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, slack: FakeSlack,
+                model: FakeModelServer) -> AsyncIterator[Harness]:
+    """The real bolt app over HTTP on a loopback port, with ``settings``."""
+    config = load_slack_config(settings)
+    async with open_runtime(settings) as runtime:
+        bot = SlackBot(runtime=runtime, config=config, client=make_client(config))
+        runner = web.AppRunner(http_app(bot.app, signing_secret=config.signing_secret,
+                                        runtime=runtime))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as session:
+            try:
+                yield Harness(slack, model, bot, runtime, f"http://127.0.0.1:{port}", session)
+            finally:
+                await bot.close(10)
+                await runner.cleanup()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ class Tap:
         self._events = events
         self._deltas: list[str] = []
         self.text: str | None = None  # the whole reply, once the turn ended
+        self.answered = False  # the turn ended in an answer (not an error)
 
     async def events(self) -> AsyncIterator[ReplyEvent]:
         """The events, passed through."""
@@ -45,6 +46,7 @@ class Tap:
         if isinstance(event, DeltaEvent):
             self._deltas.append(event.text)
         elif isinstance(event, FinalEvent):
+            self.answered = True
             text = event.text or "".join(self._deltas)
             self.text = f"{text}\n\n_{event.notice}_" if event.notice else text
         elif isinstance(event, ErrorEvent):

@@ -25,7 +25,7 @@ is retried. The adapter only translates: memory, order, model calls are the core
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -41,7 +41,7 @@ from bots.telegram.render import Blocked, Replier, Target
 from core.errors import ChatbridgeError
 from core.inbox import Claim
 from core.outbox import Outbox, Tap
-from core.types import ChatRequest, FinalEvent, ReplyEvent
+from core.types import ChatRequest
 
 __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 
@@ -291,21 +291,13 @@ class TelegramAdapter:
         service = self._service
         event_id = requests[-1].event_id
         tap = Tap(self._runtime.metrics.metered(PLATFORM, service.answer(requests, claim)))
-        final = False
-
-        async def events() -> AsyncIterator[ReplyEvent]:
-            nonlocal final
-            async for event in tap.events():
-                final = isinstance(event, FinalEvent)
-                yield event
-
         try:
-            await replier.stream(events())
+            await replier.stream(tap.events())
         except Blocked:
             raise
         except TelegramError as err:
             text = await tap.finish()
-            if not final or isinstance(err, TimedOut):
+            if not tap.answered or isinstance(err, TimedOut):
                 raise  # no answer to keep; or it may have arrived: not sent twice
             # Telegram would not take the answer even after retrying: keep it to send later.
             await Outbox(self._runtime.store).add(
@@ -319,7 +311,7 @@ class TelegramAdapter:
             if not replier.answered:
                 await replier.say(err.user_message)
             return
-        if final and replier.message_ids:
+        if tap.answered and replier.message_ids:
             try:
                 await service.record_reply(
                     platform=PLATFORM, event_id=event_id,

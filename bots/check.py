@@ -6,7 +6,9 @@ Never prints a secret: the Telegram API URL holds the bot token, so it is not sh
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import httpx
 
@@ -15,6 +17,7 @@ from bots.runtime import build_model
 from bots.settings import Settings
 from core.errors import ChatbridgeError, ModelError
 from core.model.faults import redact
+from core.model.transport import describe, shown_url
 from core.types import ContextMessage, ModelCall, Sampling, TextChunk
 
 __all__ = ["run_check"]
@@ -34,11 +37,6 @@ async def _database(settings: Settings, http: httpx.AsyncClient) -> str:
 
 
 async def _model(settings: Settings, http: httpx.AsyncClient) -> str:
-    if settings.local_model:
-        from bots.local_model import gguf_path, server_command
-
-        server_command(0)
-        return f"the bundled local model ({gguf_path().name}) is installed"
     model = build_model(settings, http)
     call = ModelCall(settings.model, (ContextMessage("user", "Reply with: ok"),),
                      Sampling(max_tokens=5))
@@ -50,9 +48,13 @@ async def _model(settings: Settings, http: httpx.AsyncClient) -> str:
 async def _slack(settings: Settings, http: httpx.AsyncClient) -> str:
     token = settings.env.get("SLACK_BOT_TOKEN", "")
     base = settings.env.get("CHATBRIDGE_SLACK_API_URL") or SLACK_API
-    response = await http.post(base.rstrip("/") + "/auth.test",
-                               headers={"Authorization": f"Bearer {token}"})
-    data = response.json()
+    url = base.rstrip("/") + "/auth.test"
+    try:
+        response = await http.post(url, headers={"Authorization": f"Bearer {token}"})
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as err:
+        raise ChatbridgeError(f"cannot reach the Slack Web API at {shown_url(url)}: "
+                              f"{describe(err)}") from err
     if not data.get("ok"):
         raise ChatbridgeError(f"Slack refused the bot token (SLACK_BOT_TOKEN): "
                               f"{data.get('error', response.status_code)}")
@@ -62,12 +64,27 @@ async def _slack(settings: Settings, http: httpx.AsyncClient) -> str:
 async def _telegram(settings: Settings, http: httpx.AsyncClient) -> str:
     token = settings.env.get("TELEGRAM_BOT_TOKEN", "")
     base = settings.env.get("CHATBRIDGE_TELEGRAM_API_URL") or TELEGRAM_API
-    response = await http.post(f"{base}{token}/getMe")
-    data = response.json()
+    url = f"{base}{token}/getMe"
+    try:
+        response = await http.post(url)
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as err:
+        # The Bot API URL holds the token: it is masked.
+        raise ChatbridgeError(f"cannot reach the Telegram Bot API at {shown_url(url, token)}: "
+                              f"{describe(err)}") from err
     if not data.get("ok"):
         raise ChatbridgeError("Telegram refused the bot token (TELEGRAM_BOT_TOKEN): "
                               f"{data.get('description', response.status_code)}")
     return f"Telegram bot @{data['result'].get('username')}"
+
+
+def _start_local_model(settings: Settings, stack: contextlib.ExitStack) -> Settings:
+    """Start the bundled model as ``ask`` would, so that it is asked like a remote one."""
+    from bots.local_model import gguf_path, local_server
+
+    url = stack.enter_context(local_server())
+    print(f"ok    local model: {gguf_path().name} started on {url}", flush=True)
+    return replace(settings, model_base_url=url)
 
 
 async def run_check(settings: Settings) -> int:
@@ -82,17 +99,20 @@ async def run_check(settings: Settings) -> int:
     print("ok    settings" + (f" (profiles from {settings.config_path})"
                               if settings.config_path else ""))
     failed = 0
-    async with httpx.AsyncClient(timeout=20) as http:
-        for name, probe in parts:
-            try:
-                print(f"ok    {name}: {await probe(settings, http)}")
-            except ModelError as err:
-                failed += 1
-                print(f"FAIL  {name}: {err.user_message}")
-            except ChatbridgeError as err:
-                failed += 1
-                print(f"FAIL  {name}: {redact(err.user_message, *settings.secrets())}")
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
-                failed += 1
-                print(f"FAIL  {name}: cannot reach it ({type(err).__name__})")
+    with contextlib.ExitStack() as stack:
+        async with httpx.AsyncClient(timeout=20) as http:
+            for name, probe in parts:
+                try:
+                    if name == "model" and settings.local_model:
+                        settings = _start_local_model(settings, stack)
+                    print(f"ok    {name}: {await probe(settings, http)}")
+                except ModelError as err:
+                    failed += 1
+                    print(f"FAIL  {name}: {err.user_message} ({err.detail})")
+                except ChatbridgeError as err:
+                    failed += 1
+                    print(f"FAIL  {name}: {redact(err.user_message, *settings.secrets())}")
+                except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
+                    failed += 1
+                    print(f"FAIL  {name}: {describe(err)}")
     return 1 if failed else 0

@@ -8,64 +8,103 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bots.envcheck import check_log
 from bots.logs import configure_logging
-from core.errors import ChatbridgeError, ConfigError, StoreError
+from core.errors import ChatbridgeError, ConfigError, InputError, StoreError
 from core.model.faults import redact
 
 __all__ = ["main"]
 
 
+# Exit codes, the same in every command (README "Exit codes").
+OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, but not for flags or options without a help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS) or not action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="chatbridge", description="Large language models in Slack, Telegram and the terminal."
+        prog="chatbridge", description="Large language models in Slack, Telegram and the terminal.",
+        epilog="Exit codes: 0 done; 1 a service failed or gave no answer (model, database, "
+        "Slack/Telegram) or `check` found a problem; 2 the command line, a setting or a file "
+        "you named is wrong; 130 interrupted (Ctrl-C).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    chat = sub.add_parser("chat", help="interactive terminal conversation")
-    chat.add_argument("--conversation", default="default", metavar="NAME")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_Formatter)
 
-    ask = sub.add_parser("ask", help="one turn: print the reply and exit")
-    ask.add_argument("--conversation", default="default", metavar="NAME")
-    ask.add_argument("--image", action="append", default=[], metavar="PATH")
-    ask.add_argument("--json", action="store_true", help="print a JSON object")
-    ask.add_argument("text", nargs="+", metavar="TEXT")
+    def conversation(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--conversation", default="default", metavar="NAME",
+                         help="the conversation to continue, kept in the database by name")
 
-    db = sub.add_parser("db", help="database migrations")
+    chat = command("chat", "interactive terminal conversation (Ctrl-C stops an answer, "
+                   "Ctrl-C at the prompt or Ctrl-D leaves)")
+    conversation(chat)
+
+    ask = command("ask", "one turn: print the reply and exit")
+    conversation(ask)
+    ask.add_argument("--image", action="append", default=[], metavar="PATH",
+                     help="attach an image file (PNG, JPEG, WebP, GIF, BMP, TIFF); repeat "
+                     "for several")
+    ask.add_argument("--json", action="store_true",
+                     help='print a JSON object: {"reply", "conversation", "model", "usage", '
+                     '"latency_ms", "partial"}, or {"error", "kind", ...} on failure')
+    ask.add_argument("text", nargs="+", metavar="TEXT", help="the message")
+
+    db = command("db", "database migrations")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = db_sub.add_parser("upgrade", help="migrate to the newest schema (or REV)")
-    up.add_argument("revision", nargs="?", default="head", metavar="REV")
+    up.add_argument("revision", nargs="?", default="head", metavar="REV",
+                    help="revision to migrate to (default: head, the newest)")
     down = db_sub.add_parser("downgrade", help="migrate down to REV ('base' empties it)")
-    down.add_argument("revision", metavar="REV")
+    down.add_argument("revision", metavar="REV", help="revision to migrate to, or base")
     db_sub.add_parser("current", help="print the database's revision")
 
-    sub.add_parser("check", help="check settings, database, model and platform tokens")
+    command("check", "check settings, database, model and platform tokens")
 
-    usage = sub.add_parser("usage", help="turns and tokens per user, conversation or model")
-    usage.add_argument("--since", default="7d", help="7d, 12h, 30m, 2w or a date (default 7d)")
-    usage.add_argument("--by", choices=("user", "conversation", "model"), default="user")
+    usage = command("usage", "turns and tokens per user, conversation or model")
+    usage.add_argument("--since", default="7d", help="7d, 12h, 30m, 2w or a date")
+    usage.add_argument("--by", choices=("user", "conversation", "model"), default="user",
+                       help="what each line counts")
 
-    outbox = sub.add_parser("outbox", help="replies a platform would not take: list, re-send")
-    outbox.add_argument("outbox_command", choices=("list", "retry"), metavar="list|retry")
-    outbox.add_argument("--platform", choices=("slack", "telegram"), default=None)
+    outbox = command("outbox", "replies a platform would not take: list, re-send")
+    outbox.add_argument("outbox_command", choices=("list", "retry"), metavar="list|retry",
+                        help="list the pending replies, or send them again")
+    outbox.add_argument("--platform", choices=("slack", "telegram"), default=None,
+                        help="only this platform's replies (default: both)")
 
-    local = sub.add_parser("local-model", help="run the bundled local model server")
-    local.add_argument("--port", type=int, default=8080)
+    local = command("local-model", "run the bundled local model server in the foreground")
+    local.add_argument("--port", type=int, default=8080, help="loopback port to listen on")
 
-    slack = sub.add_parser("slack", help="run the Slack bot")
-    slack.add_argument("--port", type=int, default=3000)
-    telegram = sub.add_parser("telegram", help="run the Telegram bot")
-    telegram.add_argument("--webhook", action="store_true")
-    telegram.add_argument("--port", type=int, default=8443)
+    slack = command("slack", "run the Slack bot (Socket Mode when SLACK_APP_TOKEN is set)")
+    slack.add_argument("--port", type=int, default=3000,
+                       help="HTTP mode: port for POST /slack/events, /healthz, /metrics")
+    telegram = command("telegram", "run the Telegram bot (long polling, or --webhook)")
+    telegram.add_argument("--webhook", action="store_true",
+                          help="serve POST /telegram/webhook instead of long polling")
+    telegram.add_argument("--port", type=int, default=8443,
+                          help="webhook mode: port to listen on")
     return parser
 
 
 async def _db(args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+
     from bots import db
     from bots.settings import load_settings
 
@@ -77,6 +116,10 @@ async def _db(args: argparse.Namespace) -> int:
         elif args.db_command == "downgrade":
             await db.downgrade(engine, args.revision)
         print(await db.current(engine) or "none (empty database)")
+    except CommandError as err:  # an unknown revision, or one in the wrong direction
+        raise ConfigError(f"cannot {args.db_command} to {args.revision!r}: "
+                          f"{str(err).rstrip('.')} (revisions run from base to {db.HEAD}; "
+                          "head is the newest)") from err
     except (SQLAlchemyError, OSError) as err:
         where = engine.url.render_as_string(hide_password=True)
         raise StoreError(f"database {where}: {type(err).__name__}",
@@ -84,19 +127,17 @@ async def _db(args: argparse.Namespace) -> int:
                          f"{type(err).__name__}.") from err
     finally:
         await engine.dispose()
-    return 0
+    return OK
 
 
 def _local_model(port: int) -> int:
-    import subprocess
-
-    from bots.local_model import server_command
+    from bots.local_model import run_foreground
 
     print(f"local model (SmolLM2-135M-Instruct) on http://127.0.0.1:{port}/v1 — Ctrl-C stops",
           file=sys.stderr)
     print(f"use it with CHATBRIDGE_MODEL_BASE_URL=http://127.0.0.1:{port}/v1 "
           "CHATBRIDGE_MODEL_API_KEY= CHATBRIDGE_MODEL=smollm2", file=sys.stderr)
-    return subprocess.call(server_command(port))
+    return run_foreground(port)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -154,26 +195,55 @@ def _secrets() -> tuple[str, ...]:
     return tuple(v for v in found if v)
 
 
+def _env_and_dotenv() -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    try:
+        env = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    except OSError:
+        env = {}
+    env.update(os.environ)
+    return env
+
+
+def _fail_json(args: argparse.Namespace, message: str, kind: str) -> None:
+    """``ask --json`` answers with a JSON object on failure too."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "kind": kind,
+                          "conversation": getattr(args, "conversation", None)},
+                         ensure_ascii=False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
     secrets = _secrets()
-    configure_logging(os.environ.get("CHATBRIDGE_LOG_LEVEL", "WARNING"),
-                      os.environ.get("CHATBRIDGE_LOG_FORMAT", "plain"), secrets)
+    env = _env_and_dotenv()
+    try:
+        level, fmt = check_log(env)
+    except ConfigError as err:
+        print(f"chatbridge: {err.user_message}", file=sys.stderr)
+        return USAGE
+    if args.command in ("ask", "chat") and not env.get("CHATBRIDGE_LOG_LEVEL", "").strip():
+        level = "ERROR"  # they print each failure (with its cause) on stderr themselves
+    configure_logging(level, fmt, secrets)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
-        return 130
+        print(file=sys.stderr)  # the shell's prompt starts on a line of its own
+        return INTERRUPTED
     except ChatbridgeError as err:
-        print(f"chatbridge: {redact(err.user_message, *secrets)}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
+        message = redact(err.user_message, *secrets)
+        _fail_json(args, message, err.kind)
+        print(f"chatbridge: {message}", file=sys.stderr)
+        return USAGE if isinstance(err, ConfigError | InputError) else FAILED
     except Exception as err:
         if os.environ.get("CHATBRIDGE_DEBUG"):
             raise
-        print(f"chatbridge: internal error: {type(err).__name__}: "
-              f"{redact(str(err), *secrets)} (CHATBRIDGE_DEBUG=1 shows a traceback)",
-              file=sys.stderr)
-        return 1
+        message = f"internal error: {type(err).__name__}: {redact(str(err), *secrets)}"
+        _fail_json(args, message, "internal")
+        print(f"chatbridge: {message} (CHATBRIDGE_DEBUG=1 shows a traceback)", file=sys.stderr)
+        return FAILED
 
 
 if __name__ == "__main__":

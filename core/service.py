@@ -367,8 +367,9 @@ class ChatService:
                              notice="(The answer was cut off before it was finished.)")
             return
         except ModelError as err:
+            log.warning("model %s gave no answer in %s: %s", model, request.scope, err.detail)
             await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
-            yield ErrorEvent(err.kind, err.user_message, request.scope)
+            yield ErrorEvent(err.kind, err.user_message, request.scope, detail=err.detail)
             return
         except Exception as err:  # a bug or an unforeseen fault: still end the turn cleanly
             log.exception("turn failed in %s", request.scope)

@@ -161,6 +161,8 @@ class ErrorEvent:
     kind: str
     message: str
     conversation: str = ""
+    # What failed and where (URL and cause), for the operator's stderr and logs only.
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

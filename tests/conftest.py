@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,6 +19,11 @@ from tests.fakes.model_server import FakeModelServer
 for _name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
               "all_proxy"):
     os.environ.pop(_name, None)
+
+# The default SQLite database lives in the user's data directory: never the real one here
+# (subprocesses inherit this).
+_DATA_HOME = tempfile.mkdtemp(prefix="chatbridge-tests-data-")
+os.environ["XDG_DATA_HOME"] = _DATA_HOME
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -100,6 +107,7 @@ def fake_model(model_server: FakeModelServer) -> Iterator[FakeModelServer]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a skipped test is a failure: PostgreSQL, Slack, Telegram and the real model
     must all really run there."""
+    shutil.rmtree(_DATA_HOME, ignore_errors=True)
     if not IN_CI:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -22,7 +22,7 @@ from core.types import (
     ReplyEvent,
 )
 
-__all__ = ["console_request", "read_images", "run_ask"]
+__all__ = ["console_request", "error_line", "read_images", "run_ask"]
 
 
 def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
@@ -76,6 +76,16 @@ async def stream_turn(
     return ErrorEvent("duplicate", "This message was already answered.")
 
 
+# Turns that failed on what the person gave (exit 2), not on a service (exit 1).
+INPUT_KINDS = frozenset({"bad_input", "bad_image"})
+
+
+def error_line(result: ErrorEvent) -> str:
+    """The stderr line of a turn with no answer: the person's sentence, then for the
+    operator what failed and where (the URL and the cause), when known."""
+    return f"chatbridge: {result.message}" + (f" ({result.detail})" if result.detail else "")
+
+
 async def run_ask(
     settings: Settings, *, conversation: str, text: str, image_paths: Sequence[str],
     as_json: bool,
@@ -87,8 +97,12 @@ async def run_ask(
         result = await stream_turn(runtime.service, request, None if as_json else sys.stdout)
     if isinstance(result, ErrorEvent):
         sys.stdout.flush()
-        print(f"chatbridge: {result.message}", file=sys.stderr)
-        return 1
+        if as_json:
+            print(json.dumps({"error": result.message, "kind": result.kind,
+                              "detail": result.detail, "conversation": conversation},
+                             ensure_ascii=False))
+        print(error_line(result), file=sys.stderr)
+        return 2 if result.kind in INPUT_KINDS else 1
     if as_json:
         print(json.dumps({
             "reply": result.text, "conversation": conversation, "model": result.model,

@@ -18,6 +18,7 @@ import httpx
 from core.errors import ModelError, ModelRefused, ModelStreamBroken, ModelUnavailable
 from core.model.faults import error_from_body, error_from_response
 from core.model.sse import ServerSentEvent, iter_sse
+from core.model.transport import describe, shown_url
 from core.types import FinishChunk, ModelCall, ModelChunk, ReasoningChunk, TextChunk, Usage
 
 __all__ = ["HTTPModelClient", "Piece"]
@@ -77,15 +78,22 @@ class HTTPModelClient:
 
     async def stream(self, call: ModelCall, *, stream: bool = True) -> AsyncIterator[ModelChunk]:
         """Yield reasoning and text chunks, then one ``FinishChunk``."""
+        request = self._request(call, stream)
+        where = shown_url(request.url, self._key)
         try:
-            response = await self._http.send(self._request(call, stream), stream=True)
+            response = await self._http.send(request, stream=True)
         except httpx.HTTPError as err:
-            raise ModelUnavailable(
-                f"could not reach the model endpoint: {type(err).__name__}"
-            ) from err
+            unreachable = ModelUnavailable(
+                f"could not reach the model endpoint: {describe(err, timeout=self._timeout.read)}"
+            )
+            unreachable.endpoint = where
+            raise unreachable from err
         try:
             if response.status_code != 200:
-                raise await error_from_response(response, model=call.model, secrets=(self._key,))
+                error = await error_from_response(response, model=call.model,
+                                                  secrets=(self._key,))
+                error.endpoint = where
+                raise error
             if "text/event-stream" in response.headers.get("content-type", ""):
                 async for chunk in self._read_stream(response, call.model):
                     yield chunk
@@ -98,6 +106,9 @@ class HTTPModelClient:
                     raise ModelUnavailable(f"unreadable answer: {type(err).__name__}") from err
                 for chunk in chunks:
                     yield chunk
+        except ModelError as err:
+            err.endpoint = err.endpoint or where
+            raise
         finally:
             await response.aclose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ def test_defaults_with_a_dashscope_key(tmp_path: Path) -> None:
     assert s.model == "qwen3.5-plus" and s.model_api == "openai"
     assert s.model_base_url == "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
     assert s.model_api_key == "sk-1"
-    assert s.database_url == "sqlite+aiosqlite:///chatbridge.db"
+    assert s.database_url == \
+        f"sqlite+aiosqlite:///{os.environ['XDG_DATA_HOME']}/chatbridge/chatbridge.db"
     assert "sk-1" not in repr(s)
 
 

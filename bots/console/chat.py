@@ -1,39 +1,53 @@
-"""``chatbridge chat``: an interactive, streaming terminal conversation."""
+"""``chatbridge chat``: an interactive, streaming terminal conversation.
+
+Ctrl-C while an answer is being written stops it (the part written is kept in the
+database, marked partial) and returns to ``you>``; a second Ctrl-C, or one at the prompt,
+leaves (exit code 130), always on a fresh line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from bots.console.ask import console_request, read_images, stream_turn
+from sqlalchemy.engine import make_url
+
+from bots.console.ask import console_request, error_line, stream_turn
+from bots.console.commands import HELP, parse
 from bots.runtime import open_runtime
 from bots.settings import Settings
 from core.errors import InputError
-from core.types import ErrorEvent
+from core.images import prepare_image
+from core.types import ErrorEvent, FinalEvent
 
-__all__ = ["run_chat"]
+__all__ = ["database_label", "run_chat"]
 
-HELP = """Type a message and press Enter. Commands:
-  /image PATH   attach an image to your next message
-  /reset        start a new conversation (the old one is kept)
-  /help         this help
-  /exit         leave (Ctrl-D works too)"""
+INTERRUPTED = 130
+_LEAVE_WAIT = 2.0  # seconds a stopped answer gets to be stored when leaving at once
 
 
-def _image_path(text: str) -> Path | None:
-    """The file a /image command names, if it exists."""
-    path = Path(text.strip()).expanduser()
-    return path if path.is_file() else None
+def database_label(url: str) -> str:
+    """Where the memory is, for people: a SQLite file's path (``~`` for home) or the URL
+    without its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = Path(parsed.database)
+        with contextlib.suppress(ValueError):
+            return str(Path("~") / path.resolve().relative_to(Path.home()))
+        return str(path.resolve())
+    return parsed.render_as_string(hide_password=True)
 
 
 async def _read_line(prompt: str) -> str | None:
     """One line from stdin (``None`` at end of input), without blocking the event loop.
 
-    A daemon thread rather than the default executor: Ctrl-C at the prompt must end the
-    program at once, not after the next Enter.
+    A daemon thread rather than the default executor: leaving on Ctrl-C at the prompt must
+    not wait for the next Enter.
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[str | None] = loop.create_future()
@@ -54,57 +68,118 @@ async def _read_line(prompt: str) -> str | None:
     return await done
 
 
+class _CtrlC:
+    """SIGINT: the first stops the running answer; a second one, or one with no answer
+    running, asks to leave."""
+
+    def __init__(self) -> None:
+        self.turn: asyncio.Task[FinalEvent | ErrorEvent] | None = None
+        self.leave = asyncio.Event()
+
+    def __call__(self) -> None:
+        turn = self.turn
+        if turn is not None and not turn.done() and not turn.cancelling():
+            turn.cancel()
+        else:
+            self.leave.set()
+
+    async def until(self, work: asyncio.Future[Any]) -> bool:
+        """Wait for ``work``; ``False`` if asked to leave first."""
+        leaving: asyncio.Future[Any] = asyncio.ensure_future(self.leave.wait())
+        try:
+            await asyncio.wait({work, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leaving.cancel()
+        return not self.leave.is_set()
+
+
+def _attach(path_text: str, max_side: int) -> bytes:
+    """The bytes of an image to attach, checked now rather than when the message is sent."""
+    try:
+        data = Path(path_text).expanduser().read_bytes()
+    except OSError as err:
+        raise InputError(user_message=f"cannot read image {path_text}: "
+                         f"{err.strerror or type(err).__name__}") from err
+    prepare_image(data, max_side=max_side)  # an ImageError if it is not a usable image
+    return data
+
+
 async def run_chat(settings: Settings, *, conversation: str) -> int:
     """Chat until end of input; one message per line when stdin is not a terminal."""
     interactive = sys.stdin.isatty()
     failures = 0
-    async with open_runtime(settings) as runtime:
-        service = runtime.service
-        if interactive:
-            print(f"chatbridge · model {settings.model} · conversation {conversation!r} "
-                  "· /help for commands")
-        pending: list[str] = []
-        while True:
-            line = await _read_line("you> " if interactive else "")
-            if line is None:
-                break
-            text = line.strip()
-            if not text:
-                continue
-            if text in ("/exit", "/quit"):
-                break
-            if text == "/help":
-                print(HELP)
-                continue
-            if text == "/reset":
-                await service.reset(platform="console", scope=f"console/{conversation}")
-                pending.clear()
-                print("(started a new conversation)")
-                continue
-            if text.startswith("/image "):
-                path = _image_path(text.removeprefix("/image "))
-                if path is not None:
-                    pending.append(str(path))
-                    print(f"(image attached: {path})")
-                else:
-                    print(f"chatbridge: no such file: {text[7:].strip()}", file=sys.stderr)
-                continue
-            try:
-                images = read_images(pending)
-            except InputError as err:
-                print(f"chatbridge: {err.user_message}", file=sys.stderr)
-                pending.clear()
-                continue
-            pending.clear()
+    ctrl_c = _CtrlC()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, ctrl_c)
+    try:
+        async with open_runtime(settings) as runtime:
+            service = runtime.service
             if interactive:
-                sys.stdout.write("bot> ")
-            result = await stream_turn(service, console_request(conversation, text, images),
-                                       sys.stdout)
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-            if isinstance(result, ErrorEvent):
-                failures += 1
-                print(f"chatbridge: {result.message}", file=sys.stderr)
-            elif result.notice:
-                print(f"chatbridge: {result.notice}", file=sys.stderr)
+                print(f"chatbridge · model {settings.model} · conversation {conversation!r} "
+                      f"· memory {database_label(settings.database_url)} · /help for commands")
+            pending: list[bytes] = []
+            while True:
+                reader = asyncio.ensure_future(_read_line("you> " if interactive else ""))
+                if not await ctrl_c.until(reader):
+                    reader.cancel()
+                    sys.stdout.write("\n")
+                    return INTERRUPTED
+                line = reader.result()
+                if line is None:
+                    if interactive:
+                        sys.stdout.write("\n")
+                    break
+                command = parse(line)
+                if command.name == "message" and not command.arg:
+                    continue
+                if command.name == "exit":
+                    break
+                if command.name == "help":
+                    print(HELP)
+                    continue
+                if command.name == "hint":
+                    print(command.arg)
+                    continue
+                if command.name == "reset":
+                    await service.reset(platform="console", scope=f"console/{conversation}")
+                    pending.clear()
+                    print("(started a new conversation)")
+                    continue
+                if command.name == "image":
+                    try:
+                        pending.append(await asyncio.to_thread(
+                            _attach, command.arg, settings.max_image_side))
+                    except InputError as err:
+                        print(f"chatbridge: {err.user_message} (not attached)", file=sys.stderr)
+                    else:
+                        print(f"(image attached: {command.arg}; it goes with your next message)")
+                    continue
+                images, pending = tuple(pending), []
+                if interactive:
+                    sys.stdout.write("bot> ")
+                turn = asyncio.ensure_future(stream_turn(
+                    service, console_request(conversation, command.arg, images), sys.stdout))
+                ctrl_c.turn = turn
+                try:
+                    if not await ctrl_c.until(turn):
+                        await asyncio.wait({turn}, timeout=_LEAVE_WAIT)
+                        sys.stdout.write("\n")
+                        return INTERRUPTED
+                finally:
+                    ctrl_c.turn = None
+                if turn.cancelled():
+                    sys.stdout.write("\n(stopped: what was written is kept)\n")
+                    sys.stdout.flush()
+                    continue
+                result = turn.result()
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                if isinstance(result, ErrorEvent):
+                    failures += 1
+                    print(error_line(result), file=sys.stderr)
+                elif result.notice:
+                    print(f"chatbridge: {result.notice}", file=sys.stderr)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        sys.stdout.flush()
     return 1 if failures and not interactive else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -188,45 +189,116 @@ def test_unreachable_database_is_one_line(tmp_path: Path, fake_model: FakeModelS
         assert "Cannot" in line and "hunter2" not in line
 
 
+class Terminal:
+    """``chatbridge chat`` on a pseudo-terminal, as a person runs it."""
+
+    def __init__(self, tmp_path: Path, fake: FakeModelServer) -> None:
+        import pty
+
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CHATBRIDGE_", "DASHSCOPE_"))}
+        env.update({"CHATBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/t.db",
+                    "CHATBRIDGE_MODEL_BASE_URL": fake.openai_base,
+                    "CHATBRIDGE_MODEL_API_KEY": "", "CHATBRIDGE_MODEL": "qwen-plus"})
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "bots.cli", "chat"], cwd=tmp_path,
+                                     env=env, stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        self.screen = b""
+
+    def read_until(self, marker: bytes, count: int = 1) -> None:
+        import select
+        import time
+
+        deadline = time.monotonic() + 30
+        while self.screen.count(marker) < count and time.monotonic() < deadline:
+            if select.select([self.master], [], [], 0.2)[0]:
+                self.screen += os.read(self.master, 4096)
+        assert self.screen.count(marker) >= count, self.screen
+
+    def type(self, line: str) -> None:
+        os.write(self.master, line.encode() + b"\n")
+
+    def ctrl_c(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+
+    def finish(self) -> int:
+        import select
+
+        code = self.proc.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            while select.select([self.master], [], [], 0.2)[0]:
+                data = os.read(self.master, 4096)
+                if not data:
+                    break
+                self.screen += data
+        os.close(self.master)
+        assert b"Traceback" not in self.screen
+        return code
+
+
 def test_chat_in_a_terminal_streams_and_ctrl_c_leaves_at_once(
     tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
-    import contextlib
-    import pty
-    import select
-    import signal
+    fake_model.enqueue(Reply(text="Hi, I am streaming."))
+    term = Terminal(tmp_path, fake_model)
+    term.read_until(b"you> ")
+    assert f"memory {tmp_path}/t.db".encode() in term.screen  # where the memory is
+    term.type("hello")
+    term.read_until(b"you> ", 2)
+    assert b"bot> Hi, I am streaming." in term.screen
+    term.ctrl_c()  # Ctrl-C at the prompt
+    assert term.finish() == 130
+    assert term.screen.endswith(b"you> \r\n")  # the shell's prompt gets a line of its own
+
+
+def test_chat_ctrl_c_stops_the_answer_keeps_it_and_a_second_one_leaves(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    import sqlite3
     import time
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATBRIDGE_", "DASHSCOPE_"))}
-    env.update({"CHATBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/t.db",
-                "CHATBRIDGE_MODEL_BASE_URL": fake_model.openai_base,
-                "CHATBRIDGE_MODEL_API_KEY": "", "CHATBRIDGE_MODEL": "qwen-plus"})
-    fake_model.enqueue(Reply(text="Hi, I am streaming."))
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "bots.cli", "chat"], cwd=tmp_path, env=env,
-                            stdin=slave, stdout=slave, stderr=slave)
-    os.close(slave)
-    screen = b""
+    story = "Once upon a time " + "there was a very long story, " * 40
+    fake_model.enqueue(Reply(text=story, chunk_size=4, chunk_delay=0.05),
+                       Reply(text=story, chunk_size=4, chunk_delay=0.05))
+    term = Terminal(tmp_path, fake_model)
+    term.read_until(b"you> ")
+    term.type("Tell me a story.")
+    term.read_until(b"Once upon")
+    term.ctrl_c()  # stops the answer, back at the prompt
+    term.read_until(b"(stopped")
+    term.read_until(b"you> ", 2)
+    assert term.proc.poll() is None  # still chatting
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        status, text = db.execute("SELECT status, text FROM messages WHERE role = 'assistant'"
+                                  ).fetchone()
+    assert status == "partial" and text.startswith("Once upon") and len(text) < len(story)
+    term.type("Another one.")
+    term.read_until(b"Once upon", 2)
+    term.ctrl_c()
+    time.sleep(0.1)  # two signals sent at once may arrive as one
+    term.ctrl_c()  # a second Ctrl-C leaves
+    assert term.finish() == 130
+    assert term.screen.endswith(b"\r\n")
 
-    def read_until(marker: bytes, count: int = 1) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + 30
-        while screen.count(marker) < count and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.2)[0]:
-                screen += os.read(master, 4096)
-        assert screen.count(marker) >= count, screen
 
-    read_until(b"you> ")
-    os.write(master, b"hello\n")
-    read_until(b"you> ", 2)
-    assert b"bot> Hi, I am streaming." in screen
-    proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt
-    assert proc.wait(timeout=5) == 130
-    with contextlib.suppress(OSError):
-        while select.select([master], [], [], 0.2)[0]:
-            screen += os.read(master, 4096)
-    assert b"Traceback" not in screen
-    os.close(master)
+def test_chat_commands_that_are_wrong_get_a_hint_and_reach_no_model(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    fake_model.enqueue(Reply(text="answered"))
+    result = run(tmp_path, fake_model, "chat",
+                 stdin="/foo\n/reset now\n/image\n/image notes.txt\n//etc is a path\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Unknown command /foo" in out and "/reset takes nothing after it" in out
+    assert "/image needs a file" in out
+    assert "not attached" in result.stderr
+    assert len(fake_model.requests) == 1
+    sent = fake_model.requests[0].json["messages"][-1]["content"]
+    assert sent == "/etc is a path"  # plain text: the image was refused when attached
 
 
 def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:

@@ -53,6 +53,7 @@ class Reply:
     body: dict[str, Any] | None = None
     usage: tuple[int, int] = (11, 7)
     delay: float = 0.0
+    chunk_delay: float = 0.0  # seconds between stream events (a slowly written answer)
     finish_reason: str = "stop"
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
 
@@ -168,6 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
         for event in events:  # wfile is an unbuffered socket writer: each write is one send
             self.wfile.write(out + b"%x\r\n%s\r\n" % (len(event), event))
             out = b""
+            if reply.chunk_delay > 0 and self.server.fake._stopping.wait(reply.chunk_delay):
+                self._drop()
+                return
         if reply.kind == "drop":  # (events is never empty, so the head went out)
             self._drop()
             return

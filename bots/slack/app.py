@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -26,6 +27,7 @@ from slack_bolt.context.say.async_say import AsyncSay
 from slack_bolt.context.set_suggested_prompts.async_set_suggested_prompts import (
     AsyncSetSuggestedPrompts,
 )
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -62,6 +64,27 @@ def make_client(config: SlackConfig,
                             session=session)
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
     return client
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message is exactly ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every other record."""
+        return record.getMessage() != self.text
+
+
+def _quiet_token_warning() -> None:
+    """bolt reads SLACK_BOT_TOKEN from the environment even when given a client, then
+    warns that the token is unused; we pass the client on purpose (one pooled session)."""
+    logger = logging.getLogger("slack_bolt.AsyncApp")
+    text = warning_client_prioritized_and_token_skipped()
+    if not any(isinstance(f, _DropMessage) and f.text == text for f in logger.filters):
+        logger.addFilter(_DropMessage(text))
 
 
 class TaskSet:
@@ -129,6 +152,7 @@ class SlackBot:
         self.runtime, self.config, self.client = runtime, config, client
         self.names = Names(client)
         self.tasks = TaskSet(config.secrets)
+        _quiet_token_warning()
         self.app = AsyncApp(
             # bolt pins the level of the logger named after the app: keep it out of ours.
             name="slack_bolt.chatbridge", client=client, signing_secret=config.signing_secret,
@@ -199,7 +223,10 @@ class SlackBot:
                 # Only the person who typed the command sees this answer, even in a channel.
                 await ack(text=DENIED)
                 return
-            if channel.startswith("D") and team:
+            if str(body.get("text") or "").strip():
+                await ack(text=f"`{config.reset_command}` takes nothing after it: send just "
+                          f"`{config.reset_command}`.")
+            elif channel.startswith("D") and team:
                 # Acknowledge first (Slack waits 3 seconds at most); reset in the background.
                 await ack(text="Done: I started a new conversation and forgot this one.")
                 self.tasks.spawn(self._reset(f"{team}/{channel}", respond), "slack reset")
@@ -222,6 +249,13 @@ class SlackBot:
             if channel and ts and user and allowed and value in ("positive", "negative"):
                 self.tasks.spawn(self._feedback(f"{channel}/{ts}", str(user),
                                                 value == "positive"), "slack feedback")
+
+        # Last, so it matches only what no listener above took: events the app may be
+        # subscribed to that we do not act on (app_home_opened, reaction_added, …). Without
+        # it bolt logs a multi-line "Unhandled request" warning for each.
+        @app.event(re.compile(".*"))
+        async def other_event(body: dict[str, Any]) -> None:
+            log.debug("ignored event %s", (body.get("event") or {}).get("type"))
 
     async def _receive(self, msg: Incoming, context: AsyncBoltContext) -> None:
         """Put a message that ``[slack.allow]`` lets through into the inbox — before the
@@ -388,7 +422,10 @@ class SlackBot:
         if not await self._first_time(f"{msg.event_id}/reply", "the command"):
             return
         target = msg.target()
-        if word == "reset":
+        if word == "malformed":
+            await self._post(target, "`reset` and `help` take nothing after them: send just "
+                             "`reset` to start a new conversation, or `help`.")
+        elif word == "reset":
             await self.runtime.service.reset(platform=PLATFORM, scope=msg.scope)
             await self._post(target, "Done: I started a new conversation and forgot what "
                              "we said before.")

@@ -47,8 +47,13 @@ def plain_text(text: str, *, name_of: Callable[[str], str | None], drop_user: st
 
 
 def command_word(text: str) -> str | None:
-    """``reset`` or ``help`` when that is the whole message, else ``None``."""
+    """``reset`` or ``help`` when that (or ``/reset``, ``/help``) is the whole message;
+    ``"malformed"`` for ``/reset …`` or ``/help …`` with words after it; else ``None``."""
     word = text.strip().strip(".!?").lower()
+    if word.startswith("/"):
+        name, _, rest = word[1:].partition(" ")
+        if name in ("reset", "help"):
+            return "malformed" if rest.strip() else name
     return word if word in ("reset", "help") else None
 
 

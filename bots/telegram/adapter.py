@@ -143,12 +143,14 @@ class TelegramAdapter:
             if not incoming.addressed or (incoming.empty and not incoming.bare_mention):
                 continue  # an album in a group that does not address the bot
             command = incoming.command
-            if incoming.bare_mention or (command is not None and command.name in NAMES):
+            if command is not None and command.name not in NAMES and incoming.place.group \
+                    and not command.explicit:
+                continue  # a bare /command of some other bot
+            if incoming.bare_mention or command is not None:
+                # Ours, or unknown and addressed to us: a one-line hint, never the model.
                 await self._turn(waiting, claim)
                 waiting = []
                 await self._guard(incoming, self._command(incoming))
-                continue
-            if command is not None and incoming.place.group and not command.explicit:
                 continue
             if incoming.unsupported is not None:
                 await self._guard(incoming, self._note(incoming))

@@ -45,9 +45,18 @@ class Commands:
 
     async def run(self, name: str, args: str, *, scope: str, profile: str | None,
                   replier: Replier) -> None:
-        """Run the command ``name`` (one of ``NAMES``)."""
+        """Run the command ``name``; one not in ``NAMES``, or ``/reset`` with words after
+        it, gets a one-line hint."""
         service = self._service
-        if name == "start":
+        if name not in NAMES:
+            shown = name if len(name) <= 30 else name[:30] + "…"
+            await replier.say(f"Unknown command /{shown}. I know "
+                              f"{' '.join('/' + c.command for c in COMMANDS)}; "
+                              "/help explains them.")
+        elif name == "reset" and args:
+            await replier.say("/reset takes nothing after it: send just /reset to start a "
+                              "new conversation.")
+        elif name == "start":
             await replier.say(self._config.greeting_for(profile))
         elif name == "help":
             choices = service.model_choices
@@ -57,10 +66,8 @@ class Commands:
         elif name == "reset":
             await service.reset(platform=self._platform, scope=scope)
             await replier.say("Started a new conversation. (The earlier one is kept.)")
-        elif name == "model":
-            await self._model(scope, profile, args, replier)
         else:
-            raise ValueError(f"not a command of ours: /{name}")
+            await self._model(scope, profile, args, replier)
 
     async def _model(self, scope: str, profile: str | None, args: str,
                      replier: Replier) -> None:

@@ -405,3 +405,20 @@ async def test_ack_does_not_wait_for_the_model(harness: Harness) -> None:
     assert h.bot.runtime.inbox.running == 1  # the turn runs after the acknowledgement
     await h.idle()
     assert h.slack.posted()[-1].text == "slow answer"
+
+
+async def test_reset_with_words_after_it_gets_a_hint(harness: Harness) -> None:
+    h = harness
+    await h.event(message("/reset now", channel="D1", channel_type="im"))
+    await h.idle()
+    assert "take nothing after them" in h.slack.of("chat.postMessage")[-1].args["markdown_text"]
+    await h.event(message("/reset", channel="D1", channel_type="im"))
+    await h.idle()
+    assert "new conversation" in h.slack.of("chat.postMessage")[-1].args["markdown_text"]
+    status, text = await h.form({
+        "command": "/chatbridge-reset", "text": "now", "team_id": TEAM, "channel_id": "D1",
+        "user_id": "U1", "response_url": h.slack.url + "/hooks", "trigger_id": "1.2",
+        "token": "t",
+    })
+    assert status == 200 and "takes nothing after it" in text
+    assert h.model.requests == []

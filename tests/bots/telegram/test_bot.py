@@ -357,3 +357,20 @@ system_prompt = "You are support."
         await bot.answered(ALICE["id"], 2)
         prompts = [r.json["messages"][0]["content"] for r in fake_model.requests]
         assert prompts == ["You are support.", "You are general."]
+
+
+async def test_unknown_and_malformed_commands_get_a_hint_not_the_model(bot: Bot) -> None:
+    chat = ALICE["id"]
+    bot.send(message("/foo bar"))
+    assert "Unknown command /foo" in (await bot.answered(chat))[0]
+    bot.send(message("/reset now"))
+    hint = (await bot.answered(chat, 2))[1]
+    assert "/reset takes nothing after it" in hint
+    bot.send(message("/foo@bridge_bot", chat=GROUP))  # addressed to us in a group
+    assert "Unknown command /foo" in (await bot.answered(GROUP["id"]))[0]
+    bot.send(message("/weather", chat=GROUP))  # a bare command: some other bot's
+    bot.model.default = Reply(text="hi")
+    bot.send(message("hello"))
+    await bot.answered(chat, 3)
+    assert len(bot.model.requests) == 1 and bot.model_texts() == ["hello"]
+    assert len(await bot.answered(GROUP["id"])) == 1

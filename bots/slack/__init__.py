@@ -31,6 +31,7 @@ from bots.slack.config import SlackConfig, load_slack_config
 from bots.slack.errors import error_kind
 from bots.slack.server import EVENTS_PATH, http_app, socket_handler
 from core.errors import ChatbridgeError, ConfigError
+from core.model.transport import describe
 
 __all__ = ["SlackBot", "SlackConfig", "http_app", "load_slack_config", "main", "make_client"]
 
@@ -42,8 +43,8 @@ async def check_auth(client: AsyncWebClient) -> str:
     except SlackApiError as err:
         raise ConfigError(f"Slack rejected SLACK_BOT_TOKEN ({error_kind(err)})") from err
     except (ClientError, TimeoutError, OSError) as err:
-        raise ChatbridgeError(f"cannot reach the Slack Web API at {client.base_url} "
-                              f"({type(err).__name__})") from err
+        raise ChatbridgeError(f"cannot reach the Slack Web API at {client.base_url}: "
+                              f"{describe(err)}") from err
     return f"@{resp.get('user', '?')} in {resp.get('team', '?')}"
 
 

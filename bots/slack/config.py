@@ -158,6 +158,9 @@ def load_slack_config(settings: Settings) -> SlackConfig:
     bot_token = env.get("SLACK_BOT_TOKEN", "").strip()
     if not bot_token:
         raise ConfigError("SLACK_BOT_TOKEN is not set (the app's Bot User OAuth Token, xoxb-…)")
+    if not bot_token.startswith("xoxb-"):
+        raise ConfigError("SLACK_BOT_TOKEN must be the app's Bot User OAuth Token (xoxb-…), "
+                          "not another kind of token")
     app_token = env.get("SLACK_APP_TOKEN", "").strip()
     secret = env.get("SLACK_SIGNING_SECRET", "").strip()
     if not app_token and not secret:

@@ -27,8 +27,9 @@ from bots.telegram.adapter import ALLOWED_UPDATES, COMMANDS, TelegramAdapter
 from bots.telegram.config import TelegramConfig
 from bots.telegram.polling import Poller
 from bots.telegram.webhook import serve_webhook
-from core.errors import ConfigError
+from core.errors import ChatbridgeError, ConfigError
 from core.model.faults import redact
+from core.model.transport import describe
 
 __all__ = ["build_application", "running_bot"]
 
@@ -50,9 +51,9 @@ async def _start(app: _App, config: TelegramConfig) -> None:
     except InvalidToken as err:
         raise ConfigError("Telegram refused TELEGRAM_BOT_TOKEN; check it with @BotFather "
                           "(/mybots → API Token)") from err
-    except NetworkError as err:
-        raise ConfigError(f"cannot reach the Telegram Bot API at {config.api_url}: "
-                          f"{redact(str(err), config.token)}") from err
+    except NetworkError as err:  # not a setting's fault: exit 1, as for Slack
+        raise ChatbridgeError(f"cannot reach the Telegram Bot API at {config.api_url}: "
+                              f"{redact(describe(err), config.token)}") from err
 
 
 @contextlib.asynccontextmanager

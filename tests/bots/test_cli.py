@@ -369,3 +369,18 @@ def test_outbox_list_and_retry_on_an_empty_outbox(tmp_path: Path,
     assert listed.returncode == 0 and listed.stdout.strip() == "0 pending replies", listed.stderr
     retried = run(tmp_path, fake_model, "outbox", "retry")
     assert retried.returncode == 0 and "sent 0" in retried.stdout, retried.stderr
+
+
+def test_unreachable_platform_api_exits_1_for_slack_and_telegram(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    slack = run(tmp_path, fake_model, "slack", "--port", "0",
+                SLACK_BOT_TOKEN="xoxb-1-2-secret", SLACK_SIGNING_SECRET="s3cr3t",
+                CHATBRIDGE_SLACK_API_URL="http://127.0.0.1:9/api/")
+    telegram = run(tmp_path, fake_model, "telegram",
+                   TELEGRAM_BOT_TOKEN="123456:AAHsecretsecretsecretsecret",
+                   CHATBRIDGE_TELEGRAM_API_URL="http://127.0.0.1:9/bot")
+    for result, secret in ((slack, "xoxb-1-2-secret"), (telegram, "AAHsecret")):
+        assert result.returncode == 1, result.stderr
+        line = one_clean_line(result.stderr)
+        assert "http://127.0.0.1:9/" in line and secret not in line

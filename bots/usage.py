@@ -29,20 +29,25 @@ def parse_since(raw: str, *, now: datetime | None = None) -> datetime:
 
 
 def render(rows: list[UsageRow], by: str) -> str:
-    """A plain-text table with a total line."""
-    head = (by, "turns", "failed", "prompt tokens", "completion tokens", "total tokens")
+    """A plain-text table with a total line (and a note when tokens were estimated)."""
+    head = (by, "turns", "failed", "prompt tokens", "completion tokens", "total tokens",
+            "estimated")
     body = [(r.key or "-", r.turns, r.failed, r.prompt_tokens, r.completion_tokens,
-             r.prompt_tokens + r.completion_tokens) for r in rows]
-    total = ("total", *(sum(int(line[i]) for line in body) for i in range(1, 6)))
+             r.prompt_tokens + r.completion_tokens, r.estimated) for r in rows]
+    total = ("total", *(sum(int(line[i]) for line in body) for i in range(1, 7)))
     lines = [head, *body, total]
-    widths = [max(len(str(line[i])) for line in lines) for i in range(6)]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(7)]
 
     def fmt(line: tuple[object, ...]) -> str:
         first = str(line[0]).ljust(widths[0])
         rest = (str(v).rjust(w) for v, w in zip(line[1:], widths[1:], strict=True))
         return "  ".join((first, *rest))
 
-    return "\n".join([fmt(head), *(fmt(line) for line in body), fmt(total)])
+    table = [fmt(head), *(fmt(line) for line in body), fmt(total)]
+    if total[6]:
+        table.append(f"estimated: the tokens of {total[6]} turn(s) are chatbridge's own count, "
+                     "as the model server reported none (llama.cpp when streaming)")
+    return "\n".join(table)
 
 
 async def run_usage(settings: Settings, *, since: str, by: str) -> int:

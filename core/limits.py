@@ -42,7 +42,9 @@ class LimitHit:
     def message(self) -> str:
         """What to tell the person."""
         who = "You have" if self.rule.subject == "user" else "This conversation has"
-        what = ("messages" if self.rule.measure == "turns" else "tokens")
+        what = "message" if self.rule.measure == "turns" else "token"
+        if self.rule.limit != 1:
+            what += "s"
         per = "a minute" if self.rule.period == "minute" else "a day"
         when = (f"at {self.resets_at:%H:%M} UTC" if self.rule.period == "day"
                 else "in under a minute")

@@ -405,7 +405,7 @@ class ChatService:
         answer_tokens = message_tokens(counter, text)
         # Servers that report no usage (llama.cpp streaming) get our own count.
         prompt_tokens = counter.count(profile.system_prompt) + sum(m.token_count for m in history)
-        usage = finish.usage or Usage(prompt_tokens, answer_tokens)
+        usage = finish.usage or Usage(prompt_tokens, answer_tokens, estimated=True)
         latency = int((time.monotonic() - began) * 1000)
         await self._store.finish_turn(
             start, event_id=request.event_id, platform=request.platform, text=text,

@@ -60,6 +60,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Counted by chatbridge because the server reported none (llama.cpp streaming).
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:

@@ -159,6 +159,7 @@ class UsageRow:
     failed: int
     prompt_tokens: int
     completion_tokens: int
+    estimated: int = 0  # turns whose tokens chatbridge estimated (no usage reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +470,7 @@ class Store:
             "image_count": len(images),
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
+            "usage_estimated": usage.estimated if usage else None,
             "latency_ms": latency_ms,
             "status": status,
             "error": error,
@@ -755,7 +757,8 @@ class Store:
     async def usage(self, *, since: datetime, by: str) -> list[UsageRow]:
         """Turns and tokens since ``since``, grouped by ``user``, ``conversation`` or ``model``.
 
-        A turn is an assistant message; its tokens are what the model reported.
+        A turn is an assistant message; its tokens are what the model reported, or our
+        estimate where it reported none (counted in ``estimated``).
         """
         answer = _msg.alias("answer")
         question = _msg.alias("question")
@@ -774,6 +777,8 @@ class Store:
                 func.sum(case((answer.c.status == "failed", 1), else_=0)).label("failed"),
                 func.coalesce(func.sum(answer.c.prompt_tokens), 0).label("prompt"),
                 func.coalesce(func.sum(answer.c.completion_tokens), 0).label("completion"),
+                func.sum(case((answer.c.usage_estimated.is_(True), 1), else_=0)
+                         ).label("estimated"),
             )
             .select_from(answer)
             .join(_conv, _conv.c.id == answer.c.conversation_id)
@@ -788,7 +793,8 @@ class Store:
 
         def work(conn: Connection) -> list[UsageRow]:
             return [UsageRow(str(r.key), int(r.turns), int(r.failed or 0), int(r.prompt),
-                             int(r.completion)) for r in conn.execute(query)]
+                             int(r.completion), int(r.estimated or 0))
+                    for r in conn.execute(query)]
 
         rows = await self._tx(work, "read usage")
         rows.reverse()

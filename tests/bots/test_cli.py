@@ -303,18 +303,24 @@ def test_chat_commands_that_are_wrong_get_a_hint_and_reach_no_model(
 
 def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(text="a", usage=(10, 2)), Reply(text="b", usage=(20, 3)),
-                       Reply(kind="error", status=401))
+                       Reply(kind="error", status=401), Reply(text="c", report_usage=False))
     run(tmp_path, fake_model, "ask", "--conversation", "one", "hi")
     run(tmp_path, fake_model, "ask", "--conversation", "two", "hi")
     run(tmp_path, fake_model, "ask", "--conversation", "two", "again")
+    run(tmp_path, fake_model, "ask", "--conversation", "three", "hi")  # no usage reported
     env = {"CHATBRIDGE_MODEL_BASE_URL": "https://example.invalid/v1"}  # no key needed here
     by_conv = run(tmp_path, fake_model, "usage", "--by", "conversation", **env)
     assert by_conv.returncode == 0, by_conv.stderr
     lines = by_conv.stdout.splitlines()
     assert lines[1].split() == ["conversation", "turns", "failed", "prompt", "tokens",
-                                "completion", "tokens", "total", "tokens"]
-    assert lines[2].split()[:6] == ["console:console/two", "2", "1", "20", "3", "23"]
-    assert lines[-1].split() == ["total", "3", "1", "30", "5", "35"]
+                                "completion", "tokens", "total", "tokens", "estimated"]
+    rows = {line.split()[0]: line.split() for line in lines[2:-2]}
+    assert rows["console:console/two"][1:7] == ["2", "1", "20", "3", "23", "0"]
+    three = rows["console:console/three"]
+    assert three[1:3] == ["1", "0"] and int(three[3]) > 0 and three[6] == "1"
+    total = lines[-2].split()
+    assert total[:3] == ["total", "4", "1"] and total[6] == "1"
+    assert lines[-1].startswith("estimated: the tokens of 1 turn(s) are chatbridge's own")
     by_model = run(tmp_path, fake_model, "usage", "--by", "model", "--since", "1h")
     assert "qwen-plus" in by_model.stdout
     bad = run(tmp_path, fake_model, "usage", "--since", "yesterday")

@@ -52,6 +52,7 @@ class Reply:
     retry_after: str | None = None
     body: dict[str, Any] | None = None
     usage: tuple[int, int] = (11, 7)
+    report_usage: bool = True  # False: no usage at all, as llama.cpp's server streams
     delay: float = 0.0
     chunk_delay: float = 0.0  # seconds between stream events (a slowly written answer)
     finish_reason: str = "stop"
@@ -261,7 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
             finish = None if reply.kind == "no_finish" else reply.finish_reason
             obj = {"choices": [{"message": message, "finish_reason": finish, "index": 0,
                                 "logprobs": None}],
-                   "object": "chat.completion", "usage": usage, "created": created,
+                   "object": "chat.completion", "usage": usage if reply.report_usage else None,
+                   "created": created,
                    "system_fingerprint": None, "model": model, "id": cid}
             self._send_json(200, obj, reply.headers, drop=reply.kind == "drop")
             return
@@ -282,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         events += [chunk({"content": p}) for p in _pieces(reply.streamed_text(), size)]
         if reply.kind == "ok":
             events.append(chunk({"content": ""}, reply.finish_reason))
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if (body.get("stream_options") or {}).get("include_usage") and reply.report_usage:
                 events.append(chunk(None, use=usage))
         tail = b"data: [DONE]\n\n"
         if reply.kind == "moderation_midstream":  # error event, no [DONE]

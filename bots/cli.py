@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bots.envcheck import check_log
+from bots.envcheck import check_debug, check_log
 from bots.logs import configure_logging
 from core.errors import ChatbridgeError, ConfigError, InputError, StoreError
 from core.model.faults import redact
@@ -221,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = _env_and_dotenv()
     try:
         level, fmt = check_log(env)
+        debug = check_debug(env)
     except ConfigError as err:
         print(f"chatbridge: {err.user_message}", file=sys.stderr)
         return USAGE
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chatbridge: {message}", file=sys.stderr)
         return USAGE if isinstance(err, ConfigError | InputError) else FAILED
     except Exception as err:
-        if os.environ.get("CHATBRIDGE_DEBUG"):
+        if debug:
             raise
         message = f"internal error: {type(err).__name__}: {redact(str(err), *secrets)}"
         _fail_json(args, message, "internal")

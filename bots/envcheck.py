@@ -17,8 +17,8 @@ from sqlalchemy.exc import ArgumentError
 from core.errors import ConfigError
 
 __all__ = [
-    "check_database_url", "check_http_url", "check_log", "check_name", "check_secret",
-    "integer", "number",
+    "check_database_url", "check_debug", "check_http_url", "check_log", "check_name",
+    "check_secret", "integer", "number",
 ]
 
 _NAME = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
@@ -93,6 +93,16 @@ def check_database_url(name: str, value: str) -> str:
         raise ConfigError(f"{name} must use one of the drivers {', '.join(_DRIVERS)}, "
                           f"not {url.drivername!r}")
     return value
+
+
+def check_debug(env: Mapping[str, str]) -> bool:
+    """``CHATBRIDGE_DEBUG``: on (``1``, ``true``, ``yes``, ``on``) or off."""
+    raw = env.get("CHATBRIDGE_DEBUG", "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"CHATBRIDGE_DEBUG must be 1 or 0 (true or false), not {raw!r}")
 
 
 def check_log(env: Mapping[str, str]) -> tuple[str, str]:

@@ -60,3 +60,52 @@ def test_first_run_without_any_key_uses_the_local_model(tmp_path: Path) -> None:
     result = ask(tmp_path, _env(tmp_path), "Hello!")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+    # factual_qa by default: the tiny model gets this right at low temperature (at its
+    # default temperature it answered "L'Alma - A place of beauty").
+    capital = ask(tmp_path, _env(tmp_path), "--conversation", "fr",
+                  "What is the capital of France?")
+    assert "Paris" in capital.stdout, capital.stdout + capital.stderr
+
+
+def test_check_starts_the_local_model_and_asks_it(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bots.cli", "check"], cwd=tmp_path,
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["ok"] * 4, lines
+    assert "local model:" in lines[2] and "started on http://127.0.0.1:" in lines[2]
+    assert lines[3].startswith("ok    model: smollm2 at http://127.0.0.1:")
+    assert "answered" in lines[3]
+
+
+def test_local_model_command_stops_its_server_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    from bots.local_model import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bots.cli", "local-model", "--port",
+                             str(port)], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the local model server did not start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+            sock.connect(("127.0.0.1", port))  # the server is gone, not orphaned
+    finally:
+        if proc.poll() is None:
+            proc.kill()

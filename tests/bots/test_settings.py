@@ -79,3 +79,18 @@ def test_limits_from_toml(tmp_path: Path) -> None:
     (tmp_path / "chatbridge.toml").write_text("[limits]\nuser_turns_per_hour = 5\n")
     with pytest.raises(ConfigError, match="unknown"):
         load_settings({"DASHSCOPE_API_KEY": "k"}, cwd=tmp_path)
+
+
+def test_the_local_model_runs_with_factual_qa_unless_sampling_is_chosen(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    local = load_settings({}, cwd=tmp_path).profiles["default"].sampling
+    assert (local.temperature, local.top_p) == (0.1, 0.7)  # factual_qa
+    chosen = load_settings({"CHATBRIDGE_PRESET": "creative_writing"}, cwd=tmp_path)
+    assert chosen.profiles["default"].sampling.temperature == 0.9
+    (tmp_path / "chatbridge.toml").write_text(
+        "[defaults]\ntemperature = 0.5\n[profiles.poet]\npreset = \"creative_writing\"\n")
+    own = load_settings({}, cwd=tmp_path).profiles
+    assert (own["default"].sampling.temperature, own["default"].sampling.top_p) == (0.5, None)
+    assert own["poet"].sampling.temperature == 0.9
+    remote = load_settings({"DASHSCOPE_API_KEY": "k"}, cwd=tmp_path / "nowhere")
+    assert remote.profiles["default"].sampling.temperature is None  # the server's default

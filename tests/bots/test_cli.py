@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -390,3 +391,68 @@ def test_unreachable_platform_api_exits_1_for_slack_and_telegram(
         assert result.returncode == 1, result.stderr
         line = one_clean_line(result.stderr)
         assert "http://127.0.0.1:9/" in line and secret not in line
+
+
+def test_unreachable_model_names_the_url_and_the_cause(tmp_path: Path,
+                                                       fake_model: FakeModelServer) -> None:
+    dead = {"CHATBRIDGE_MODEL_BASE_URL": "http://127.0.0.1:9/v1", "CHATBRIDGE_RETRY_SECONDS": "0"}
+    cause = "http://127.0.0.1:9/v1/chat/completions: could not reach the model endpoint: " \
+        "connection refused"
+    asked = run(tmp_path, fake_model, "ask", "hi", **dead)
+    assert asked.returncode == 1
+    line = one_clean_line(asked.stderr)
+    assert line.startswith("chatbridge: The model service is unavailable") and cause in line
+    as_json = run(tmp_path, fake_model, "ask", "--json", "hi", **dead)
+    assert as_json.returncode == 1
+    data = json.loads(as_json.stdout)
+    assert data["kind"] == "unavailable" and "unavailable" in data["error"]
+    assert cause in data["detail"] and data["conversation"] == "default"
+    checked = run(tmp_path, fake_model, "check", **dead)
+    assert checked.returncode == 1
+    assert f"FAIL  model: The model service is unavailable right now; please try again " \
+        f"later. ({cause}" in checked.stdout
+    database = next(x for x in checked.stdout.splitlines() if x.startswith("ok    database"))
+    assert f"{tmp_path}/cb.db" in database  # which database is in use
+    bad_config = run(tmp_path, fake_model, "ask", "--json", "hi", CHATBRIDGE_STREAM="maybe")
+    assert bad_config.returncode == 2 and "CHATBRIDGE_STREAM" in json.loads(
+        bad_config.stdout)["error"]
+
+
+def test_a_users_mistake_is_no_internal_error(tmp_path: Path,
+                                             fake_model: FakeModelServer) -> None:
+    upgraded = run(tmp_path, fake_model, "db", "upgrade", "9999")
+    assert upgraded.returncode == 2
+    line = one_clean_line(upgraded.stderr)
+    assert "internal error" not in line and "'9999'" in line
+    missing = run(tmp_path, fake_model, "ask", "--image", "nope.png", "hi")
+    assert missing.returncode == 2 and "cannot read image" in one_clean_line(missing.stderr)
+    empty = run(tmp_path, fake_model, "ask", "  ")
+    assert empty.returncode == 2 and "empty" in one_clean_line(empty.stderr)
+
+
+def test_default_database_is_in_the_data_dir_whatever_the_folder(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.enqueue(Reply(text="Hello, Ann."), Reply(text="You are Ann."))
+    data = tmp_path / "data"
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    env = {"CHATBRIDGE_DATABASE_URL": "", "XDG_DATA_HOME": str(data)}
+    run(tmp_path / "one", fake_model, "ask", "I am Ann.", **env)
+    run(tmp_path / "two", fake_model, "ask", "Who am I?", **env)
+    assert (data / "chatbridge" / "chatbridge.db").is_file()
+    sent = [m["content"] for m in fake_model.requests[-1].json["messages"]][1:]
+    assert sent == ["I am Ann.", "Hello, Ann.", "Who am I?"]  # one memory from any folder
+
+
+def test_help_describes_options_and_defaults() -> None:
+    from bots.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    ask = sub.choices["ask"].format_help()
+    assert "repeat" in ask and "(default: default)" in ask
+    assert "(default: 3000)" in sub.choices["slack"].format_help()
+    assert "(default: 8443)" in sub.choices["telegram"].format_help()
+    assert "(default: 8080)" in sub.choices["local-model"].format_help()
+    assert "Exit codes" in parser.format_help()

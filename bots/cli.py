@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -195,6 +196,10 @@ def _secrets() -> tuple[str, ...]:
     return tuple(v for v in found if v)
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _env_and_dotenv() -> dict[str, str]:
     from dotenv import dotenv_values
 
@@ -228,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("ask", "chat") and not env.get("CHATBRIDGE_LOG_LEVEL", "").strip():
         level = "ERROR"  # they print each failure (with its cause) on stderr themselves
     configure_logging(level, fmt, secrets)
+    # SIGTERM unwinds like Ctrl-C (the bots install their own graceful handler): what we
+    # started, such as the local model's server, is stopped rather than left running.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

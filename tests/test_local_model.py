@@ -109,3 +109,28 @@ def test_local_model_command_stops_its_server_on_sigterm(tmp_path: Path) -> None
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigterm_to_chat_stops_the_local_model_it_started(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "bots.cli", "chat"], cwd=tmp_path,
+                            env=_env(tmp_path), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"Say hi.\n")
+        proc.stdin.flush()
+        proc.stdout.readline()  # answered: the local model server is up
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children, "the local model server should be a child of chat"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{c}").exists() for c in children), "server orphaned"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

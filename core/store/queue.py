@@ -28,6 +28,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     true,
@@ -45,6 +46,11 @@ _lease: Table = InboxLease.__table__  # type: ignore[assignment]
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WAITING = ("received", "processing")
+# models.WAITING_SQL as an expression, its values written out (not bound) so that the
+# database uses the partial index ix_inbound_events_waiting: the claim and next_due then
+# read only the events still waiting, however many were answered before.
+_WAITING = and_(_evt.c.status.in_([literal_column(f"'{s}'") for s in WAITING]),
+                _evt.c.scope_key.is_not(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +145,7 @@ class InboxStore:
                 select(_evt.c.platform, _evt.c.scope_key, first)
                 .join(_lease, and_(_lease.c.platform == _evt.c.platform,
                                    _lease.c.scope_key == _evt.c.scope_key))
-                .where(_evt.c.status.in_(WAITING), _evt.c.scope_key.is_not(None),
-                       _lease.c.expires_at <= now,
+                .where(_WAITING, _lease.c.expires_at <= now,
                        true() if platforms is None else _evt.c.platform.in_(platforms))
                 .group_by(_evt.c.platform, _evt.c.scope_key)
                 # Due when its last waiting event is: an album's items (each delayed by
@@ -175,8 +180,7 @@ class InboxStore:
                 rows = conn.execute(
                     select(_evt.c.id, _evt.c.event_id, _evt.c.payload, _evt.c.attempts,
                            _evt.c.message_id)
-                    .where(_evt.c.platform == platform, _evt.c.scope_key == scope,
-                           _evt.c.status.in_(WAITING))
+                    .where(_evt.c.platform == platform, _evt.c.scope_key == scope, _WAITING)
                     .order_by(_evt.c.id)
                     .limit(max_batch)
                 ).all()
@@ -237,7 +241,7 @@ class InboxStore:
 
         def work(conn: Connection) -> datetime | None:
             value: datetime | str | None = conn.scalar(select(func.min(_evt.c.available_at)).where(
-                and_(_evt.c.status.in_(WAITING), _evt.c.scope_key.is_not(None),
+                and_(_WAITING,
                      true() if platforms is None else _evt.c.platform.in_(platforms))))
             if isinstance(value, str):  # SQLite's aggregate returns the stored text
                 value = datetime.fromisoformat(value)

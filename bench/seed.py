@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import DateTime, Integer, String, bindparam, text
-from sqlalchemy.types import TypeEngine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeEngine
 
 __all__ = ["seed"]
 

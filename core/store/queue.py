@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    bindparam,
     exists,
     func,
     literal,
@@ -51,6 +52,33 @@ WAITING = ("received", "processing")
 # read only the events still waiting, however many were answered before.
 _WAITING = and_(_evt.c.status.in_([literal_column(f"'{s}'") for s in WAITING]),
                 _evt.c.scope_key.is_not(None))
+
+# Built once, executed with parameters (building a statement costs more than SQLite
+# takes to run it). The claim's statements are still built per call: it runs once for
+# up to 16 keys.
+_KNOWN_KEY = select(or_(
+    exists().where(_conv.c.platform == bindparam("p_platform"),
+                   _conv.c.scope_key == bindparam("p_scope")),
+    exists().where(_evt.c.platform == bindparam("p_platform"),
+                   _evt.c.scope_key == bindparam("p_scope")),
+))
+_FREE_LEASE = (update(_lease)
+               .where(_lease.c.platform == bindparam("p_platform"),
+                      _lease.c.scope_key == bindparam("p_scope"),
+                      _lease.c.owner == bindparam("p_owner"))
+               .values(owner=None, expires_at=EPOCH))
+_OPEN_EVENTS = and_(_evt.c.id.in_(bindparam("p_ids", expanding=True)),
+                    _evt.c.status == "processing", _evt.c.lease_owner == bindparam("p_owner"))
+# A closed event's payload is no longer needed: the person's words are in the
+# conversation if they were answered, and nowhere if they were not.
+_CLOSE_EVENTS = (update(_evt).where(_OPEN_EVENTS)
+                 .values(status=bindparam("p_status"), finished_at=bindparam("p_now"),
+                         payload=None))
+_PUT_BACK_EVENTS = (update(_evt).where(_OPEN_EVENTS)
+                    .values(status="received", lease_owner=None,
+                            attempts=_evt.c.attempts - 1))
+_NEXT_DUE = select(func.min(_evt.c.available_at)).where(_WAITING)
+_NEXT_DUE_OF = _NEXT_DUE.where(_evt.c.platform.in_(bindparam("p_platforms", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +124,12 @@ class InboxStore:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        upsert = store.upsert
+        self._insert_event = (upsert(_evt)
+                              .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+                              .returning(_evt.c.id))
+        self._insert_lease = (upsert(_lease).values(owner=None, expires_at=EPOCH)
+                              .on_conflict_do_nothing(index_elements=["platform", "scope_key"]))
 
     async def enqueue(
         self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
@@ -105,26 +139,20 @@ class InboxStore:
         ``if_known``, if nothing was ever said under ``scope``: not ours to answer)."""
         # ASCII JSON: a lone surrogate or NUL in a payload stays an escape, storable anywhere.
         body = json.dumps(payload, separators=(",", ":"))
-        upsert = self._store.upsert
+        key = {"p_platform": platform, "p_scope": scope}
 
         def work(conn: Connection) -> bool:
             now = utcnow()
-            if if_known and not conn.scalar(select(or_(
-                exists().where(_conv.c.platform == platform, _conv.c.scope_key == scope),
-                exists().where(_evt.c.platform == platform, _evt.c.scope_key == scope),
-            ))):
+            if if_known and not conn.scalar(_KNOWN_KEY, key):
                 return False
-            stmt = (upsert(_evt).values(
-                platform=platform, event_id=event_id, status="received", received_at=now,
-                scope_key=scope, payload=body, attempts=0,
-                available_at=now + timedelta(seconds=delay),
-            ).on_conflict_do_nothing(index_elements=["platform", "event_id"])
-             .returning(_evt.c.id))
-            if conn.execute(stmt).scalar_one_or_none() is None:
+            new = conn.execute(self._insert_event, {
+                "platform": platform, "event_id": event_id, "status": "received",
+                "received_at": now, "scope_key": scope, "payload": body, "attempts": 0,
+                "available_at": now + timedelta(seconds=delay),
+            }).scalar_one_or_none()
+            if new is None:
                 return False
-            conn.execute(upsert(_lease).values(
-                platform=platform, scope_key=scope, owner=None, expires_at=EPOCH,
-            ).on_conflict_do_nothing(index_elements=["platform", "scope_key"]))
+            conn.execute(self._insert_lease, {"platform": platform, "scope_key": scope})
             return True
 
         return await self._store.run(work, "record the message")
@@ -214,23 +242,15 @@ class InboxStore:
         ids = [e.id for e in claim.events]
 
         def work(conn: Connection) -> None:
-            now = utcnow()
             # The lease row first, as claim/begin_turn/finish_turn lock it: one lock order.
-            conn.execute(update(_lease)
-                         .where(_lease.c.platform == claim.platform,
-                                _lease.c.scope_key == claim.scope, _lease.c.owner == owner)
-                         .values(owner=None, expires_at=EPOCH))
+            conn.execute(_FREE_LEASE, {"p_platform": claim.platform, "p_scope": claim.scope,
+                                       "p_owner": owner})
             if ids:
-                # A closed event's payload is no longer needed: the person's words are in
-                # the conversation if they were answered, and nowhere if they were not.
-                values: dict[str, Any] = (
-                    {"status": "received", "lease_owner": None,
-                     "attempts": _evt.c.attempts - 1} if status == "received"
-                    else {"status": status, "finished_at": now, "payload": None})
-                conn.execute(update(_evt)
-                             .where(_evt.c.id.in_(ids), _evt.c.status == "processing",
-                                    _evt.c.lease_owner == owner)
-                             .values(**values))
+                if status == "received":
+                    conn.execute(_PUT_BACK_EVENTS, {"p_ids": ids, "p_owner": owner})
+                else:
+                    conn.execute(_CLOSE_EVENTS, {"p_ids": ids, "p_owner": owner,
+                                                 "p_status": status, "p_now": utcnow()})
 
         await self._store.run(work, "release a lease")
 
@@ -240,9 +260,9 @@ class InboxStore:
         they are not answered yet."""
 
         def work(conn: Connection) -> datetime | None:
-            value: datetime | str | None = conn.scalar(select(func.min(_evt.c.available_at)).where(
-                and_(_WAITING,
-                     true() if platforms is None else _evt.c.platform.in_(platforms))))
+            value: datetime | str | None = (
+                conn.scalar(_NEXT_DUE) if platforms is None
+                else conn.scalar(_NEXT_DUE_OF, {"p_platforms": list(platforms)}))
             if isinstance(value, str):  # SQLite's aggregate returns the stored text
                 value = datetime.fromisoformat(value)
             if value is not None and value.tzinfo is None:

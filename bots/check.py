@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from bots import db
-from bots.runtime import build_model
+from bots.runtime import build_model, model_session
 from bots.settings import Settings
 from core.errors import ChatbridgeError, ModelError
 from core.model.faults import redact
@@ -39,11 +39,12 @@ async def _model(settings: Settings, http: httpx.AsyncClient) -> str:
 
         server_command(0)
         return f"the bundled local model ({gguf_path().name}) is installed"
-    model = build_model(settings, http)
     call = ModelCall(settings.model, (ContextMessage("user", "Reply with: ok"),),
                      Sampling(max_tokens=5))
-    text = "".join([c.text async for c in model.stream(call, stream=False)
-                    if isinstance(c, TextChunk)])
+    async with model_session(settings) as session:
+        model = build_model(settings, session)
+        text = "".join([c.text async for c in model.stream(call, stream=False)
+                        if isinstance(c, TextChunk)])
     return f"{settings.model} at {settings.model_base_url} answered ({len(text)} characters)"
 
 

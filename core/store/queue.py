@@ -16,6 +16,7 @@ write lock serializes the claims.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ _evt: Table = InboundEvent.__table__  # type: ignore[assignment]
 _lease: Table = InboxLease.__table__  # type: ignore[assignment]
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LEASED_CACHE_SIZE = 10_000  # conversation keys remembered to have a lease row
 WAITING = ("received", "processing")
 # models.WAITING_SQL as an expression, its values written out (not bound) so that the
 # database uses the partial index ix_inbound_events_waiting: the claim and next_due then
@@ -124,6 +126,10 @@ class InboxStore:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # Keys whose inbox_leases row exists (this process made sure of it): their next
+        # events need no lease upsert. Lease rows are never deleted; code that starts
+        # deleting them must forget the key here too.
+        self._leased: OrderedDict[tuple[str, str], None] = OrderedDict()
         upsert = store.upsert
         self._insert_event = (upsert(_evt)
                               .on_conflict_do_nothing(index_elements=["platform", "event_id"])
@@ -140,6 +146,7 @@ class InboxStore:
         # ASCII JSON: a lone surrogate or NUL in a payload stays an escape, storable anywhere.
         body = json.dumps(payload, separators=(",", ":"))
         key = {"p_platform": platform, "p_scope": scope}
+        leased = (platform, scope) in self._leased
 
         def work(conn: Connection) -> bool:
             now = utcnow()
@@ -152,10 +159,17 @@ class InboxStore:
             }).scalar_one_or_none()
             if new is None:
                 return False
-            conn.execute(self._insert_lease, {"platform": platform, "scope_key": scope})
+            if not leased:
+                conn.execute(self._insert_lease, {"platform": platform, "scope_key": scope})
             return True
 
-        return await self._store.run(work, "record the message")
+        recorded = await self._store.run(work, "record the message")
+        if recorded:  # committed: the lease row is there
+            self._leased[(platform, scope)] = None
+            self._leased.move_to_end((platform, scope))
+            while len(self._leased) > LEASED_CACHE_SIZE:
+                self._leased.popitem(last=False)
+        return recorded
 
     async def claim(
         self, *, owner: str, lease_seconds: float, limit: int, max_batch: int = 20,

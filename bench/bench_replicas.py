@@ -638,6 +638,34 @@ class Driver:
                                    f"db users/assistants/waiting {users}/{assistants}/{waiting}")
             await asyncio.sleep(0.05)
 
+    async def latency(self, urls: Sequence[str], model_url: str, n: int, tag: str
+                      ) -> list[float]:
+        """With nothing else to do: seconds from a message's POST to the model request
+        of its turn (the fake model notes each arrival, CLOCK_MONOTONIC), one message
+        at a time, each in a new conversation, each answered before the next."""
+        found = []
+        # One person (looked up once, in a first message not timed), in new DMs each time.
+        bodies = self._bodies(tag, Load(n + 1, 1))
+        person = json.loads(bodies[0][0][0])["event"]["user"]
+        for i, [(raw, stamp)] in enumerate(bodies):
+            body = json.loads(raw)
+            body["event"]["user"] = person
+            raw = json.dumps(body).encode()
+            finals = (await self.slack("bench.stats"))["finals"]
+            began = time.monotonic()
+            await self.send([urls[i % len(urls)]], [[(raw, stamp)]], 1)
+            while True:
+                async with self.session.get(model_url + "/_fake/last") as resp:
+                    at = float((await resp.json())["at"])
+                if at > began:
+                    if i:
+                        found.append(at - began)
+                    break
+                await asyncio.sleep(0.001)
+            while (await self.slack("bench.stats"))["finals"] <= finals:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        return found
+
     async def run(self, urls: Sequence[str], counts: Counts, load: Load, senders: int,
                   tag: str, within: float = 300.0) -> Run:
         convs = self._bodies(tag, load)
@@ -677,6 +705,7 @@ class Throughput:
     replicas: int
     load: str
     seeded: int = 0  # past conversations in the database before the runs
+    latency_ms: dict[str, float] = field(default_factory=dict)  # POST -> model, no load
     runs: list[dict[str, Any]] = field(default_factory=list)
     median: dict[str, float] = field(default_factory=dict)
 
@@ -706,6 +735,16 @@ async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Na
             driver = Driver(session, fakes.slack_api, groups, replicas.counts)
             await driver.run(replicas.urls, counts, Load(10 * n, 1), args.senders,
                              tag + "w")  # warm-up: imports, connections, statement caches
+            if args.latency:
+                took = await driver.latency(replicas.urls, fakes.model_url, args.latency,
+                                            tag + "lat")
+                for result in results:
+                    result.latency_ms = {"p50": statistics.median(took) * 1000,
+                                         "p95": percentile(took, 0.95) * 1000}
+                print(f"  {kind:<10} {n} replica(s) seeded {seeded}: POST -> model request, "
+                      f"no load: p50 {statistics.median(took) * 1000:.2f} ms "
+                      f"p95 {percentile(took, 0.95) * 1000:.2f} ms", file=sys.stderr,
+                      flush=True)
             for rep in range(args.repeats):
                 for i, load in enumerate(loads):
                     run = await driver.run(replicas.urls, counts, load, args.senders,
@@ -886,6 +925,18 @@ def table(results: dict[str, Any]) -> str:
                 f"{cell(m, 'round_trips_per_turn')} | "
                 + (f"{m['db_connections_per_turn']:.2f} |" if "db_connections_per_turn" in m
                    else "- |"))
+    latency = [r for r in results.get("throughput", []) if r.get("latency_ms")]
+    if latency:
+        lines += ["", "(C) no load: from a message's POST to its turn's model request, "
+                  "one message at a time", "",
+                  "| database | seeded | replicas | p50 | p95 |", "|---|---|---|---|---|"]
+        seen = set()
+        for r in latency:
+            key = (r["database"], r.get("seeded", 0), r["replicas"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"| {key[0]} | {key[1]} | {key[2]} | "
+                             f"{r['latency_ms']['p50']:.2f} ms | {r['latency_ms']['p95']:.2f} ms |")
     if results.get("memory"):
         if lines:
             lines.append("")
@@ -924,6 +975,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", default="0",
                         help="past conversations in the database before the runs, "
                              "comma-separated (e.g. 0,50000: fresh and seeded; default 0)")
+    parser.add_argument("--latency", type=int, default=20, metavar="N",
+                        help="messages sent one at a time, with no load, to time POST -> "
+                             "model request (default 20; 0: skip)")
     parser.add_argument("--senders", type=int, default=32,
                         help="POSTs in flight at most (default 32)")
     parser.add_argument("--memory-conversations", type=int,

@@ -24,6 +24,10 @@ mode, or a throwaway PostgreSQL cluster; a new database for each configuration).
     that has served for months can be compared (``--seed 0,50000``). Each configuration
     runs ``--repeats`` times after a warm-up; the table shows medians (and the turns/s
     range).
+(C) latency with no load: after the warm-up, ``--latency`` messages (default 20) are sent
+    one at a time, each in a new DM of one person (looked up once, before), and each
+    is timed from its POST to the fake model receiving its turn's request (the fake
+    model notes when, on CLOCK_MONOTONIC: ``/_fake/last``); p50 and p95 per database.
 (B) memory: one replica with CHATBRIDGE_CONCURRENCY=N and a model that waits
     ``--memory-delay`` seconds before answering. Once ``--memory-baseline`` conversations
     wait on the model (the fake model counts its open requests), the replica's RSS is read
@@ -33,7 +37,8 @@ mode, or a throwaway PostgreSQL cluster; a new database for each configuration).
 
 Run:  .venv/bin/python -m bench.bench_replicas [--quick] [--json results.json]
       [--databases sqlite,postgres] [--replicas 1,2] [--load 200x1 --load 50x4]
-      [--repeats 3] [--seed 0,50000] [--senders 32] [--memory-conversations 1000]
+      [--repeats 3] [--seed 0,50000] [--latency 20] [--senders 32]
+      [--memory-conversations 1000]
       [--memory-delay 240]
       [--no-throughput] [--no-memory] [--postgres-url URL] [--keep] [--profile DIR]
 Without --postgres-url (or CHATBRIDGE_BENCH_POSTGRES_URL) a throwaway PostgreSQL cluster

@@ -16,8 +16,18 @@ mode, or a throwaway PostgreSQL cluster; a new database for each configuration).
     conversation while its turn runs are answered together in one turn, so turns <=
     messages; turns are counted in the database as stored answers), the acknowledgement
     (HTTP 200) latency, median and 95th percentile, and the CPU time per turn of the
-    replicas and of every process taking part. Each configuration runs ``--repeats``
-    times after a warm-up; the table shows medians (and the turns/s range).
+    replicas and of every process taking part (PostgreSQL's server on its own). The
+    replicas run as ``python -m bench.counted slack``, which counts their SQL statements,
+    commits and — on PostgreSQL — server round trips (every request asyncpg waits on);
+    the table shows them per turn. ``--seed N`` first fills the database with N past
+    conversations (``bench.seed``: bulk SQL, then ANALYZE), so a fresh database and one
+    that has served for months can be compared (``--seed 0,50000``). Each configuration
+    runs ``--repeats`` times after a warm-up; the table shows medians (and the turns/s
+    range).
+(C) latency with no load: after the warm-up, ``--latency`` messages (default 20) are sent
+    one at a time, each in a new DM of one person (looked up once, before), and each
+    is timed from its POST to the fake model receiving its turn's request (the fake
+    model notes when, on CLOCK_MONOTONIC: ``/_fake/last``); p50 and p95 per database.
 (B) memory: one replica with CHATBRIDGE_CONCURRENCY=N and a model that waits
     ``--memory-delay`` seconds before answering. Once ``--memory-baseline`` conversations
     wait on the model (the fake model counts its open requests), the replica's RSS is read
@@ -27,7 +37,9 @@ mode, or a throwaway PostgreSQL cluster; a new database for each configuration).
 
 Run:  .venv/bin/python -m bench.bench_replicas [--quick] [--json results.json]
       [--databases sqlite,postgres] [--replicas 1,2] [--load 200x1 --load 50x4]
-      [--repeats 3] [--senders 32] [--memory-conversations 1000] [--memory-delay 240]
+      [--repeats 3] [--seed 0,50000] [--latency 20] [--senders 32]
+      [--memory-conversations 1000]
+      [--memory-delay 240]
       [--no-throughput] [--no-memory] [--postgres-url URL] [--keep] [--profile DIR]
 Without --postgres-url (or CHATBRIDGE_BENCH_POSTGRES_URL) a throwaway PostgreSQL cluster
 is started from the installed binaries (tests/pg.py). A full run takes about 5-10 minutes
@@ -345,13 +357,28 @@ class Replicas:
             **settings)
         workdir.mkdir(parents=True, exist_ok=True)  # no .env or chatbridge.toml there
         self.procs = []
+        self.count_files = []
         for i, port in enumerate(self.ports):
             name = f"replica{tag}-{i}"
             python = [sys.executable]
             if profile:  # cProfile writes its file when the replica exits on SIGTERM
                 python += ["-m", "cProfile", "-o", str(Path(profile) / f"{name}.prof")]
-            self.procs.append(Proc(name, [*python, "-m", "bots.cli", "slack", "--port",
-                                          str(port)], env=env, cwd=workdir, logdir=logdir))
+            counts = logdir / f"{name}.counts.json"
+            self.count_files.append(counts)
+            # bench.counted: `chatbridge` with counters of its statements and round trips
+            self.procs.append(Proc(name, [*python, "-m", "bench.counted", "slack", "--port",
+                                          str(port)],
+                                   env={**env, "CHATBRIDGE_BENCH_COUNTS": str(counts)},
+                                   cwd=workdir, logdir=logdir))
+
+    def counts(self) -> dict[str, int]:
+        """The replicas' database counters so far (bench.counted), summed."""
+        total: dict[str, int] = {}
+        for path in self.count_files:
+            with contextlib.suppress(OSError, ValueError):
+                for key, value in json.loads(path.read_text()).items():
+                    total[key] = total.get(key, 0) + int(value)
+        return total
 
     async def ready(self, session: aiohttp.ClientSession) -> None:
         await asyncio.gather(*(wait_http(session, f"http://127.0.0.1:{port}/healthz", proc)
@@ -399,8 +426,9 @@ def postgres_server(url: str | None) -> Iterator[Postgres]:
         cluster.stop()
 
 
-async def new_database(kind: str, workdir: Path, pg: Postgres | None) -> str:
-    """A new, migrated database; returns its URL."""
+async def new_database(kind: str, workdir: Path, pg: Postgres | None, seeded: int = 0) -> str:
+    """A new, migrated database with ``seeded`` past conversations; returns its URL."""
+    from bench.seed import seed
     from bots.db import create_engine, upgrade
 
     name = f"bench_{uuid.uuid4().hex[:10]}"
@@ -423,6 +451,11 @@ async def new_database(kind: str, workdir: Path, pg: Postgres | None) -> str:
     engine = create_engine(url)
     try:
         await upgrade(engine)
+        began = time.monotonic()
+        await seed(engine, seeded)
+        if seeded:
+            print(f"  {kind:<10} seeded {seeded} past conversations in "
+                  f"{time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
     finally:
         await engine.dispose()
     return url
@@ -491,6 +524,8 @@ class Run:
     slack_calls: int
     cpu_ms_per_turn: dict[str, float] = field(default_factory=dict)  # by process group
     db_connections: int | None = None  # PostgreSQL: connections opened during the run
+    # The replicas' statements, commits and (PostgreSQL) server round trips, per turn
+    db_per_turn: dict[str, float] = field(default_factory=dict)
 
     @property
     def messages_per_s(self) -> float:
@@ -512,10 +547,12 @@ class Driver:
     """Sends signed Slack events and watches the fake Slack for the replies."""
 
     def __init__(self, session: aiohttp.ClientSession, slack_api: str,
-                 cpu_groups: dict[str, Pids] | None = None) -> None:
+                 cpu_groups: dict[str, Pids] | None = None,
+                 db_counts: Callable[[], dict[str, int]] | None = None) -> None:
         self.session = session
         self.slack_api = slack_api
         self.cpu_groups = cpu_groups or {}
+        self.db_counts = db_counts or dict
         self.verifier = SignatureVerifier(SECRET)
         self._ids = itertools.count(1)
 
@@ -606,6 +643,34 @@ class Driver:
                                    f"db users/assistants/waiting {users}/{assistants}/{waiting}")
             await asyncio.sleep(0.05)
 
+    async def latency(self, urls: Sequence[str], model_url: str, n: int, tag: str
+                      ) -> list[float]:
+        """With nothing else to do: seconds from a message's POST to the model request
+        of its turn (the fake model notes each arrival, CLOCK_MONOTONIC), one message
+        at a time, each in a new conversation, each answered before the next."""
+        found = []
+        # One person (looked up once, in a first message not timed), in new DMs each time.
+        bodies = self._bodies(tag, Load(n + 1, 1))
+        person = json.loads(bodies[0][0][0])["event"]["user"]
+        for i, [(raw, stamp)] in enumerate(bodies):
+            body = json.loads(raw)
+            body["event"]["user"] = person
+            raw = json.dumps(body).encode()
+            finals = (await self.slack("bench.stats"))["finals"]
+            began = time.monotonic()
+            await self.send([urls[i % len(urls)]], [[(raw, stamp)]], 1)
+            while True:
+                async with self.session.get(model_url + "/_fake/last") as resp:
+                    at = float((await resp.json())["at"])
+                if at > began:
+                    if i:
+                        found.append(at - began)
+                    break
+                await asyncio.sleep(0.001)
+            while (await self.slack("bench.stats"))["finals"] <= finals:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        return found
+
     async def run(self, urls: Sequence[str], counts: Counts, load: Load, senders: int,
                   tag: str, within: float = 300.0) -> Run:
         convs = self._bodies(tag, load)
@@ -613,6 +678,8 @@ class Driver:
         before = await self.slack("bench.stats")
         finals_before = before["finals"] + before["warnings"]
         sessions = await counts.sessions()
+        await asyncio.sleep(0.3)  # the counters are written every 0.2 s
+        db_before = self.db_counts()
         meter = CpuMeter(self.cpu_groups)
         began = time.monotonic()
         latencies, not_200 = await self.send(urls, convs, senders)
@@ -620,6 +687,10 @@ class Driver:
                                         within)
         cpu = meter.used()  # (includes the last polls: a few ms)
         opened = None if sessions is None else (await counts.sessions() or 0) - sessions - 1
+        await asyncio.sleep(0.3)  # (and the replicas' idle polls meanwhile)
+        db_after = self.db_counts()
+        db = {k: (db_after.get(k, 0) - db_before.get(k, 0)) / max(turns, 1)
+              for k in ("statements", "commits", "round_trips") if k in db_after}
         return Run(
             messages=load.conversations * load.messages, turns=turns,
             seconds=st["last_final"] - began,
@@ -628,7 +699,7 @@ class Driver:
             replies=st["finals"] - before["finals"], warnings=st["warnings"] - before["warnings"],
             slack_calls=st["calls"] - before["calls"],
             cpu_ms_per_turn={k: v * 1000 / max(turns, 1) for k, v in cpu.items()},
-            db_connections=opened,
+            db_connections=opened, db_per_turn=db,
         )
 
 
@@ -638,19 +709,22 @@ class Throughput:
     database: str
     replicas: int
     load: str
+    seeded: int = 0  # past conversations in the database before the runs
+    latency_ms: dict[str, float] = field(default_factory=dict)  # POST -> model, no load
     runs: list[dict[str, Any]] = field(default_factory=list)
     median: dict[str, float] = field(default_factory=dict)
 
 
 async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Namespace,
-                     work: Path, pg: Postgres | None) -> list[Throughput]:
-    """Start ``n`` replicas on a new database and run every load ``--repeats`` times."""
-    url = await new_database(kind, work, pg)
-    tag = f"{kind[:2]}{n}"
+                     work: Path, pg: Postgres | None, seeded: int = 0) -> list[Throughput]:
+    """Start ``n`` replicas on a new database (with ``seeded`` past conversations) and
+    run every load ``--repeats`` times."""
+    url = await new_database(kind, work, pg, seeded)
+    tag = f"{kind[:2]}{n}s{seeded}"
     fakes = Fakes(work, tag=f"-{tag}")
     replicas: Replicas | None = None
     counts = Counts(url)
-    results = [Throughput(kind, n, str(load)) for load in loads]
+    results = [Throughput(kind, n, str(load), seeded) for load in loads]
     try:
         async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=max(args.senders, 8) + 8)) as session:
@@ -663,16 +737,27 @@ async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Na
                 "fake_model": [fakes.model.pid]}
             if kind == "postgres" and pg is not None and pg.pid is not None:
                 groups["postgres"] = pg.cpu
-            driver = Driver(session, fakes.slack_api, groups)
+            driver = Driver(session, fakes.slack_api, groups, replicas.counts)
             await driver.run(replicas.urls, counts, Load(10 * n, 1), args.senders,
                              tag + "w")  # warm-up: imports, connections, statement caches
+            if args.latency:
+                took = await driver.latency(replicas.urls, fakes.model_url, args.latency,
+                                            tag + "lat")
+                for result in results:
+                    result.latency_ms = {"p50": statistics.median(took) * 1000,
+                                         "p95": percentile(took, 0.95) * 1000}
+                print(f"  {kind:<10} {n} replica(s) seeded {seeded}: POST -> model request, "
+                      f"no load: p50 {statistics.median(took) * 1000:.2f} ms "
+                      f"p95 {percentile(took, 0.95) * 1000:.2f} ms", file=sys.stderr,
+                      flush=True)
             for rep in range(args.repeats):
                 for i, load in enumerate(loads):
                     run = await driver.run(replicas.urls, counts, load, args.senders,
                                            f"{tag}r{rep}l{i}")
                     results[i].runs.append({**asdict(run), "messages_per_s": run.messages_per_s,
                                             "turns_per_s": run.turns_per_s})
-                    print(f"  {kind:<10} {n} replica(s) {load!s:>6}: {run.messages_per_s:7.1f} "
+                    print(f"  {kind:<10} {n} replica(s) {load!s:>6} seeded {seeded}: "
+                          f"{run.messages_per_s:7.1f} "
                           f"msg/s {run.turns_per_s:7.1f} turns/s ({run.turns} turns) ack p50 "
                           f"{run.ack_p50_ms:6.1f} ms p95 {run.ack_p95_ms:6.1f} ms"
                           + (f"  non-200: {run.not_200}" if run.not_200 else "")
@@ -680,7 +765,9 @@ async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Na
                           + ("" if run.db_connections is None
                              else f"  connections opened: {run.db_connections}")
                           + "  CPU ms/turn: " + " ".join(
-                              f"{k} {v:.1f}" for k, v in run.cpu_ms_per_turn.items()),
+                              f"{k} {v:.2f}" for k, v in run.cpu_ms_per_turn.items())
+                          + "  per turn: " + " ".join(
+                              f"{k} {v:.1f}" for k, v in run.db_per_turn.items()),
                           file=sys.stderr, flush=True)
     finally:
         await counts.close()
@@ -695,6 +782,12 @@ async def throughput(kind: str, n: int, loads: Sequence[Load], args: argparse.Na
             r["cpu_ms_per_turn"]["replicas"] for r in result.runs)
         result.median["cpu_all_ms"] = statistics.median(
             sum(r["cpu_ms_per_turn"].values()) for r in result.runs)
+        if "postgres" in result.runs[0]["cpu_ms_per_turn"]:
+            result.median["cpu_server_ms"] = statistics.median(
+                r["cpu_ms_per_turn"]["postgres"] for r in result.runs)
+        for key in result.runs[0]["db_per_turn"]:
+            result.median[f"{key}_per_turn"] = statistics.median(
+                r["db_per_turn"].get(key, 0.0) for r in result.runs)
         if result.runs[0]["db_connections"] is not None:
             result.median["db_connections_per_turn"] = statistics.median(
                 r["db_connections"] / max(r["turns"], 1) for r in result.runs)
@@ -814,22 +907,41 @@ def table(results: dict[str, Any]) -> str:
             f"{results['senders']} concurrent senders; CPU per turn: user+system time of "
             "the replicas, and of every process (replicas, fakes, driver, PostgreSQL)",
             "",
-            "| database | replicas | load (conv x msg) | messages/s | turns/s (min-max) "
-            "| turns | ack p50 | ack p95 | non-200 | CPU/turn: replicas | all processes "
-            "| new PG connections/turn |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| database | seeded | replicas | load (conv x msg) | messages/s "
+            "| turns/s (min-max) | turns | ack p50 | ack p95 | non-200 | CPU/turn: replicas "
+            "| PostgreSQL server | all processes | statements/turn | commits/turn "
+            "| server round trips/turn | new PG connections/turn |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+
+        def cell(m: dict[str, float], key: str, fmt: str = "{:.1f}") -> str:
+            return fmt.format(m[key]) if key in m else "-"
+
         for r in results["throughput"]:
             m = r["median"]
             lines.append(
-                f"| {r['database']} | {r['replicas']} | {r['load']} | "
+                f"| {r['database']} | {r.get('seeded', 0)} | {r['replicas']} | {r['load']} | "
                 f"{m['messages_per_s']:.1f} | {m['turns_per_s']:.1f} "
                 f"({m['turns_per_s_min']:.0f}-{m['turns_per_s_max']:.0f}) | "
                 f"{m['turns']:.0f} | {m['ack_p50_ms']:.1f} ms | {m['ack_p95_ms']:.1f} ms | "
-                f"{m['not_200']:.0f} | {m['cpu_replicas_ms']:.1f} ms | "
-                f"{m['cpu_all_ms']:.1f} ms | "
+                f"{m['not_200']:.0f} | {m['cpu_replicas_ms']:.2f} ms | "
+                f"{cell(m, 'cpu_server_ms', '{:.2f} ms')} | {m['cpu_all_ms']:.1f} ms | "
+                f"{cell(m, 'statements_per_turn')} | {cell(m, 'commits_per_turn')} | "
+                f"{cell(m, 'round_trips_per_turn')} | "
                 + (f"{m['db_connections_per_turn']:.2f} |" if "db_connections_per_turn" in m
                    else "- |"))
+    latency = [r for r in results.get("throughput", []) if r.get("latency_ms")]
+    if latency:
+        lines += ["", "(C) no load: from a message's POST to its turn's model request, "
+                  "one message at a time", "",
+                  "| database | seeded | replicas | p50 | p95 |", "|---|---|---|---|---|"]
+        seen = set()
+        for r in latency:
+            key = (r["database"], r.get("seeded", 0), r["replicas"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"| {key[0]} | {key[1]} | {key[2]} | "
+                             f"{r['latency_ms']['p50']:.2f} ms | {r['latency_ms']['p95']:.2f} ms |")
     if results.get("memory"):
         if lines:
             lines.append("")
@@ -865,6 +977,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "50x4, --quick 40x1 and 10x4)")
     parser.add_argument("--repeats", type=int, help="runs per configuration (default 3, "
                                                     "--quick 1)")
+    parser.add_argument("--seed", default="0",
+                        help="past conversations in the database before the runs, "
+                             "comma-separated (e.g. 0,50000: fresh and seeded; default 0)")
+    parser.add_argument("--latency", type=int, default=20, metavar="N",
+                        help="messages sent one at a time, with no load, to time POST -> "
+                             "model request (default 20; 0: skip)")
     parser.add_argument("--senders", type=int, default=32,
                         help="POSTs in flight at most (default 32)")
     parser.add_argument("--memory-conversations", type=int,
@@ -897,6 +1015,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if kind not in ("sqlite", "postgres"):
             parser.error(f"unknown database {kind!r}")
     args.replica_counts = [int(n) for n in args.replicas.split(",") if n.strip()]
+    args.seeds = [int(n) for n in args.seed.split(",") if n.strip()] or [0]
     if args.memory_baseline >= args.memory_conversations:
         parser.error("--memory-baseline must be below --memory-conversations")
     return args
@@ -914,8 +1033,10 @@ async def bench(args: argparse.Namespace, work: Path, pg: Postgres | None) -> di
     if not args.no_throughput:
         for kind in args.db_kinds:
             for n in args.replica_counts:
-                for result in await throughput(kind, n, args.loads, args, work, pg):
-                    results["throughput"].append(asdict(result))
+                for seeded in args.seeds:
+                    for result in await throughput(kind, n, args.loads, args, work, pg,
+                                                   seeded):
+                        results["throughput"].append(asdict(result))
     if not args.no_memory:
         for kind in args.db_kinds:
             results["memory"].append(await memory(kind, args, work, pg))

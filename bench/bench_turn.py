@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import httpx
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -113,7 +114,7 @@ async def measure(url: str, base_url: str, turns: int) -> dict[str, float]:
     await upgrade(engine)
     store = open_store(engine)
     results: dict[str, float] = {}
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         model = OpenAIClient(http, base_url=base_url, api_key=None)
         timed = TimedModel(model)
         service = ChatService(store=store, model=timed,

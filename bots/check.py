@@ -13,7 +13,7 @@ from dataclasses import replace
 import httpx
 
 from bots import db
-from bots.runtime import build_model
+from bots.runtime import build_model, model_session
 from bots.settings import Settings
 from core.errors import ChatbridgeError, ModelError
 from core.model.faults import redact
@@ -37,11 +37,12 @@ async def _database(settings: Settings, http: httpx.AsyncClient) -> str:
 
 
 async def _model(settings: Settings, http: httpx.AsyncClient) -> str:
-    model = build_model(settings, http)
     call = ModelCall(settings.model, (ContextMessage("user", "Reply with: ok"),),
                      Sampling(max_tokens=5))
-    text = "".join([c.text async for c in model.stream(call, stream=False)
-                    if isinstance(c, TextChunk)])
+    async with model_session(settings) as session:
+        model = build_model(settings, session)
+        text = "".join([c.text async for c in model.stream(call, stream=False)
+                        if isinstance(c, TextChunk)])
     return f"{settings.model} at {settings.model_base_url} answered ({len(text)} characters)"
 
 

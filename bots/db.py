@@ -26,7 +26,7 @@ __all__ = [
     "HEAD", "create_engine", "current", "downgrade", "ensure_schema", "open_store", "upgrade",
 ]
 
-HEAD = "0007"  # newest revision in migrations/versions; a test keeps them equal
+HEAD = "0008"  # newest revision in migrations/versions; a test keeps them equal
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 
@@ -53,7 +53,10 @@ def create_engine(url: str) -> AsyncEngine:
         # Turns hold a connection only for a transaction at a time; 20 kept open covers
         # the inbox's claims and the acknowledgements without reconnecting for each, and
         # 3 replicas at 30 stay under PostgreSQL's default max_connections of 100.
-        return create_async_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
+        # No pool_pre_ping (BEGIN, a ping and ROLLBACK: three round trips per checkout):
+        # a pooled connection the server dropped fails before COMMIT, and the store runs
+        # that transaction again on a new one (Store._server_tx; test_pg_restart.py).
+        return create_async_engine(url, pool_size=20, max_overflow=10)
     except (ImportError, SQLAlchemyError, ValueError) as err:
         raise ConfigError(f"CHATBRIDGE_DATABASE_URL is not usable: {err}") from err
 

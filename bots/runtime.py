@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+import aiohttp
 import httpx
 
 from bots.db import create_engine, ensure_schema, open_store
@@ -38,12 +39,24 @@ class Runtime:
     settings: Settings
     service: ChatService
     store: Store
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # platform downloads (Slack files)
     inbox: Inbox
+    model_http: aiohttp.ClientSession  # the model client's pool
     metrics: Metrics = field(default_factory=Metrics)
 
 
-def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:
+def model_session(settings: Settings) -> aiohttp.ClientSession:
+    """The model client's connection pool: every turn in flight holds one connection.
+
+    ``trust_env``: HTTP(S)_PROXY and NO_PROXY apply to the model endpoint, as they did
+    when the model client was httpx.
+    """
+    size = max(100, settings.concurrency + 20)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=size, limit_per_host=0),
+                                 trust_env=True)
+
+
+def build_model(settings: Settings, http: aiohttp.ClientSession) -> ModelClient:
     """The model client the settings ask for: retries, fallbacks, breaker, deadline."""
     cls = DashScopeClient if settings.model_api == "dashscope" else OpenAIClient
     inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
@@ -65,10 +78,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         store: Store | None = None
         try:
             await ensure_schema(engine)
-            # Every turn in flight holds one model connection: the pool fits them all.
+            # Downloads of the platforms' files (the model has its own pool).
             size = max(100, settings.concurrency + 20)
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=20)
-            async with httpx.AsyncClient(limits=limits) as http:
+            async with httpx.AsyncClient(limits=limits) as http, \
+                    model_session(settings) as model_http:
                 store = open_store(engine)
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
@@ -76,13 +90,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     model_choices=settings.model_choices,
                     limits=settings.limits,
                 )
-                service = ChatService(store=store, model=build_model(settings, http),
+                service = ChatService(store=store, model=build_model(settings, model_http),
                                       options=options)
                 inbox = Inbox(store, lease_seconds=settings.lease_seconds,
                               concurrency=settings.concurrency,
                               poll_seconds=settings.inbox_poll)
                 try:
-                    yield Runtime(settings, service, store, http, inbox)
+                    yield Runtime(settings, service, store, http, inbox, model_http)
                 finally:
                     await inbox.stop(0)
         finally:

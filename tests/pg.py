@@ -68,6 +68,14 @@ class Cluster:
         )
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: every connection is closed), same port."""
+        subprocess.run(
+            _as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+                             str(self.dir / "log"), "-m", "fast", "-w", "restart"]),
+            check=True, stdout=subprocess.DEVNULL,
+        )
+
     def stop(self) -> None:
         """Stop the server and remove its files."""
         subprocess.run(

@@ -17,7 +17,8 @@ def test_quick_run_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = tmp_path / "results.json"
     assert bench_replicas.main([
         "--quick", "--databases", "sqlite", "--replicas", "2", "--load", "6x1",
-        "--load", "3x3", "--senders", "4", "--no-capacity", "--memory-conversations", "20",
+        "--load", "3x3", "--senders", "4", "--no-capacity", "--seed", "25", "--latency", "3",
+        "--memory-conversations", "20",
         "--memory-baseline", "5", "--memory-delay", "60", "--json", str(out),
     ]) == 0
     results = json.loads(out.read_text())
@@ -32,8 +33,11 @@ def test_quick_run_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert (run["turns"] == 6) if load == "6x1" else (3 <= run["turns"] <= 9)
         assert run["turns_per_s"] > 0 and run["ack_p95_ms"] >= run["ack_p50_ms"] > 0
         assert run["cpu_ms_per_turn"]["replicas"] > 0
+        assert run["db_per_turn"]["statements"] > 0 and run["db_per_turn"]["commits"] > 0
+        assert row["seeded"] == 25
+        assert row["latency_ms"]["p95"] >= row["latency_ms"]["p50"] > 0  # POST -> model
     (memory,) = results["memory"]
     assert memory["database"] == "sqlite" and memory["conversations"] == 20
     assert memory["rss_kib"] > 50_000 and memory["rss_baseline_kib"] > 50_000
     table = capsys.readouterr().out
-    assert "| sqlite | 2 | 3x3 |" in table and "per waiting conversation" in table
+    assert "| sqlite | 25 | 2 | 3x3 |" in table and "per waiting conversation" in table

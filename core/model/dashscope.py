@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from core.model.http import HTTPModelClient, Piece
+from core.model.http import HTTPModelClient, ModelRequest, Piece
 from core.model.openai import image_data_url, sends_thinking_flag
 from core.model.sse import ServerSentEvent
 from core.types import (
@@ -62,9 +60,9 @@ def _usage(raw: Any) -> Usage | None:
 
 
 class DashScopeClient(HTTPModelClient):
-    """Qwen over DashScope's native API, over one pooled ``httpx.AsyncClient``."""
+    """Qwen over DashScope's native API, over one pooled ``aiohttp.ClientSession``."""
 
-    def _request(self, call: ModelCall, stream: bool) -> httpx.Request:
+    def _request(self, call: ModelCall, stream: bool) -> ModelRequest:
         multimodal = is_multimodal(call)
         task = "multimodal-generation" if multimodal else "text-generation"
         s = call.sampling
@@ -87,8 +85,7 @@ class DashScopeClient(HTTPModelClient):
             headers["X-DashScope-SSE"] = "enable"
             headers["Accept"] = "text/event-stream"
         url = f"{self._base}/services/aigc/{task}/generation"
-        return self._http.build_request("POST", url, json=body, headers=headers,
-                                        timeout=self._timeout)
+        return ModelRequest(url, body, headers)
 
     def _parse_json(self, body: Any, model: str) -> list[ModelChunk]:
         if body.get("code"):

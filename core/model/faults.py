@@ -11,8 +11,6 @@ from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from core.errors import (
     ModelAuthError,
     ModelBadRequest,
@@ -22,7 +20,7 @@ from core.errors import (
     ModelUnavailable,
 )
 
-__all__ = ["error_from_body", "error_from_response", "redact", "retry_after_seconds"]
+__all__ = ["error_from_body", "error_from_status", "redact", "retry_after_seconds"]
 
 _MODERATION = {
     "data_inspection_failed", "datainspectionfailed", "ipinfringementsuspect",
@@ -35,8 +33,8 @@ def redact(text: str, *secrets: str | None) -> str:
     """Remove secrets and anything shaped like an API key from ``text``."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            # Also as a URL carries it: httpx logs a Telegram file URL with the token's
-            # ":" as %3A.
+            # Also as a URL carries it: a logged Telegram file URL has the token's ":"
+            # as %3A.
             for form in {secret, quote(secret, safe="")}:
                 text = text.replace(form, "***")
     return _KEYLIKE.sub("***", text)
@@ -107,16 +105,15 @@ def error_from_body(
                            if message else None)
 
 
-async def error_from_response(
-    response: httpx.Response, *, model: str = "", secrets: tuple[str | None, ...] = ()
+def error_from_status(
+    status: int, headers: Mapping[str, str], raw: bytes, *, model: str = "",
+    secrets: tuple[str | None, ...] = (),
 ) -> ModelError:
-    """Read an error response's body and translate it."""
-    raw = await response.aread()
+    """Translate an error response: its status, headers (case-insensitive) and body."""
     try:
         body: Any = json.loads(raw)
     except ValueError:
         body = {"message": raw[:200].decode("utf-8", "replace")}
     return error_from_body(
-        response.status_code, body, retry_after=retry_after_seconds(response.headers),
-        model=model, secrets=secrets,
+        status, body, retry_after=retry_after_seconds(headers), model=model, secrets=secrets,
     )

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import httpx
-
-from core.model.http import HTTPModelClient, Piece
+from core.model.http import HTTPModelClient, ModelRequest, Piece
 from core.model.sse import ServerSentEvent
 from core.types import (
     ContextMessage,
@@ -53,7 +51,7 @@ def _usage(raw: Any) -> Usage | None:
 
 
 class OpenAIClient(HTTPModelClient):
-    """Chat completions over one pooled ``httpx.AsyncClient``, streaming or not."""
+    """Chat completions over one pooled ``aiohttp.ClientSession``, streaming or not."""
 
     def _body(self, call: ModelCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -76,13 +74,10 @@ class OpenAIClient(HTTPModelClient):
             body["enable_thinking"] = thinking and stream
         return body
 
-    def _request(self, call: ModelCall, stream: bool) -> httpx.Request:
+    def _request(self, call: ModelCall, stream: bool) -> ModelRequest:
         headers = self._headers()
         headers["Accept"] = "text/event-stream, application/json"
-        return self._http.build_request(
-            "POST", f"{self._base}/chat/completions", json=self._body(call, stream),
-            headers=headers, timeout=self._timeout,
-        )
+        return ModelRequest(f"{self._base}/chat/completions", self._body(call, stream), headers)
 
     def _parse_json(self, body: Any, model: str) -> list[ModelChunk]:
         choice = body["choices"][0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import ssl
 
+import aiohttp
 import httpx
 
 __all__ = ["describe", "shown_url"]
@@ -33,10 +34,24 @@ def _causes(err: BaseException) -> list[BaseException]:
 
 
 def describe(err: BaseException, *, timeout: float | None = None) -> str:
-    """Why ``err`` (an httpx or OS error) happened, in a few words: "connection refused",
+    """Why ``err`` (an httpx, aiohttp or OS error) happened, in a few words: "connection refused",
     "DNS lookup failed", "TLS failed: …", "timed out connecting", …"""
     causes = _causes(err)
+    for cause in list(causes):
+        # aiohttp keeps the OS error it wraps as ``os_error``, not as the cause.
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            causes.append(cause.os_error)
     for cause in causes:
+        if isinstance(cause, aiohttp.ClientConnectorCertificateError):
+            return f"TLS certificate not accepted ({cause.certificate_error})"
+        if isinstance(cause, aiohttp.ClientConnectorDNSError):
+            return "DNS lookup failed (no such host, or no DNS)"
+        if isinstance(cause, aiohttp.ClientSSLError):
+            return f"TLS failed ({cause.os_error})"
+        if isinstance(cause, aiohttp.ClientConnectorError) and cause._conn_key.is_ssl \
+                and isinstance(cause.os_error, ConnectionResetError):
+            # Reset before any HTTP was exchanged over TLS: most often a plain-HTTP server.
+            return "TLS failed (the server reset the connection in the handshake: plain HTTP?)"
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"TLS certificate not accepted ({cause.verify_message or cause.reason})"
         if isinstance(cause, ssl.SSLError):
@@ -48,15 +63,16 @@ def describe(err: BaseException, *, timeout: float | None = None) -> str:
         if isinstance(cause, ConnectionResetError):
             return "connection reset by the server"
     after = f" after {timeout:g} s" if timeout else ""
-    if isinstance(err, httpx.ConnectTimeout):
+    if isinstance(err, httpx.ConnectTimeout | aiohttp.ConnectionTimeoutError):
         return "timed out connecting"
-    if isinstance(err, httpx.ReadTimeout):
+    if isinstance(err, httpx.ReadTimeout | aiohttp.SocketTimeoutError):
         return f"timed out waiting for the answer{after}"
     if isinstance(err, httpx.WriteTimeout):
         return "timed out sending the request"
     if isinstance(err, httpx.PoolTimeout):
         return "timed out waiting for a free connection"
-    if isinstance(err, httpx.RemoteProtocolError):
+    if isinstance(err, httpx.RemoteProtocolError | aiohttp.ServerDisconnectedError
+                  | aiohttp.ClientPayloadError):
         return "the server closed the connection or spoke no HTTP"
     text = " ".join(str(err).split())
     for cause in causes:

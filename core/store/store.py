@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     func,
     insert,
     literal,
@@ -99,6 +100,15 @@ _HOLD_LEASE = (
     .where(_lease.c.platform == bindparam("p_platform"),
            _lease.c.scope_key == bindparam("p_scope"), _lease.c.owner == bindparam("p_owner"))
     .values(expires_at=bindparam("p_until"))
+)
+# By the event's id (ix_messages_event_id); the conversation checked row by row, by its
+# key, rather than every conversation of the platform listed first.
+_SET_REPLY_REF = (
+    update(_msg)
+    .where(_msg.c.event_id == bindparam("p_event"), _msg.c.role == "assistant",
+           exists().where(_conv.c.id == _msg.c.conversation_id,
+                          _conv.c.platform == bindparam("p_platform")))
+    .values(platform_ref=bindparam("p_ref"))
 )
 _CONTEXT = (
     select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name, _msg.c.token_count,
@@ -695,13 +705,8 @@ class Store:
         """Remember where the answer to ``event_id`` appears on the platform."""
 
         def work(conn: Connection) -> bool:
-            in_platform = select(_conv.c.id).where(_conv.c.platform == platform)
-            result = conn.execute(
-                update(_msg)
-                .where(_msg.c.event_id == event_id, _msg.c.role == "assistant",
-                       _msg.c.conversation_id.in_(in_platform.scalar_subquery()))
-                .values(platform_ref=ref)
-            )
+            result = conn.execute(_SET_REPLY_REF, {
+                "p_event": event_id, "p_platform": platform, "p_ref": ref})
             return bool(result.rowcount)
 
         return await self._tx(work, "remember the reply")

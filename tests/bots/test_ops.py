@@ -149,7 +149,7 @@ async def test_unreachable_database_is_503_without_secrets(runtime: Runtime) -> 
     engine = create_engine(f"postgresql+asyncpg://bridge:hunter2@127.0.0.1:{port}/chat")
     store = Store(engine)
     service = ChatService(store=store, options=ServiceOptions(model="m"),
-                          model=OpenAIClient(runtime.http, base_url="http://127.0.0.1:9/v1",
+                          model=OpenAIClient(runtime.model_http, base_url="http://127.0.0.1:9/v1",
                                              api_key=""))
     client = await client_for(replace(runtime, store=store, service=service))
     try:

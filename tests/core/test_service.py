@@ -1,4 +1,4 @@
-"""ChatService end to end: real store (SQLite and PostgreSQL), real httpx, loopback model."""
+"""ChatService end to end: real store (SQLite and PostgreSQL), real aiohttp, loopback model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
@@ -32,7 +32,7 @@ from tests.fakes.model_server import FakeModelServer, Reply
 
 @pytest.fixture
 async def service(engine: AsyncEngine, fake_model: FakeModelServer) -> AsyncIterator[ChatService]:
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         inner = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=5)
 
         async def no_sleep(_: float) -> None:
@@ -193,7 +193,7 @@ async def test_model_choice_survives_reset(engine: AsyncEngine,
                                            fake_model: FakeModelServer) -> None:
     from core.errors import InputError
 
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         model = OpenAIClient(http, base_url=fake_model.openai_base, api_key=None, timeout=5)
         svc = ChatService(store=open_store(engine), model=model, options=ServiceOptions(
             model="qwen3.5-plus", model_choices=("qwen3.5-plus", "qwen-flash")))
@@ -263,7 +263,7 @@ async def test_cancelled_turn_is_closed_not_left_open(service: ChatService,
 
 
 async def _limited_service(engine: AsyncEngine, fake_model: FakeModelServer,
-                           http: httpx.AsyncClient, **limits: int) -> ChatService:
+                           http: aiohttp.ClientSession, **limits: int) -> ChatService:
     from core.limits import Limits
 
     model = OpenAIClient(http, base_url=fake_model.openai_base, api_key=None, timeout=5)
@@ -272,7 +272,7 @@ async def _limited_service(engine: AsyncEngine, fake_model: FakeModelServer,
 
 
 async def test_turn_rate_limit(engine: AsyncEngine, fake_model: FakeModelServer) -> None:
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         svc = await _limited_service(engine, fake_model, http, user_turns_per_minute=2)
         results = [(await run(svc, request(f"m{i}")))[-1] for i in range(3)]
     assert [type(r).__name__ for r in results] == ["FinalEvent", "FinalEvent", "ErrorEvent"]
@@ -285,7 +285,7 @@ async def test_turn_rate_limit(engine: AsyncEngine, fake_model: FakeModelServer)
 
 
 async def test_daily_token_quota(engine: AsyncEngine, fake_model: FakeModelServer) -> None:
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         svc = await _limited_service(engine, fake_model, http, user_tokens_per_day=20)
         results = [(await run(svc, request(f"m{i}")))[-1] for i in range(3)]
     assert [type(r).__name__ for r in results] == ["FinalEvent", "FinalEvent", "ErrorEvent"]

@@ -4,7 +4,8 @@ Standard library only; wire formats follow /work/shared/reference/protocols.md s
 Tests: ``with FakeModelServer() as fake: fake.enqueue(Reply(...))``.  Script (benchmark):
 ``python -m tests.fakes.model_server --port N [--delay S]`` serves the default reply (after
 ``S`` seconds) until killed; ``GET /_fake/stats`` reports the requests it has seen and the
-ones it is still answering (``{"requests": n, "in_flight": n}``).
+ones it is still answering (``{"requests": n, "in_flight": n}``), ``GET /_fake/last`` when
+the newest model request arrived (``{"at": time.monotonic()}``).
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         rec = self._record()
         if rec.path == "/_fake/stats":
             self._send_json(200, self.server.fake.stats(), {})
+        elif rec.path == "/_fake/last":  # when the newest model request arrived
+            self._send_json(200, {"at": self.server.fake.last_request}, {})
         elif rec.path in ("/compatible-mode/v1/models", "/v1/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "system"}
                     for m in MODELS]
@@ -347,6 +350,7 @@ class FakeModelServer:
         self.record = True  # False: keep no request log (long-running benchmark server)
         self.seen = 0  # model requests received (chat/generation POSTs)
         self.in_flight = 0  # of which not answered yet
+        self.last_request = 0.0  # time.monotonic() of the newest (comparable across processes)
         self._httpd = _Server((host, port), _Handler)  # bound now: url is known before start()
         self._httpd.fake = self
         self.host, self.port = host, int(self._httpd.server_address[1])
@@ -407,6 +411,7 @@ class FakeModelServer:
             self.in_flight += step
             if step > 0:
                 self.seen += 1
+                self.last_request = time.monotonic()
 
     def stats(self) -> dict[str, int]:
         """Model requests seen so far, and how many are still being answered."""

@@ -25,14 +25,15 @@ from tests.fakes.model_server import FakeModelServer, Reply
 
 @contextlib.asynccontextmanager
 async def database_away(bot: Bot) -> AsyncIterator[None]:
-    """The inbox's lease table is gone for the block: nothing can be recorded."""
+    """The inbox's events table is gone for the block: nothing can be recorded. (Not the
+    lease table: a chat already seen needs no new lease row, so its events would go in.)"""
     async with bot.runtime.store.engine.begin() as conn:
-        await conn.execute(text("ALTER TABLE inbox_leases RENAME TO inbox_leases_away"))
+        await conn.execute(text("ALTER TABLE inbound_events RENAME TO inbound_events_away"))
     try:
         yield
     finally:
         async with bot.runtime.store.engine.begin() as conn:
-            await conn.execute(text("ALTER TABLE inbox_leases_away RENAME TO inbox_leases"))
+            await conn.execute(text("ALTER TABLE inbound_events_away RENAME TO inbound_events"))
 
 
 def offsets(bot: Bot) -> list[int | None]:

@@ -1,18 +1,18 @@
-"""Model client fixtures: the real httpx client against the loopback server."""
+"""Model client fixtures: the real aiohttp client against the loopback server."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import pytest
 
 from core.types import ContextMessage, ModelCall, ModelChunk
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
         yield client
 
 

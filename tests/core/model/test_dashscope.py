@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-import httpx
+import aiohttp
 import pytest
 
 from core.errors import ModelAuthError, ModelRateLimited, ModelRefused, ModelStreamBroken
@@ -22,11 +22,11 @@ from tests.core.model.conftest import call, collect
 from tests.fakes.model_server import FakeModelServer, Reply
 
 
-def client(http: httpx.AsyncClient, fake: FakeModelServer) -> DashScopeClient:
+def client(http: aiohttp.ClientSession, fake: FakeModelServer) -> DashScopeClient:
     return DashScopeClient(http, base_url=fake.dashscope_base, api_key="sk-ds", timeout=5)
 
 
-async def test_text_generation_stream(http: httpx.AsyncClient,
+async def test_text_generation_stream(http: aiohttp.ClientSession,
                                       fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(text="Native answer here.", reasoning="Thinking.", usage=(30, 4)))
     chunks = await collect(client(http, fake_model).stream(call()))
@@ -42,7 +42,7 @@ async def test_text_generation_stream(http: httpx.AsyncClient,
     assert sent.json["input"]["messages"][1] == {"role": "user", "content": "hi"}
 
 
-async def test_images_go_to_multimodal_generation(http: httpx.AsyncClient,
+async def test_images_go_to_multimodal_generation(http: aiohttp.ClientSession,
                                                   fake_model: FakeModelServer) -> None:
     data = b"jpeg bytes"
     img = Image(data, "image/jpeg", 30, 30, hashlib.sha256(data).hexdigest())
@@ -57,7 +57,7 @@ async def test_images_go_to_multimodal_generation(http: httpx.AsyncClient,
     assert content[1] == {"text": "what?"}
 
 
-async def test_non_stream(http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+async def test_non_stream(http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(text="whole", usage=(3, 1)))
     chunks = await collect(client(http, fake_model).stream(call(), stream=False))
     assert chunks == [TextChunk("whole"), FinishChunk("stop", Usage(3, 1), "qwen-plus")]
@@ -67,21 +67,21 @@ async def test_non_stream(http: httpx.AsyncClient, fake_model: FakeModelServer) 
 @pytest.mark.parametrize(("status", "error"), [
     (401, ModelAuthError), (429, ModelRateLimited), (400, ModelRefused),
 ])
-async def test_flat_error_bodies(http: httpx.AsyncClient, fake_model: FakeModelServer,
+async def test_flat_error_bodies(http: aiohttp.ClientSession, fake_model: FakeModelServer,
                                  status: int, error: type[Exception]) -> None:
     fake_model.enqueue(Reply(kind="error", status=status))
     with pytest.raises(error):
         await collect(client(http, fake_model).stream(call()))
 
 
-async def test_moderation_event_mid_stream(http: httpx.AsyncClient,
+async def test_moderation_event_mid_stream(http: aiohttp.ClientSession,
                                            fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="moderation_midstream", text="b" * 40))
     with pytest.raises(ModelRefused):
         await collect(client(http, fake_model).stream(call()))
 
 
-async def test_drop_keeps_partial(http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+async def test_drop_keeps_partial(http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="drop", text="abcdefghij" * 2))
     with pytest.raises(ModelStreamBroken) as info:
         await collect(client(http, fake_model).stream(call()))

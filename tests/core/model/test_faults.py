@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
+from aiohttp import web
 
 from core.model import OpenAIClient
 from core.model.faults import retry_after_seconds
@@ -25,11 +26,21 @@ async def test_odd_sse_data_is_skipped() -> None:
         'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
     )
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="text/event-stream")
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        client = OpenAIClient(http, base_url="http://model.test/v1", api_key=None)
-        chunks = await collect(client.stream(call()))
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = OpenAIClient(http, base_url=f"http://127.0.0.1:{port}/v1", api_key=None)
+            chunks = await collect(client.stream(call()))
+    finally:
+        await runner.cleanup()
     assert chunks[0] == TextChunk("ok")
     assert isinstance(chunks[-1], FinishChunk) and chunks[-1].reason == "stop"

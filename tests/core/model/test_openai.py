@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-import httpx
+import aiohttp
 import pytest
 
 from core.errors import (
@@ -32,11 +32,11 @@ from tests.fakes.model_server import FakeModelServer, Reply
 KEY = "sk-test-secret-0123456789"
 
 
-def client(http: httpx.AsyncClient, fake: FakeModelServer) -> OpenAIClient:
+def client(http: aiohttp.ClientSession, fake: FakeModelServer) -> OpenAIClient:
     return OpenAIClient(http, base_url=fake.openai_base, api_key=KEY, timeout=5)
 
 
-async def test_stream_text_reasoning_and_usage(http: httpx.AsyncClient,
+async def test_stream_text_reasoning_and_usage(http: aiohttp.ClientSession,
                                                fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(text="The answer is 42.", reasoning="Let me think.",
                              usage=(20, 9)))
@@ -52,7 +52,7 @@ async def test_stream_text_reasoning_and_usage(http: httpx.AsyncClient,
     assert sent.json["enable_thinking"] is False  # sent explicitly for Qwen
 
 
-async def test_non_stream_json(http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+async def test_non_stream_json(http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(text="plain", reasoning="hmm", usage=(5, 1)))
     chunks = await collect(client(http, fake_model).stream(call(), stream=False))
     assert chunks == [ReasoningChunk("hmm"), TextChunk("plain"),
@@ -60,7 +60,7 @@ async def test_non_stream_json(http: httpx.AsyncClient, fake_model: FakeModelSer
     assert fake_model.requests[-1].json["stream"] is False
 
 
-async def test_sampling_and_thinking_sent(http: httpx.AsyncClient,
+async def test_sampling_and_thinking_sent(http: aiohttp.ClientSession,
                                           fake_model: FakeModelServer) -> None:
     sampling = Sampling(temperature=0.2, top_p=0.8, max_tokens=100, enable_thinking=True)
     await collect(client(http, fake_model).stream(call(sampling=sampling)))
@@ -69,13 +69,13 @@ async def test_sampling_and_thinking_sent(http: httpx.AsyncClient,
     assert body["enable_thinking"] is True
 
 
-async def test_no_thinking_flag_for_other_models(http: httpx.AsyncClient,
+async def test_no_thinking_flag_for_other_models(http: aiohttp.ClientSession,
                                                  fake_model: FakeModelServer) -> None:
     await collect(client(http, fake_model).stream(call(model="gpt-4o-mini")))
     assert "enable_thinking" not in fake_model.requests[-1].json
 
 
-async def test_images_as_base64_data_urls(http: httpx.AsyncClient,
+async def test_images_as_base64_data_urls(http: aiohttp.ClientSession,
                                           fake_model: FakeModelServer) -> None:
     data = b"\x89PNG fake bytes"
     img = Image(data, "image/png", 20, 20, hashlib.sha256(data).hexdigest())
@@ -92,7 +92,7 @@ async def test_images_as_base64_data_urls(http: httpx.AsyncClient,
     (500, ModelUnavailable), (503, ModelUnavailable), (400, ModelRefused),
     (404, ModelBadRequest),
 ])
-async def test_http_errors_map_to_the_tree(http: httpx.AsyncClient, fake_model: FakeModelServer,
+async def test_http_errors_map_to_the_tree(http: aiohttp.ClientSession, fake_model: FakeModelServer,
                                            status: int, error: type[Exception]) -> None:
     fake_model.enqueue(Reply(kind="error", status=status))
     with pytest.raises(error) as info:
@@ -100,14 +100,15 @@ async def test_http_errors_map_to_the_tree(http: httpx.AsyncClient, fake_model: 
     assert KEY not in str(info.value) and KEY not in info.value.user_message  # type: ignore[attr-defined]
 
 
-async def test_retry_after_is_read(http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+async def test_retry_after_is_read(http: aiohttp.ClientSession,
+                                   fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="error", status=429, retry_after="7"))
     with pytest.raises(ModelRateLimited) as info:
         await collect(client(http, fake_model).stream(call()))
     assert info.value.retry_after == 7
 
 
-async def test_key_echoed_by_provider_is_redacted(http: httpx.AsyncClient,
+async def test_key_echoed_by_provider_is_redacted(http: aiohttp.ClientSession,
                                                   fake_model: FakeModelServer) -> None:
     body = {"error": {"message": f"Incorrect API key provided: {KEY}", "code": "invalid_api_key"}}
     fake_model.enqueue(Reply(kind="error", status=401, body=body))
@@ -116,14 +117,14 @@ async def test_key_echoed_by_provider_is_redacted(http: httpx.AsyncClient,
     assert KEY not in str(info.value)
 
 
-async def test_moderation_mid_stream_is_a_refusal(http: httpx.AsyncClient,
+async def test_moderation_mid_stream_is_a_refusal(http: aiohttp.ClientSession,
                                                   fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="moderation_midstream", text="a" * 40))
     with pytest.raises(ModelRefused):
         await collect(client(http, fake_model).stream(call()))
 
 
-async def test_dropped_stream_keeps_partial(http: httpx.AsyncClient,
+async def test_dropped_stream_keeps_partial(http: aiohttp.ClientSession,
                                             fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="drop", text="0123456789" * 4))
     with pytest.raises(ModelStreamBroken) as info:
@@ -131,7 +132,7 @@ async def test_dropped_stream_keeps_partial(http: httpx.AsyncClient,
     assert info.value.partial == "0123456789" * 2
 
 
-async def test_stream_without_finish_reason_is_partial(http: httpx.AsyncClient,
+async def test_stream_without_finish_reason_is_partial(http: aiohttp.ClientSession,
                                                        fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="no_finish", text="all of it"))
     with pytest.raises(ModelStreamBroken) as info:
@@ -139,7 +140,7 @@ async def test_stream_without_finish_reason_is_partial(http: httpx.AsyncClient,
     assert info.value.partial == "all of it"
 
 
-async def test_unreachable_endpoint_is_unavailable(http: httpx.AsyncClient) -> None:
+async def test_unreachable_endpoint_is_unavailable(http: aiohttp.ClientSession) -> None:
     dead = OpenAIClient(http, base_url="http://127.0.0.1:9/v1", api_key=None, timeout=2)
     with pytest.raises(ModelUnavailable):
         await collect(dead.stream(call()))

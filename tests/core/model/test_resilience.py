@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 import pytest
 
 from core.errors import ModelAuthError, ModelStreamBroken, ModelUnavailable
@@ -12,7 +12,7 @@ from tests.core.model.conftest import call, collect
 from tests.fakes.model_server import FakeModelServer, Reply
 
 
-def stack(http: httpx.AsyncClient, fake: FakeModelServer, **kw: object) -> FallbackClient:
+def stack(http: aiohttp.ClientSession, fake: FakeModelServer, **kw: object) -> FallbackClient:
     async def no_sleep(_: float) -> None:
         return None
 
@@ -21,7 +21,7 @@ def stack(http: httpx.AsyncClient, fake: FakeModelServer, **kw: object) -> Fallb
     return FallbackClient(retrying, fallbacks=("qwen-plus", "qwen-flash"), **kw)  # type: ignore[arg-type]
 
 
-async def test_falls_back_when_the_primary_keeps_failing(http: httpx.AsyncClient,
+async def test_falls_back_when_the_primary_keeps_failing(http: aiohttp.ClientSession,
                                                          fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="error", status=503), Reply(kind="error", status=503),
                        Reply(text="from plus"))
@@ -31,7 +31,7 @@ async def test_falls_back_when_the_primary_keeps_failing(http: httpx.AsyncClient
     assert isinstance(chunks[-1], FinishChunk) and chunks[-1].model == "qwen-plus"
 
 
-async def test_no_fallback_for_a_wrong_key(http: httpx.AsyncClient,
+async def test_no_fallback_for_a_wrong_key(http: aiohttp.ClientSession,
                                            fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="error", status=401))
     with pytest.raises(ModelAuthError):
@@ -39,7 +39,7 @@ async def test_no_fallback_for_a_wrong_key(http: httpx.AsyncClient,
     assert len(fake_model.requests) == 1
 
 
-async def test_breaker_skips_a_dead_model_then_probes(http: httpx.AsyncClient,
+async def test_breaker_skips_a_dead_model_then_probes(http: aiohttp.ClientSession,
                                                       fake_model: FakeModelServer) -> None:
     now = [0.0]
     breaker = CircuitBreaker(failures=1, cooldown=30, clock=lambda: now[0])
@@ -57,7 +57,7 @@ async def test_breaker_skips_a_dead_model_then_probes(http: httpx.AsyncClient,
     assert not breaker.is_open("qwen3.5-plus")
 
 
-async def test_all_models_down_is_unavailable(http: httpx.AsyncClient,
+async def test_all_models_down_is_unavailable(http: aiohttp.ClientSession,
                                               fake_model: FakeModelServer) -> None:
     fake_model.enqueue(*[Reply(kind="error", status=503) for _ in range(6)])
     with pytest.raises(ModelUnavailable):
@@ -65,7 +65,7 @@ async def test_all_models_down_is_unavailable(http: httpx.AsyncClient,
     assert len(fake_model.requests) == 6
 
 
-async def test_deadline_before_any_text(http: httpx.AsyncClient,
+async def test_deadline_before_any_text(http: aiohttp.ClientSession,
                                         fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(kind="hang"))
     client = FallbackClient(OpenAIClient(http, base_url=fake_model.openai_base, api_key=None),
@@ -74,7 +74,7 @@ async def test_deadline_before_any_text(http: httpx.AsyncClient,
         await collect(client.stream(call()))
 
 
-async def test_deadline_after_text_keeps_the_partial(http: httpx.AsyncClient,
+async def test_deadline_after_text_keeps_the_partial(http: aiohttp.ClientSession,
                                                      fake_model: FakeModelServer) -> None:
     class Slow:
         async def stream(self, call: object, *, stream: bool = True):  # type: ignore[no-untyped-def]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 import pytest
 
 from core.errors import ModelRateLimited, ModelStreamBroken, ModelUnavailable
@@ -27,13 +27,13 @@ class Clock:
         self.now += seconds
 
 
-def retrying(http: httpx.AsyncClient, fake: FakeModelServer, clock: Clock,
+def retrying(http: aiohttp.ClientSession, fake: FakeModelServer, clock: Clock,
              **policy: float) -> RetryingClient:
     inner = OpenAIClient(http, base_url=fake.openai_base, api_key="k", timeout=5)
     return RetryingClient(inner, RetryPolicy(**policy), sleep=clock.sleep, clock=clock)  # type: ignore[arg-type]
 
 
-async def test_429_with_retry_after_then_success(http: httpx.AsyncClient,
+async def test_429_with_retry_after_then_success(http: aiohttp.ClientSession,
                                                  fake_model: FakeModelServer) -> None:
     clock = Clock()
     fake_model.enqueue(Reply(kind="error", status=429, retry_after="2"), Reply(text="ok now"))
@@ -43,7 +43,7 @@ async def test_429_with_retry_after_then_success(http: httpx.AsyncClient,
     assert len(fake_model.requests) == 2
 
 
-async def test_5xx_backs_off_exponentially_with_jitter(http: httpx.AsyncClient,
+async def test_5xx_backs_off_exponentially_with_jitter(http: aiohttp.ClientSession,
                                                        fake_model: FakeModelServer) -> None:
     clock = Clock()
     fake_model.enqueue(Reply(kind="error", status=500), Reply(kind="error", status=503),
@@ -54,7 +54,7 @@ async def test_5xx_backs_off_exponentially_with_jitter(http: httpx.AsyncClient,
         assert 0 <= slept <= 2**attempt
 
 
-async def test_gives_up_after_attempts(http: httpx.AsyncClient,
+async def test_gives_up_after_attempts(http: aiohttp.ClientSession,
                                        fake_model: FakeModelServer) -> None:
     clock = Clock()
     fake_model.enqueue(*[Reply(kind="error", status=503) for _ in range(3)])
@@ -63,7 +63,7 @@ async def test_gives_up_after_attempts(http: httpx.AsyncClient,
     assert len(fake_model.requests) == 3
 
 
-async def test_retry_after_beyond_budget_is_not_waited(http: httpx.AsyncClient,
+async def test_retry_after_beyond_budget_is_not_waited(http: aiohttp.ClientSession,
                                                        fake_model: FakeModelServer) -> None:
     clock = Clock()
     fake_model.enqueue(Reply(kind="error", status=429, retry_after="120"))
@@ -72,7 +72,7 @@ async def test_retry_after_beyond_budget_is_not_waited(http: httpx.AsyncClient,
     assert clock.sleeps == [] and len(fake_model.requests) == 1
 
 
-async def test_no_retry_once_text_was_sent(http: httpx.AsyncClient,
+async def test_no_retry_once_text_was_sent(http: aiohttp.ClientSession,
                                            fake_model: FakeModelServer) -> None:
     clock = Clock()
     fake_model.enqueue(Reply(kind="drop", text="x" * 40))

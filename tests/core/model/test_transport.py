@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-import httpx
+import aiohttp
 import pytest
 
 from core.errors import ModelUnavailable
@@ -50,7 +50,7 @@ def silent_port() -> Iterator[int]:
 
 
 async def fail(base_url: str, model_timeout: float = 5) -> ModelUnavailable:
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         client = OpenAIClient(http, base_url=base_url, api_key="sk-secret-0123456789",
                               timeout=model_timeout)
         with pytest.raises(ModelUnavailable) as caught:

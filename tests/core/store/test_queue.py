@@ -387,3 +387,31 @@ async def test_sqlite_claims_that_waited_for_the_lock_do_not_share_a_key(
     for s in stores:
         s.close()
         await s.engine.dispose()
+
+
+async def test_lease_row_upserted_once_per_key(queue: InboxStore) -> None:
+    # The key's lease row is written with its first event; later events of the key skip
+    # the upsert (one statement less per message) and are claimed all the same.
+    from sqlalchemy import Engine, event
+
+    seen: list[str] = []
+
+    def record(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        assert await put(queue, "e1")
+        first = list(seen)
+        seen.clear()
+        [got] = await claim(queue)
+        await queue.release(got, owner="A")
+        seen.clear()
+        assert await put(queue, "e2")
+        second = list(seen)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert any("INSERT INTO inbox_leases" in s for s in first)
+    assert not any("inbox_leases" in s for s in second)
+    [again] = await claim(queue)
+    assert ids(again) == ["e2"]

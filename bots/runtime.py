@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from bots.db import create_engine, ensure_schema, open_store
+from bots.fdlimit import fit_descriptor_limit
 from bots.ops import Metrics
 from bots.settings import Settings
 from core.inbox import Inbox
@@ -56,6 +57,7 @@ def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Open the database and HTTP pool, and start the local model if asked to."""
+    fit_descriptor_limit(settings.concurrency)
     with contextlib.ExitStack() as stack:
         if settings.local_model:
             from bots.local_model import local_server

@@ -18,6 +18,9 @@ secret and no stack trace in it.
         └── ModelRetryable       worth another try after ``retry_after`` seconds (or backoff)
             ├── ModelRateLimited 429
             └── ModelUnavailable 5xx, timeouts, connection failures
+                └── LocalResourcesExhausted  this process ran out of descriptors, buffers
+                                             or pool slots before a byte left: not the
+                                             model's fault (no circuit breaker, no fallback)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "ConfigError",
     "ImageError",
     "InputError",
+    "LocalResourcesExhausted",
     "ModelAuthError",
     "ModelBadRequest",
     "ModelError",
@@ -169,3 +173,16 @@ class ModelUnavailable(ModelRetryable):
 
     kind = "unavailable"
     default_user_message = "The model service is unavailable right now; please try again later."
+
+
+class LocalResourcesExhausted(ModelUnavailable):
+    """The request never left this process: no file descriptor, buffer or pool slot.
+
+    Worth retrying (turns end and free them), but it says nothing about the model, so it
+    neither opens the model's circuit breaker nor moves on to a fallback model.
+    """
+
+    kind = "local_resources"
+    default_user_message = (
+        "I'm overloaded right now and couldn't reach the model; please try again in a moment."
+    )

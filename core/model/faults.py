@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
 import re
 import time
@@ -22,7 +23,10 @@ from core.errors import (
     ModelUnavailable,
 )
 
-__all__ = ["error_from_body", "error_from_response", "redact", "retry_after_seconds"]
+__all__ = [
+    "error_from_body", "error_from_response", "local_resource_fault", "redact",
+    "retry_after_seconds",
+]
 
 _MODERATION = {
     "data_inspection_failed", "datainspectionfailed", "ipinfringementsuspect",
@@ -40,6 +44,31 @@ def redact(text: str, *secrets: str | None) -> str:
             for form in {secret, quote(secret, safe="")}:
                 text = text.replace(form, "***")
     return _KEYLIKE.sub("***", text)
+
+
+# errno values that mean this host, not the server, ran out of something: descriptors
+# (process, system), socket buffers, memory, local ports.
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
+                           errno.EADDRNOTAVAIL})
+
+
+def local_resource_fault(err: BaseException) -> str | None:
+    """Why ``err`` (an httpx error) never reached the server, if it is a local shortage.
+
+    httpx wraps the ``OSError`` of a failed ``socket()``/``connect()`` in a chain
+    (``ConnectError`` ← httpcore ← "All connection attempts failed" ← ``OSError(EMFILE)``);
+    a full connection pool is ``PoolTimeout``. Both are this process's limits.
+    """
+    if isinstance(err, httpx.PoolTimeout):
+        return "the model connection pool is full"
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _LOCAL_ERRNOS:
+            return f"{errno.errorcode.get(current.errno, current.errno)}: {current.strerror}"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

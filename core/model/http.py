@@ -15,8 +15,14 @@ from typing import Any
 
 import httpx
 
-from core.errors import ModelError, ModelRefused, ModelStreamBroken, ModelUnavailable
-from core.model.faults import error_from_body, error_from_response
+from core.errors import (
+    LocalResourcesExhausted,
+    ModelError,
+    ModelRefused,
+    ModelStreamBroken,
+    ModelUnavailable,
+)
+from core.model.faults import error_from_body, error_from_response, local_resource_fault
 from core.model.sse import ServerSentEvent, iter_sse
 from core.types import FinishChunk, ModelCall, ModelChunk, ReasoningChunk, TextChunk, Usage
 
@@ -80,6 +86,10 @@ class HTTPModelClient:
         try:
             response = await self._http.send(self._request(call, stream), stream=True)
         except httpx.HTTPError as err:
+            if (shortage := local_resource_fault(err)) is not None:
+                raise LocalResourcesExhausted(
+                    f"no local resources to reach the model endpoint ({shortage})"
+                ) from err
             raise ModelUnavailable(
                 f"could not reach the model endpoint: {type(err).__name__}"
             ) from err

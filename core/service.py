@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from weakref import WeakValueDictionary
 
+from core.answer_cap import cap_answer
 from core.context import build_messages
 from core.errors import (
     ChatbridgeError,
@@ -324,8 +325,9 @@ class ChatService:
                 history = tuple(await self._store.load_context(
                     start.conversation_id, limits, current_id=start.message_id
                 ))
-            async for event in self._run_turn(start, request, profile, model, history,
-                                              queued=claim is not None, skipped=skipped):
+            turn = self._run_turn(start, request, profile, model, history,
+                                  queued=claim is not None, skipped=skipped)
+            async for event in cap_answer(turn, profile.max_answer_chars):
                 yield event
         finally:
             if held:

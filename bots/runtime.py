@@ -26,8 +26,10 @@ from core.model import (
     RetryingClient,
     RetryPolicy,
 )
+from core.model.images import ImageGate
 from core.service import ChatService, ServiceOptions
 from core.store import Store
+from core.vision import Vision
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -44,13 +46,16 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
 
 
-def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:
-    """The model client the settings ask for: retries, fallbacks, breaker, deadline."""
+def build_model(settings: Settings, http: httpx.AsyncClient,
+                vision: Vision | None = None) -> ModelClient:
+    """The model client the settings ask for: retries, images only for models that take
+    them, fallbacks, breaker, deadline."""
     cls = DashScopeClient if settings.model_api == "dashscope" else OpenAIClient
     inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
                 timeout=settings.model_timeout)
     retrying = RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
-    return FallbackClient(retrying, fallbacks=settings.model_fallbacks,
+    gated = ImageGate(retrying, vision or Vision(settings.vision))
+    return FallbackClient(gated, fallbacks=settings.model_fallbacks,
                           breaker=CircuitBreaker(), deadline=settings.turn_seconds)
 
 
@@ -72,13 +77,14 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=20)
             async with httpx.AsyncClient(limits=limits) as http:
                 store = open_store(engine)
+                vision = Vision(settings.vision)
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
                     model_choices=settings.model_choices,
-                    limits=settings.limits,
+                    limits=settings.limits, vision=vision,
                 )
-                service = ChatService(store=store, model=build_model(settings, http),
+                service = ChatService(store=store, model=build_model(settings, http, vision),
                                       options=options)
                 inbox = Inbox(store, lease_seconds=settings.lease_seconds,
                               concurrency=settings.concurrency,

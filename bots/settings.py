@@ -57,6 +57,8 @@ class Settings:
     model_fallbacks: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     turn_seconds: float = 300.0
+    # Model name → whether it takes images ([models.NAME] vision, CHATBRIDGE_MODEL_VISION).
+    vision: Mapping[str, bool] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -137,6 +139,36 @@ def _config(env: Mapping[str, str], cwd: Path) -> tuple[dict[str, Any], str | No
         raise ConfigError(f"cannot read {path}: {err}") from err
 
 
+def _vision(env: Mapping[str, str], config: Mapping[str, Any], model: str, *,
+            local: bool) -> dict[str, bool]:
+    """``[models.NAME] vision = true|false`` tables, and CHATBRIDGE_MODEL_VISION for the
+    main model (it wins). The bundled local model reads text only."""
+    models = config.get("models") or {}
+    if not isinstance(models, dict):
+        raise ConfigError("[models] must be a table")
+    found: dict[str, bool] = {}
+    for name, table in models.items():
+        if name == "choices":
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"[models] {name!r}: expected a table such as "
+                              f'[models."{name}"] with vision = true or false')
+        unknown = set(table) - {"vision"}
+        if unknown:
+            raise ConfigError(f"[models.\"{name}\"]: unknown key(s) {', '.join(sorted(unknown))} "
+                              "(known: vision)")
+        if "vision" in table:
+            if not isinstance(table["vision"], bool):
+                raise ConfigError(f"[models.\"{name}\"] vision must be true or false")
+            found[name] = table["vision"]
+    main = _bool(env, "CHATBRIDGE_MODEL_VISION")
+    if main is not None:
+        found[model] = main
+    elif local:
+        found.setdefault(model, False)
+    return found
+
+
 def _local_available() -> bool:
     import importlib.util
 
@@ -207,5 +239,6 @@ def load_settings(
             m.strip() for m in env.get("CHATBRIDGE_MODEL_FALLBACKS", "").split(",") if m.strip()
         ),
         turn_seconds=_number(env, "CHATBRIDGE_TURN_SECONDS", 300.0, minimum=1),
+        vision=_vision(env, config, model or Settings.model, local=base == LOCAL),
         env=env,
     )

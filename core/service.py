@@ -48,6 +48,7 @@ from core.types import (
     TextChunk,
     Usage,
 )
+from core.vision import Vision, note_unseen_images
 
 __all__ = ["ChatService", "ServiceOptions"]
 
@@ -88,6 +89,8 @@ class ServiceOptions:
     max_images: int = 10
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    # Which models take images; shared with the model stack's ImageGate.
+    vision: Vision = field(default_factory=Vision)
 
 
 class ChatService:
@@ -327,6 +330,8 @@ class ChatService:
                 ))
             turn = self._run_turn(start, request, profile, model, history,
                                   queued=claim is not None, skipped=skipped)
+            turn = note_unseen_images(turn, self._options.vision, model,
+                                      any(p.images for p in parts))
             async for event in cap_answer(turn, profile.max_answer_chars):
                 yield event
         finally:

@@ -81,6 +81,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
+                    image_memory_bytes=settings.image_memory_mb * 1024 * 1024,
                     model_choices=settings.model_choices,
                     limits=settings.limits, vision=vision,
                 )

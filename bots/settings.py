@@ -46,6 +46,7 @@ class Settings:
     retry_budget: float = 30.0
     stream: bool = True
     max_image_side: int = 2048
+    image_memory_mb: int = 512
     profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     config_path: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -226,6 +227,7 @@ def load_settings(
         retry_budget=_number(env, "CHATBRIDGE_RETRY_SECONDS", 30.0),
         stream=_bool(env, "CHATBRIDGE_STREAM") is not False,
         max_image_side=int(_number(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64)),
+        image_memory_mb=int(_number(env, "CHATBRIDGE_IMAGE_MEMORY_MB", 512, minimum=64)),
         profiles=_profiles(env, config),
         config_path=config_path,
         config=config,

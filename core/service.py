@@ -25,7 +25,8 @@ from core.errors import (
     ModelStreamBroken,
     StoreError,
 )
-from core.images import DEFAULT_MAX_SIDE, prepare_image
+from core.image_prep import DEFAULT_MEMORY_BYTES, ImagePreparer
+from core.images import DEFAULT_MAX_SIDE
 from core.limits import Limits
 from core.model.base import ModelClient
 from core.profiles import Profile
@@ -86,6 +87,8 @@ class ServiceOptions:
     default_profile: str = "default"
     stream: bool = True
     max_image_side: int = DEFAULT_MAX_SIDE
+    # Bytes all turns' image decoding may hold at once (see core.image_prep).
+    image_memory_bytes: int = DEFAULT_MEMORY_BYTES
     max_images: int = 10
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -103,6 +106,8 @@ class ChatService:
         self._locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
         self._counters: dict[str, TokenCounter] = {}
         self._rules = options.limits.rules()
+        self._images = ImagePreparer(max_side=options.max_image_side,
+                                     memory_bytes=options.image_memory_bytes)
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -172,10 +177,8 @@ class ChatService:
         if len(raw) > self._options.max_images:
             raise InputError(user_message=f"Please send at most {self._options.max_images} "
                              "images at a time.")
-        side = self._options.max_image_side
         try:
-            return tuple([await asyncio.to_thread(prepare_image, data, max_side=side)
-                          for data in raw])
+            return await self._images.prepare(raw)
         except InputError:
             raise
         except Exception as err:  # a decoder bug on hostile input is still bad input

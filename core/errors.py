@@ -14,6 +14,7 @@ secret and no stack trace in it.
         ├── ModelAuthError       401/403: key wrong, missing, or no access
         ├── ModelBadRequest      400 other than moderation: the request was refused
         ├── ModelRefused         content moderation (data_inspection_failed), before or mid-stream
+        ├── ModelProtocolError   the answer does not follow the API's format (a number as text…)
         ├── ModelStreamBroken    the stream ended without a finish reason or dropped
         └── ModelRetryable       worth another try after ``retry_after`` seconds (or backoff)
             ├── ModelRateLimited 429
@@ -34,6 +35,7 @@ __all__ = [
     "ModelAuthError",
     "ModelBadRequest",
     "ModelError",
+    "ModelProtocolError",
     "ModelRateLimited",
     "ModelRefused",
     "ModelRetryable",
@@ -134,6 +136,16 @@ class ModelRefused(ModelError):
 
     kind = "refused"
     default_user_message = "Sorry, I can't help with that request."
+
+
+class ModelProtocolError(ModelError):
+    """The endpoint answered, but not in the API's format (wrong types, missing fields):
+    a server or proxy that does not speak the dialect chatbridge was told to use."""
+
+    kind = "protocol"
+    default_user_message = (
+        "The model service sent an answer I couldn't read; please try again later."
+    )
 
 
 class ModelStreamBroken(ModelError):

@@ -18,6 +18,7 @@ import httpx
 from core.errors import (
     LocalResourcesExhausted,
     ModelError,
+    ModelProtocolError,
     ModelRefused,
     ModelStreamBroken,
     ModelUnavailable,
@@ -27,6 +28,16 @@ from core.model.sse import ServerSentEvent, iter_sse
 from core.types import FinishChunk, ModelCall, ModelChunk, ReasoningChunk, TextChunk, Usage
 
 __all__ = ["HTTPModelClient", "Piece"]
+
+# What a parser raises on an answer of the wrong shape ({"content": 5}, a list for a dict…).
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+
+
+def _check_types(chunks: list[ModelChunk]) -> list[ModelChunk]:
+    for chunk in chunks:
+        if isinstance(chunk, TextChunk | ReasoningChunk) and not isinstance(chunk.text, str):
+            raise TypeError(f"{type(chunk).__name__} of type {type(chunk.text).__name__}")
+    return chunks
 
 
 @dataclass(slots=True)
@@ -102,10 +113,14 @@ class HTTPModelClient:
             else:
                 try:
                     body = json.loads(await response.aread())
-                    chunks = self._parse_json(body, call.model)
-                except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError,
-                        AttributeError) as err:
+                except (httpx.HTTPError, ValueError) as err:
                     raise ModelUnavailable(f"unreadable answer: {type(err).__name__}") from err
+                try:
+                    chunks = _check_types(self._parse_json(body, call.model))
+                except _SHAPE_ERRORS as err:
+                    raise ModelProtocolError(
+                        f"answer not in the API's format: {type(err).__name__}: {err}"
+                    ) from err
                 for chunk in chunks:
                     yield chunk
         finally:
@@ -128,7 +143,15 @@ class HTTPModelClient:
                     continue
                 if not isinstance(data, dict):
                     continue
-                piece = self._parse_event(event, data, model)
+                try:
+                    piece = self._parse_event(event, data, model)
+                    if not isinstance(piece.text, str) or not isinstance(piece.reasoning, str):
+                        raise TypeError("text is not a string")
+                except _SHAPE_ERRORS as err:
+                    detail = f"stream event not in the API's format: {type(err).__name__}: {err}"
+                    if text:
+                        raise ModelStreamBroken(detail, partial="".join(text)) from err
+                    raise ModelProtocolError(detail) from err
                 if piece.error is not None:
                     if isinstance(piece.error, ModelRefused) or not text:
                         raise piece.error

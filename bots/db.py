@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -59,12 +59,53 @@ def create_engine(url: str) -> AsyncEngine:
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             return engine
+        parsed, connect_args = _libpq_options(make_url(url))
         # Turns hold a connection only for a transaction at a time; 20 kept open covers
         # the inbox's claims and the acknowledgements without reconnecting for each, and
         # 3 replicas at 30 stay under PostgreSQL's default max_connections of 100.
-        return create_async_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
+        return create_async_engine(parsed, pool_size=20, max_overflow=10, pool_pre_ping=True,
+                                   connect_args=connect_args)
     except (ImportError, SQLAlchemyError, ValueError) as err:
         raise ConfigError(f"CHATBRIDGE_DATABASE_URL is not usable: {err}") from err
+
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# libpq options asyncpg reads only from the environment (PG* variables), not as arguments.
+_LIBPQ_FILES = {"sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+                "sslpassword": "PGSSLPASSWORD", "sslcrl": "PGSSLCRL"}
+
+
+def _libpq_options(url: URL) -> tuple[URL, dict[str, Any]]:
+    """Translate libpq-style query options (what ``psql`` and most guides write) into
+    asyncpg's connect arguments: ``sslmode`` → ``ssl``, ``connect_timeout`` → ``timeout``,
+    ``application_name`` → a server setting. Options asyncpg cannot take are refused with
+    what to write instead."""
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() != "asyncpg":
+        return url, {}
+    query = dict(url.query)
+    args: dict[str, Any] = {}
+    if "sslmode" in query:
+        mode = str(query.pop("sslmode"))
+        if mode not in _SSLMODES:
+            raise ConfigError(f"CHATBRIDGE_DATABASE_URL: sslmode={mode} is not one of "
+                              f"{', '.join(_SSLMODES)}")
+        args["ssl"] = mode
+    if "connect_timeout" in query:
+        raw = str(query.pop("connect_timeout"))
+        try:
+            args["timeout"] = float(raw)
+        except ValueError as err:
+            raise ConfigError(f"CHATBRIDGE_DATABASE_URL: connect_timeout={raw} is not a "
+                              "number of seconds") from err
+    if "application_name" in query:
+        args["server_settings"] = {"application_name": str(query.pop("application_name"))}
+    for option, variable in _LIBPQ_FILES.items():
+        if option in query:
+            raise ConfigError(
+                f"CHATBRIDGE_DATABASE_URL: the asyncpg driver does not take {option}= in the "
+                f"URL; set the environment variable {variable} instead (with "
+                "sslmode=verify-full, or verify-ca, in the URL)")
+    return url.set(query=query), args
 
 
 def open_store(engine: AsyncEngine) -> Store:
@@ -201,6 +242,11 @@ async def ensure_schema(engine: AsyncEngine) -> None:
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+    except TypeError as err:  # e.g. connect() got an unexpected keyword argument 'x'
+        raise ConfigError(
+            "CHATBRIDGE_DATABASE_URL has an option the database driver does not take "
+            f"({err}); remove it from the URL's query string"
+        ) from err
     except (SQLAlchemyError, OSError) as err:
         raise _unreachable(engine, err) from err
     try:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from core.types import DeltaEvent, FinalEvent, ReplyEvent
 
-__all__ = ["DEFAULT_MAX_ANSWER_CHARS", "cap_answer", "cut_notice"]
+__all__ = ["DEFAULT_MAX_ANSWER_CHARS", "add_notice", "cap_answer", "cut_notice"]
 
 # A Slack message's worth, or three Telegram messages.
 DEFAULT_MAX_ANSWER_CHARS = 12_000
@@ -43,6 +43,20 @@ async def cap_answer(events: AsyncIterator[ReplyEvent], limit: int) -> AsyncIter
                 yield replace(event, text=event.text[:limit], notice=notice)
             else:
                 yield event
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def add_notice(events: AsyncIterator[ReplyEvent], note: str) -> AsyncIterator[ReplyEvent]:
+    """``events`` with ``note`` added to the final answer's notice (an adapter's word on
+    what it left out: an image it could not download, album items over the limit)."""
+    try:
+        async for event in events:
+            if note and isinstance(event, FinalEvent):
+                event = replace(event, notice=" ".join(n for n in (event.notice, note) if n))
+            yield event
     finally:
         close = getattr(events, "aclose", None)
         if close is not None:

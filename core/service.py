@@ -138,6 +138,15 @@ class ChatService:
         """
         return await self._store.record_event(platform=platform, event_id=event_id)
 
+    async def seen(self, *, platform: str, event_id: str) -> bool:
+        """Whether ``first_time`` (or a message) ever recorded this event id; records nothing."""
+        return await self._store.event_recorded(platform=platform, event_id=event_id)
+
+    @property
+    def max_images(self) -> int:
+        """Images one message may carry."""
+        return self._options.max_images
+
     @property
     def model_choices(self) -> tuple[str, ...]:
         """Models people may switch to (empty: switching is off)."""

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -29,8 +30,8 @@ def _chunk(content: object) -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    script: list[bytes] = []
-    as_json: bytes | None = None
+    script: ClassVar[list[bytes]] = []
+    as_json: ClassVar[bytes | None] = None
 
     def log_message(self, format: str, *args: object) -> None:
         pass

@@ -43,7 +43,7 @@ DB_TIMEOUT = 2.0  # seconds /readyz (and the inbox depth) wait for the database
 # a usage limit, the database or a bug. A partial answer (stream cut off) counts too.
 MODEL_ERROR_KINDS = frozenset({
     "model", "auth", "bad_request", "refused", "partial", "rate_limited", "unavailable",
-    "empty",
+    "empty", "protocol",
 })
 TURN_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 

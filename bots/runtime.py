@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 
 from bots.db import create_engine, ensure_schema, open_store
+from bots.fdlimit import fit_descriptor_limit
 from bots.ops import Metrics
 from bots.settings import Settings
 from core.inbox import Inbox
@@ -26,8 +27,10 @@ from core.model import (
     RetryingClient,
     RetryPolicy,
 )
+from core.model.images import ImageGate
 from core.service import ChatService, ServiceOptions
 from core.store import Store
+from core.vision import Vision
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -56,19 +59,23 @@ def model_session(settings: Settings) -> aiohttp.ClientSession:
                                  trust_env=True)
 
 
-def build_model(settings: Settings, http: aiohttp.ClientSession) -> ModelClient:
-    """The model client the settings ask for: retries, fallbacks, breaker, deadline."""
+def build_model(settings: Settings, http: aiohttp.ClientSession,
+                vision: Vision | None = None) -> ModelClient:
+    """The model client the settings ask for: retries, images only for models that take
+    them, fallbacks, breaker, deadline."""
     cls = DashScopeClient if settings.model_api == "dashscope" else OpenAIClient
     inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
                 timeout=settings.model_timeout)
     retrying = RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
-    return FallbackClient(retrying, fallbacks=settings.model_fallbacks,
+    gated = ImageGate(retrying, vision or Vision(settings.vision))
+    return FallbackClient(gated, fallbacks=settings.model_fallbacks,
                           breaker=CircuitBreaker(), deadline=settings.turn_seconds)
 
 
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Open the database and HTTP pool, and start the local model if asked to."""
+    fit_descriptor_limit(settings.concurrency)
     with contextlib.ExitStack() as stack:
         if settings.local_model:
             from bots.local_model import local_server
@@ -84,13 +91,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             async with httpx.AsyncClient(limits=limits) as http, \
                     model_session(settings) as model_http:
                 store = open_store(engine)
+                vision = Vision(settings.vision)
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
+                    image_memory_bytes=settings.image_memory_mb * 1024 * 1024,
                     model_choices=settings.model_choices,
-                    limits=settings.limits,
+                    limits=settings.limits, vision=vision,
                 )
-                service = ChatService(store=store, model=build_model(settings, model_http),
+                service = ChatService(store=store, model=build_model(settings, model_http, vision),
                                       options=options)
                 inbox = Inbox(store, lease_seconds=settings.lease_seconds,
                               concurrency=settings.concurrency,

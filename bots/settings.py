@@ -77,6 +77,7 @@ class Settings:
     retry_budget: float = 30.0
     stream: bool = True
     max_image_side: int = 2048
+    image_memory_mb: int = 512
     profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     config_path: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -90,6 +91,8 @@ class Settings:
     turn_seconds: float = 300.0
     log_level: str = "WARNING"
     log_format: str = "plain"
+    # Model name → whether it takes images ([models.NAME] vision, CHATBRIDGE_MODEL_VISION).
+    vision: Mapping[str, bool] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -173,6 +176,36 @@ def _config(env: Mapping[str, str], cwd: Path) -> tuple[dict[str, Any], str | No
         raise ConfigError(f"cannot read {path}: {err}") from err
 
 
+def _vision(env: Mapping[str, str], config: Mapping[str, Any], model: str, *,
+            local: bool) -> dict[str, bool]:
+    """``[models.NAME] vision = true|false`` tables, and CHATBRIDGE_MODEL_VISION for the
+    main model (it wins). The bundled local model reads text only."""
+    models = config.get("models") or {}
+    if not isinstance(models, dict):
+        raise ConfigError("[models] must be a table")
+    found: dict[str, bool] = {}
+    for name, table in models.items():
+        if name == "choices":
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"[models] {name!r}: expected a table such as "
+                              f'[models."{name}"] with vision = true or false')
+        unknown = set(table) - {"vision"}
+        if unknown:
+            raise ConfigError(f"[models.\"{name}\"]: unknown key(s) {', '.join(sorted(unknown))} "
+                              "(known: vision)")
+        if "vision" in table:
+            if not isinstance(table["vision"], bool):
+                raise ConfigError(f"[models.\"{name}\"] vision must be true or false")
+            found[name] = table["vision"]
+    main = _bool(env, "CHATBRIDGE_MODEL_VISION")
+    if main is not None:
+        found[model] = main
+    elif local:
+        found.setdefault(model, False)
+    return found
+
+
 def _local_available() -> bool:
     import importlib.util
 
@@ -245,6 +278,7 @@ def load_settings(
         retry_budget=number(env, "CHATBRIDGE_RETRY_SECONDS", 30.0),
         stream=_bool(env, "CHATBRIDGE_STREAM") is not False,
         max_image_side=integer(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64),
+        image_memory_mb=integer(env, "CHATBRIDGE_IMAGE_MEMORY_MB", 512, minimum=64),
         profiles=_profiles(env, config, local=base == LOCAL),
         config_path=config_path,
         config=config,
@@ -258,5 +292,6 @@ def load_settings(
         turn_seconds=number(env, "CHATBRIDGE_TURN_SECONDS", 300.0, minimum=1),
         log_level=log_level,
         log_format=log_format,
+        vision=_vision(env, config, model or Settings.model, local=base == LOCAL),
         env=env,
     )

@@ -14,10 +14,14 @@ secret and no stack trace in it.
         ├── ModelAuthError       401/403: key wrong, missing, or no access
         ├── ModelBadRequest      400 other than moderation: the request was refused
         ├── ModelRefused         content moderation (data_inspection_failed), before or mid-stream
+        ├── ModelProtocolError   the answer does not follow the API's format (a number as text…)
         ├── ModelStreamBroken    the stream ended without a finish reason or dropped
         └── ModelRetryable       worth another try after ``retry_after`` seconds (or backoff)
             ├── ModelRateLimited 429
             └── ModelUnavailable 5xx, timeouts, connection failures
+                └── LocalResourcesExhausted  this process ran out of descriptors, buffers
+                                             or pool slots before a byte left: not the
+                                             model's fault (no circuit breaker, no fallback)
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ __all__ = [
     "ConfigError",
     "ImageError",
     "InputError",
+    "LocalResourcesExhausted",
     "ModelAuthError",
     "ModelBadRequest",
     "ModelError",
+    "ModelProtocolError",
     "ModelRateLimited",
     "ModelRefused",
     "ModelRetryable",
@@ -139,6 +145,16 @@ class ModelRefused(ModelError):
     default_user_message = "Sorry, I can't help with that request."
 
 
+class ModelProtocolError(ModelError):
+    """The endpoint answered, but not in the API's format (wrong types, missing fields):
+    a server or proxy that does not speak the dialect chatbridge was told to use."""
+
+    kind = "protocol"
+    default_user_message = (
+        "The model service sent an answer I couldn't read; please try again later."
+    )
+
+
 class ModelStreamBroken(ModelError):
     """The answer stream stopped early; ``partial`` holds what arrived."""
 
@@ -176,3 +192,16 @@ class ModelUnavailable(ModelRetryable):
 
     kind = "unavailable"
     default_user_message = "The model service is unavailable right now; please try again later."
+
+
+class LocalResourcesExhausted(ModelUnavailable):
+    """The request never left this process: no file descriptor, buffer or pool slot.
+
+    Worth retrying (turns end and free them), but it says nothing about the model, so it
+    neither opens the model's circuit breaker nor moves on to a fallback model.
+    """
+
+    kind = "local_resources"
+    default_user_message = (
+        "I'm overloaded right now and couldn't reach the model; please try again in a moment."
+    )

@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import struct
 import warnings
 
 from PIL import Image as PILImage
-from PIL import ImageOps
 
 from core.errors import ImageError
 from core.types import Image
@@ -28,7 +28,9 @@ __all__ = [
     "MAX_RATIO",
     "MIN_SIDE",
     "data_url",
+    "decode_cost",
     "prepare_image",
+    "probe_image",
     "sniff_mime",
 ]
 
@@ -55,6 +57,12 @@ _FALLBACK_QUALITIES = (85, 75, 60)
 _DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TypeError, IndexError,
                   KeyError, ZeroDivisionError, struct.error)
 _LANCZOS = PILImage.Resampling.LANCZOS
+_T = PILImage.Transpose
+# EXIF orientation → the transpose that shows the image upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE,
+              6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
+_SWAPS_SIDES = {5, 6, 7, 8}
+_BAND_BYTES = 8 * 1024 * 1024  # rows reduced at a time (see _reduced)
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -97,25 +105,44 @@ def prepare_image(
             f"image is {len(data)} bytes, limit {max_input_bytes}",
             user_message="That image file is too large; please send a smaller one.",
         )
-    mime = sniff_mime(data)
-    if mime is None:
-        raise ImageError(
-            "unrecognised image format",
-            user_message="I can only read images in PNG, JPEG, WebP, GIF, BMP or TIFF format.",
-        )
+    mime = _mime(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # hostile files make Pillow warn; we refuse them
             with PILImage.open(io.BytesIO(data), formats=[_PIL_FORMATS[mime]]) as opened:
-                if opened.width * opened.height > _MAX_PIXELS:
-                    raise _too_many_pixels(f"{opened.width}x{opened.height}")
+                # Image.open read only the header: refuse (or plan) before decoding.
+                width, height = opened.size
+                if width * height > _MAX_PIXELS:
+                    raise _too_many_pixels(f"{width}x{height}")
+                _check_shape(width, height)
+                long = max(width, height)
+                resize = long > max_side
+                if resize and mime == "image/jpeg":
+                    # JPEG decodes at 1/2, 1/4 or 1/8 scale: never the full-size pixels.
+                    scale = max_side / long
+                    opened.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
                 opened.load()  # the first frame only, for GIF and animated WebP
                 single_frame = getattr(opened, "n_frames", 1) == 1
                 exif = opened.getexif()
-                rotated = exif.get(0x0112, 1) in range(2, 9)
+                orientation = exif.get(0x0112, 1)
+                rotated = orientation in _TRANSPOSE
                 # EXIF/XMP may hold a photo's GPS position: never pass it through to the model.
                 metadata = bool(exif) or any(k in opened.info for k in ("xmp", "XML:com.adobe.xmp"))
-                img = ImageOps.exif_transpose(opened) if rotated else opened.copy()
+                if (
+                    mime in _KEEP_MODES
+                    and not resize
+                    and not rotated
+                    and not metadata
+                    and single_frame
+                    and opened.mode in _KEEP_MODES[mime]
+                    and _fits(mime, len(data))
+                ):
+                    return _result(data, mime, width, height)
+                # Shrink while the decoded pixels are alive, by a whole factor first (cheap,
+                # and the full-size image is freed when the file closes), then rotate.
+                img = _reduced(opened, max_side) if resize else opened.copy()
+                if rotated:
+                    img = img.transpose(_TRANSPOSE[orientation])
     except PILImage.DecompressionBombError as err:
         raise _too_many_pixels(str(err)) from err
     except _DECODE_ERRORS as err:
@@ -124,7 +151,34 @@ def prepare_image(
             user_message="That image seems to be damaged or incomplete, so I couldn't read it.",
         ) from err
 
-    width, height = img.size
+    if img.mode.startswith("I"):  # 16-bit greyscale: scale to 8 bits instead of clipping
+        img = img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    target = "RGBA" if alpha else "L" if img.mode == "L" else "RGB"
+    if img.mode != target:
+        img = img.convert(target)
+    if resize:
+        # From the original size: a JPEG draft or a reduce may have rounded the sides.
+        scale = max_side / long
+        size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
+        if orientation in _SWAPS_SIDES:
+            size = (size[1], size[0])
+        img = img.resize(size, _LANCZOS)
+    out, out_mime, img = _encode_to_fit(img, alpha)
+    return _result(out, out_mime, img.width, img.height)
+
+
+def _mime(data: bytes) -> str:
+    mime = sniff_mime(data)
+    if mime is None:
+        raise ImageError(
+            "unrecognised image format",
+            user_message="I can only read images in PNG, JPEG, WebP, GIF, BMP or TIFF format.",
+        )
+    return mime
+
+
+def _check_shape(width: int, height: int) -> None:
     short, long = min(width, height), max(width, height)
     if short < MIN_SIDE:
         raise ImageError(
@@ -139,28 +193,63 @@ def prepare_image(
                 f"{MAX_RATIO} times its shorter side."
             ),
         )
-    resize = long > max_side
-    if (
-        mime in _KEEP_MODES
-        and not resize
-        and not rotated
-        and not metadata
-        and single_frame
-        and img.mode in _KEEP_MODES[mime]
-        and _fits(mime, len(data))
-    ):
-        return _result(data, mime, width, height)
 
-    if img.mode.startswith("I"):  # 16-bit greyscale: scale to 8 bits instead of clipping
-        img = img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
-    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    img = img.convert("RGBA" if alpha else "L" if img.mode == "L" else "RGB")
-    if resize:
-        scale = max_side / long
-        size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
-        img = img.resize(size, _LANCZOS)
-    out, out_mime, img = _encode_to_fit(img, alpha)
-    return _result(out, out_mime, img.width, img.height)
+
+def _reduced(img: PILImage.Image, max_side: int) -> PILImage.Image:
+    """A new, smaller image: ``img`` divided by the largest whole factor that keeps its long
+    side at or above ``max_side`` (a box filter), or a copy when no such factor helps.
+
+    The work goes band by band (a few MB each), so besides the decoded image only one band
+    is held: converting or premultiplying (Pillow's reduce does both for RGBA) the whole
+    image at once would double the memory a huge image takes.
+    """
+    width, height = img.size
+    factor = max(width, height) // max_side
+    if factor < 2:
+        return img.copy()
+    if img.mode in ("P", "PA") or "transparency" in img.info:
+        mode = "RGBA"  # average colours, not palette indexes; keep a transparent colour
+    elif img.mode == "1":
+        mode = "L"
+    elif img.mode.startswith("I;16"):
+        mode = "I"
+    else:
+        mode = img.mode
+    out = PILImage.new(mode, (-(-width // factor), -(-height // factor)))
+    rows = factor * max(1, _BAND_BYTES // (width * 4 * factor))
+    for top in range(0, height, rows):
+        band = img.crop((0, top, width, min(height, top + rows)))
+        if band.mode != mode:
+            band = band.convert(mode)
+        out.paste(band.reduce(factor), (0, top // factor))
+    return out
+
+
+def probe_image(data: bytes) -> tuple[int, int]:
+    """Width and height from the image's header, without decoding it (checks included:
+    the type, the pixel limit)."""
+    mime = _mime(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with PILImage.open(io.BytesIO(data), formats=[_PIL_FORMATS[mime]]) as opened:
+                width, height = opened.size
+    except PILImage.DecompressionBombError as err:
+        raise _too_many_pixels(str(err)) from err
+    except _DECODE_ERRORS as err:
+        raise ImageError(
+            f"corrupt or unreadable {mime}: {err}",
+            user_message="That image seems to be damaged or incomplete, so I couldn't read it.",
+        ) from err
+    if width * height > _MAX_PIXELS:
+        raise _too_many_pixels(f"{width}x{height}")
+    return width, height
+
+
+def decode_cost(width: int, height: int) -> int:
+    """Bytes preparing an image of this size may hold at once: the decoded pixels (Pillow
+    keeps 4 bytes a pixel for most modes) and one band of the reduction."""
+    return width * height * 4 + 4 * _BAND_BYTES
 
 
 def _too_many_pixels(detail: str) -> ImageError:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.answer_cap import DEFAULT_MAX_ANSWER_CHARS
 from core.config import config_table
 from core.errors import ConfigError
 from core.types import Sampling
@@ -67,6 +68,8 @@ class Profile:
     image_turns: int = 3
     max_context_messages: int = 200
     max_input_chars: int = 32_000
+    # Longest answer shown (Slack, Telegram, console); a longer one is cut with a note.
+    max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -111,7 +114,7 @@ def _sampling(raw: Mapping[str, Any], where: str) -> Sampling:
 _KNOWN_KEYS = {
     "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
     "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
-    "max_input_chars",
+    "max_input_chars", "max_answer_chars",
 }
 
 
@@ -130,10 +133,12 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
         if merged_sampling.enable_thinking is not None else base.sampling.enable_thinking,
     )
     profile = replace(base, name=name, sampling=sampling)
-    for key in ("context_tokens", "image_turns", "max_context_messages", "max_input_chars"):
+    for key in ("context_tokens", "image_turns", "max_context_messages", "max_input_chars",
+                "max_answer_chars"):
         if key in raw:
             value = raw[key]
-            least = 1 if key in ("max_context_messages", "context_tokens") else 0
+            least = {"max_context_messages": 1, "context_tokens": 1,
+                     "max_answer_chars": 100}.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{where}: {key} must be an integer of at least {least}")
             profile = replace(profile, **{key: value})  # type: ignore[arg-type]

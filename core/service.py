@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from weakref import WeakValueDictionary
 
+from core.answer_cap import cap_answer
 from core.context import build_messages
 from core.errors import (
     ChatbridgeError,
@@ -24,7 +25,8 @@ from core.errors import (
     ModelStreamBroken,
     StoreError,
 )
-from core.images import DEFAULT_MAX_SIDE, prepare_image
+from core.image_prep import DEFAULT_MEMORY_BYTES, ImagePreparer
+from core.images import DEFAULT_MAX_SIDE
 from core.limits import Limits
 from core.model.base import ModelClient
 from core.profiles import Profile
@@ -47,6 +49,7 @@ from core.types import (
     TextChunk,
     Usage,
 )
+from core.vision import Vision, note_unseen_images
 
 __all__ = ["ChatService", "ServiceOptions"]
 
@@ -84,9 +87,13 @@ class ServiceOptions:
     default_profile: str = "default"
     stream: bool = True
     max_image_side: int = DEFAULT_MAX_SIDE
+    # Bytes all turns' image decoding may hold at once (see core.image_prep).
+    image_memory_bytes: int = DEFAULT_MEMORY_BYTES
     max_images: int = 10
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    # Which models take images; shared with the model stack's ImageGate.
+    vision: Vision = field(default_factory=Vision)
 
 
 class ChatService:
@@ -99,6 +106,8 @@ class ChatService:
         self._locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
         self._counters: dict[str, TokenCounter] = {}
         self._rules = options.limits.rules()
+        self._images = ImagePreparer(max_side=options.max_image_side,
+                                     memory_bytes=options.image_memory_bytes)
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -128,6 +137,15 @@ class ChatService:
         The database decides, so a redelivery or a second replica gets ``False``.
         """
         return await self._store.record_event(platform=platform, event_id=event_id)
+
+    async def seen(self, *, platform: str, event_id: str) -> bool:
+        """Whether ``first_time`` (or a message) ever recorded this event id; records nothing."""
+        return await self._store.event_recorded(platform=platform, event_id=event_id)
+
+    @property
+    def max_images(self) -> int:
+        """Images one message may carry."""
+        return self._options.max_images
 
     @property
     def model_choices(self) -> tuple[str, ...]:
@@ -168,10 +186,8 @@ class ChatService:
         if len(raw) > self._options.max_images:
             raise InputError(user_message=f"Please send at most {self._options.max_images} "
                              "images at a time.")
-        side = self._options.max_image_side
         try:
-            return tuple([await asyncio.to_thread(prepare_image, data, max_side=side)
-                          for data in raw])
+            return await self._images.prepare(raw)
         except InputError:
             raise
         except Exception as err:  # a decoder bug on hostile input is still bad input
@@ -324,8 +340,11 @@ class ChatService:
                 history = tuple(await self._store.load_context(
                     start.conversation_id, limits, current_id=start.message_id
                 ))
-            async for event in self._run_turn(start, request, profile, model, history,
-                                              queued=claim is not None, skipped=skipped):
+            turn = self._run_turn(start, request, profile, model, history,
+                                  queued=claim is not None, skipped=skipped)
+            turn = note_unseen_images(turn, self._options.vision, model,
+                                      any(p.images for p in parts))
+            async for event in cap_answer(turn, profile.max_answer_chars):
                 yield event
         finally:
             if held:

@@ -12,8 +12,8 @@ import os
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from bots.db import migration_engine
 from core.store.models import Base
 
 config = context.config
@@ -40,10 +40,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url())
-    async with engine.connect() as conn:
+    # On SQLite too, all of the migration in one transaction (see bots/db.py).
+    engine = migration_engine(_url())
+    async with engine.begin() as conn:
         await conn.run_sync(_run)
-        await conn.commit()
     await engine.dispose()
 
 

@@ -134,3 +134,29 @@ def test_sigterm_to_chat_stops_the_local_model_it_started(tmp_path: Path) -> Non
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image as PILImage
+
+    PILImage.new("RGB", (64, 48), "red").save(path, "PNG")
+    return path
+
+
+@pytest.mark.parametrize("model", ["smollm2", "tiny-text-model"])
+def test_an_image_never_breaks_a_text_only_model(tmp_path: Path, llama_url: str,
+                                                 model: str) -> None:
+    """llama.cpp's chat template for SmolLM2 cannot read list content. ``smollm2`` is known
+    to be text-only (placeholders at once); an unknown name is sent the image, fails, is
+    asked again without it and is text-only from then on. Either way the image turn is
+    answered, told once, and the text turns after it are answered."""
+    env = _env(tmp_path, CHATBRIDGE_MODEL_BASE_URL=llama_url, CHATBRIDGE_MODEL_API_KEY="",
+               CHATBRIDGE_MODEL=model, CHATBRIDGE_RETRY_SECONDS="1")
+    image = _png(tmp_path / "red.png")
+    first = ask(tmp_path, env, "--conversation", "c", "--image", str(image), "What colour?")
+    assert first.returncode == 0, first.stderr
+    assert "reads text only" in first.stderr
+    for text in ("Thanks. What is 2 + 2?", "And 3 + 3?"):
+        later = ask(tmp_path, env, "--conversation", "c", text)
+        assert later.returncode == 0, later.stderr
+        assert later.stdout.strip() and "reads text only" not in later.stderr

@@ -38,6 +38,7 @@ from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
 from bots.telegram.inbound import Incoming, read_messages
 from bots.telegram.render import Blocked, Replier, Target
+from core.answer_cap import add_notice
 from core.errors import ChatbridgeError
 from core.inbox import Claim
 from core.outbox import Outbox, Tap
@@ -56,7 +57,22 @@ _App = Application[Any, Any, Any, Any, Any, Any]
 
 
 def _message(update: Update) -> Message | None:
-    return update.message or update.business_message
+    """The update's message, if it has one a bot can answer (one without a chat, which
+    Telegram never sends, is dropped: there is nowhere to answer)."""
+    message = update.message or update.business_message
+    if message is not None and message.chat is None:
+        return None
+    return message
+
+
+def malformed(update: Update) -> str | None:
+    """What is missing from an update Telegram would never send (for the webhook's 400)."""
+    for name in ("message", "edited_message", "channel_post", "edited_channel_post",
+                 "business_message", "edited_business_message"):
+        message = getattr(update, name, None)
+        if message is not None and getattr(message, "chat", None) is None:
+            return f"{name} without a chat"
+    return None
 
 
 class TelegramAdapter:
@@ -142,6 +158,14 @@ class TelegramAdapter:
             incoming = read_messages(messages, self._me)
             if not incoming.addressed or (incoming.empty and not incoming.bare_mention):
                 continue  # an album in a group that does not address the bot
+            if incoming.album and not incoming.text and await self._service.seen(
+                    platform=PLATFORM, event_id=f"{self._album_full(incoming)}/answered"):
+                # More photos of an album that was answered with as many images as a turn
+                # reads (an "album" of more items than one claim takes; Telegram's hold
+                # 10): one answer, not one per claim. A caption among them is answered.
+                log.info("album %s already answered in full; %d more items left out",
+                         incoming.album, len(messages))
+                continue
             command = incoming.command
             if command is not None and command.name not in NAMES and incoming.place.group \
                     and not command.explicit:
@@ -266,10 +290,13 @@ class TelegramAdapter:
         try:
             requests: list[ChatRequest] = []
             answered: Incoming | None = None
+            notes: list[str] = []
             for incoming in waiting:
-                images = await self._download(incoming)
-                if images is None:
+                downloaded = await self._download(incoming)
+                if downloaded is None:
                     continue
+                images, missed = downloaded
+                notes += missed
                 requests.append(ChatRequest(
                     platform=PLATFORM, scope=incoming.place.scope(self._me.id),
                     author=incoming.author, text=incoming.text,
@@ -280,7 +307,10 @@ class TelegramAdapter:
             if answered is None:
                 return
             replier = self._replier(answered)
-            await self._answer(requests, replier, claim)
+            await self._answer(requests, replier, claim, note=" ".join(notes))
+            for incoming in waiting:
+                if incoming.album and len(incoming.images) > self._service.max_images:
+                    await self._once(self._album_full(incoming), "answered")
         except Blocked as err:
             log.warning("chat %s cannot be written to (%s); not answering",
                         waiting[-1].place.chat_id, err)
@@ -288,11 +318,17 @@ class TelegramAdapter:
             log.exception("failed to answer a message in chat %s", waiting[-1].place.chat_id)
             await self._sorry(replier or self._replier(waiting[-1]))
 
+    def _album_full(self, incoming: Incoming) -> str:
+        """The album whose side event ``…/answered`` marks it answered with all the images
+        a turn reads (``_once(…, "answered")`` records it)."""
+        return incoming.place.event_id(self._me.id, f"album{incoming.album}")
+
     async def _answer(self, requests: list[ChatRequest], replier: Replier,
-                      claim: Claim) -> None:
+                      claim: Claim, *, note: str = "") -> None:
         service = self._service
         event_id = requests[-1].event_id
-        tap = Tap(self._runtime.metrics.metered(PLATFORM, service.answer(requests, claim)))
+        events = add_notice(service.answer(requests, claim), note)
+        tap = Tap(self._runtime.metrics.metered(PLATFORM, events))
         try:
             await replier.stream(tap.events())
         except Blocked:
@@ -321,31 +357,45 @@ class TelegramAdapter:
             except Exception as err:  # the answer is delivered; only feedback loses its link
                 log.warning("could not record where the answer to %s is: %s", event_id, err)
 
-    async def _download(self, incoming: Incoming) -> tuple[bytes, ...] | None:
-        """The images' bytes; ``None`` when the person was told why not (once)."""
+    async def _download(self, incoming: Incoming) -> tuple[tuple[bytes, ...], list[str]] | None:
+        """The images' bytes and notes on those left out; ``None`` when nothing is left to
+        answer (the person was told why, once). A message keeps its caption when one of
+        its images cannot be had, and an album keeps its first ``max_images`` images."""
         limit = self._config.max_file_bytes
         too_big = (f"That file is too large: I can download files up to {limit // 1_000_000} "
                    "MB. Please send a smaller image, or send it as a photo.")
+        most = self._service.max_images
+        refs = incoming.images[:most]
+        notes: list[str] = []
+        if len(incoming.images) > most:
+            notes.append(f"(I read the first {most} images; I can read at most {most} "
+                         "at a time.)")
         found: list[bytes] = []
-        for ref in incoming.images:
-            refusal: str | None = None
+        refusals: list[str] = []
+        for ref in refs:
             if ref.size is not None and ref.size > limit:
-                refusal = too_big
-            else:
-                try:
-                    file = await self._app.bot.get_file(ref.file_id)
-                    found.append(bytes(await file.download_as_bytearray()))
-                except BadRequest as err:
-                    if "too big" not in err.message.lower():
-                        raise
-                    refusal = too_big
-                except NetworkError as err:
-                    # The file URL holds the bot token: log the error's kind, never the URL.
-                    log.warning("image download failed: %s", type(err).__name__)
-                    refusal = ("I couldn't download your image from Telegram; please send "
-                               "it again.")
-            if refusal is not None:
-                if await self._once(self._event_id(incoming), "reply"):
-                    await self._replier(incoming).say(refusal)
-                return None
-        return tuple(found)
+                refusals.append(too_big)
+                continue
+            try:
+                file = await self._app.bot.get_file(ref.file_id)
+                found.append(bytes(await file.download_as_bytearray()))
+            except BadRequest as err:
+                # Telegram refused the file (too big, gone, not a file of this bot).
+                log.warning("getFile refused an image: %s", err.message)
+                refusals.append(too_big if "too big" in err.message.lower() else
+                                "I couldn't get your image from Telegram (it refused to hand "
+                                "it over); please send it again.")
+            except NetworkError as err:
+                # The file URL holds the bot token: log the error's kind, never the URL.
+                log.warning("image download failed: %s", type(err).__name__)
+                refusals.append("I couldn't download your image from Telegram; please send "
+                                "it again.")
+        if refusals and not found and not incoming.text:
+            if await self._once(self._event_id(incoming), "reply"):
+                await self._replier(incoming).say(refusals[0])
+            return None
+        if refusals:
+            notes.append(f"({refusals[0]} I answered the rest.)" if len(refusals) == 1 else
+                         f"({len(refusals)} images could not be downloaded; I answered the "
+                         "rest.)")
+        return tuple(found), notes

@@ -99,6 +99,7 @@ class Incoming:
     unsupported: str | None  # what we got and cannot read ("voice messages")
     empty: bool  # nothing a person wrote (a service message: member joined, pin, …)
     bare_mention: bool = False  # only "@our_bot": addressed, but no question
+    album: str | None = None  # media_group_id of an album's items
 
 
 def _place(message: Message) -> Place:
@@ -210,5 +211,5 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
         place=place, reply_to=first.message_id, key=key, author=_author(first),
         text="\n\n".join(texts), images=tuple(images), addressed=addressed, command=command,
         unsupported=unsupported if not images else None,
-        empty=empty, bare_mention=empty and mentioned,
+        empty=empty, bare_mention=empty and mentioned, album=first.media_group_id,
     )

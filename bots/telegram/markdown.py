@@ -27,6 +27,7 @@ _LANG = re.compile(r"[^A-Za-z0-9_+#.-]")
 _TAG = re.compile(r"<[^>]*>")
 _INLINE_TAGS = {"strong": "b", "em": "i", "s": "s"}
 _EMPTY = re.compile(r"<(b|i|s|blockquote)></\1>")
+_REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:")  # a link reference definition
 
 
 def _esc(text: str) -> str:
@@ -127,9 +128,29 @@ class _Blocks:
         self.need = max(self.need, need)
 
 
+def _dropped_text(text: str, tokens: Sequence[Token]) -> bool:
+    """Whether the parser left out lines with words in them.
+
+    markdown-it stops parsing a block nested deeper than its ``maxNesting`` (20), and
+    drops the rest of it silently: 25 levels of ``>`` would render as nothing at all.
+    Every line with a letter or digit must lie in some inline, code or table token.
+    """
+    covered: set[int] = set()
+    for tok in tokens:
+        if tok.map and tok.type in ("inline", "fence", "code_block", "html_block", "tr_open"):
+            covered.update(range(tok.map[0], tok.map[1]))
+    return any(
+        i not in covered and any(c.isalnum() for c in line) and not _REFERENCE.match(line)
+        for i, line in enumerate(text.splitlines())
+    )
+
+
 def markdown_to_html(text: str) -> str:
-    """Render Markdown as Telegram HTML."""
+    """Render Markdown as Telegram HTML (as plain, escaped text when it cannot be parsed
+    whole, e.g. nested deeper than the parser goes)."""
     tokens = _MD.parse(text)
+    if _dropped_text(text, tokens):
+        return _esc(text.strip())
     blocks = _Blocks()
     lists: list[list[int]] = []  # per open list: [ordered (0/1), next number]
     quote_depth = 0

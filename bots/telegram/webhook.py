@@ -21,6 +21,7 @@ from aiohttp import web
 from telegram import Bot, Update
 
 from bots.ops import add_routes
+from bots.telegram.adapter import malformed
 from core.errors import StoreError
 
 if TYPE_CHECKING:
@@ -50,8 +51,10 @@ def webhook_app(receive: Receive, bot: Bot, *, secret: str,
             if not isinstance(data, dict):
                 raise ValueError("not an object")
             update = Update.de_json(data, bot)
+            if (missing := malformed(update)) is not None:
+                raise ValueError(missing)  # PTB reads it, but nothing could answer it
         except Exception as err:  # any shape PTB cannot read is the sender's fault
-            log.warning("webhook body is not an update: %s", type(err).__name__)
+            log.warning("webhook body is not an update: %s: %s", type(err).__name__, err)
             return web.json_response({"ok": False, "error": "bad update"}, status=400)
         try:
             await receive(update)

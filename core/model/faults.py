@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email.utils
+import errno
+import functools
 import json
 import re
 import time
@@ -20,7 +22,10 @@ from core.errors import (
     ModelUnavailable,
 )
 
-__all__ = ["error_from_body", "error_from_status", "redact", "retry_after_seconds"]
+__all__ = [
+    "error_from_body", "error_from_status", "local_resource_fault", "redact",
+    "retry_after_seconds",
+]
 
 _MODERATION = {
     "data_inspection_failed", "datainspectionfailed", "ipinfringementsuspect",
@@ -29,15 +34,81 @@ _MODERATION = {
 _KEYLIKE = re.compile(r"\b(sk|xox[abprs]|xapp)-[A-Za-z0-9*._-]{6,}")
 
 
-def redact(text: str, *secrets: str | None) -> str:
-    """Remove secrets and anything shaped like an API key from ``text``."""
+# A secret's distinctive part: any run of this many of its characters is masked, so an
+# error that echoes part of a key (without its "sk-" prefix, or cut short) shows none of it.
+MIN_SECRET_RUN = 8
+
+
+@functools.lru_cache(maxsize=32)
+def _secret_runs(secrets: tuple[str, ...]) -> frozenset[str]:
+    runs: set[str] = set()
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            # Also as a URL carries it: a logged Telegram file URL has the token's ":"
-            # as %3A.
-            for form in {secret, quote(secret, safe="")}:
-                text = text.replace(form, "***")
+        # "123456789:AAH…" (a Telegram token): the bot id before the colon is public.
+        for part in secret.split(":"):
+            if len(part) >= MIN_SECRET_RUN and not part.isdigit():
+                runs.update(part[i:i + MIN_SECRET_RUN]
+                            for i in range(len(part) - MIN_SECRET_RUN + 1))
+    return frozenset(runs)
+
+
+def _mask_runs(text: str, runs: frozenset[str]) -> str:
+    """``text`` with every stretch covered by a run of ``runs`` replaced by ``***``."""
+    size = MIN_SECRET_RUN
+    spans: list[list[int]] = []
+    for i in range(len(text) - size + 1):
+        if text[i:i + size] in runs:
+            if spans and i <= spans[-1][1]:
+                spans[-1][1] = i + size
+            else:
+                spans.append([i, i + size])
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in spans:
+        out += [text[last:start], "***"]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Remove secrets, any run of 8 or more of a secret's characters, and anything shaped
+    like an API key from ``text``."""
+    given = tuple(s for s in secrets if s and len(s) >= 4)
+    for secret in given:
+        # Also as a URL carries it: httpx logs a Telegram file URL with the token's
+        # ":" as %3A.
+        for form in {secret, quote(secret, safe="")}:
+            text = text.replace(form, "***")
+    runs = _secret_runs(given)
+    if runs:
+        text = _mask_runs(text, runs)
     return _KEYLIKE.sub("***", text)
+
+
+# errno values that mean this host, not the server, ran out of something: descriptors
+# (process, system), socket buffers, memory, local ports.
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
+                           errno.EADDRNOTAVAIL})
+
+
+def local_resource_fault(err: BaseException) -> str | None:
+    """Why ``err`` (an aiohttp or OS error) never reached the server, if it is a local
+    shortage (this process's limits, not the model's).
+
+    aiohttp keeps the ``OSError`` of a failed ``socket()``/``connect()`` (EMFILE…) as the
+    ``os_error`` of a ``ClientConnectorError``; other layers chain it as the cause.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _LOCAL_ERRNOS:
+            return f"{errno.errorcode.get(current.errno, current.errno)}: {current.strerror}"
+        wrapped = getattr(current, "os_error", None)
+        current = wrapped if isinstance(wrapped, OSError) and id(wrapped) not in seen \
+            else current.__cause__ or current.__context__
+    return None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

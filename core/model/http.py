@@ -18,8 +18,15 @@ from typing import Any
 
 import aiohttp
 
-from core.errors import ModelError, ModelRefused, ModelStreamBroken, ModelUnavailable
-from core.model.faults import error_from_body, error_from_status
+from core.errors import (
+    LocalResourcesExhausted,
+    ModelError,
+    ModelProtocolError,
+    ModelRefused,
+    ModelStreamBroken,
+    ModelUnavailable,
+)
+from core.model.faults import error_from_body, error_from_status, local_resource_fault
 from core.model.sse import ServerSentEvent, iter_sse
 from core.model.transport import describe, shown_url
 from core.types import FinishChunk, ModelCall, ModelChunk, ReasoningChunk, TextChunk, Usage
@@ -38,6 +45,16 @@ class ModelRequest:
     url: str
     body: Any  # sent as JSON
     headers: dict[str, str]
+
+# What a parser raises on an answer of the wrong shape ({"content": 5}, a list for a dict…).
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+
+
+def _check_types(chunks: list[ModelChunk]) -> list[ModelChunk]:
+    for chunk in chunks:
+        if isinstance(chunk, TextChunk | ReasoningChunk) and not isinstance(chunk.text, str):
+            raise TypeError(f"{type(chunk).__name__} of type {type(chunk.text).__name__}")
+    return chunks
 
 
 @dataclass(slots=True)
@@ -104,6 +121,10 @@ class HTTPModelClient:
                 request.url, data=json.dumps(request.body).encode(), headers=request.headers,
                 timeout=self._timeout)
         except HTTP_ERRORS as err:
+            if (shortage := local_resource_fault(err)) is not None:
+                raise LocalResourcesExhausted(
+                    f"no local resources to reach the model endpoint ({shortage})"
+                ) from err
             unreachable = ModelUnavailable(
                 "could not reach the model endpoint: "
                 f"{describe(err, timeout=self._timeout.sock_read)}"
@@ -126,10 +147,14 @@ class HTTPModelClient:
             else:
                 try:
                     body = json.loads(await response.read())
-                    chunks = self._parse_json(body, call.model)
-                except (*HTTP_ERRORS, ValueError, KeyError, IndexError, TypeError,
-                        AttributeError) as err:
+                except (*HTTP_ERRORS, ValueError) as err:
                     raise ModelUnavailable(f"unreadable answer: {type(err).__name__}") from err
+                try:
+                    chunks = _check_types(self._parse_json(body, call.model))
+                except _SHAPE_ERRORS as err:
+                    raise ModelProtocolError(
+                        f"answer not in the API's format: {type(err).__name__}: {err}"
+                    ) from err
                 for chunk in chunks:
                     yield chunk
         except ModelError as err:
@@ -156,7 +181,15 @@ class HTTPModelClient:
                     continue
                 if not isinstance(data, dict):
                     continue
-                piece = self._parse_event(event, data, model)
+                try:
+                    piece = self._parse_event(event, data, model)
+                    if not isinstance(piece.text, str) or not isinstance(piece.reasoning, str):
+                        raise TypeError("text is not a string")
+                except _SHAPE_ERRORS as err:
+                    detail = f"stream event not in the API's format: {type(err).__name__}: {err}"
+                    if text:
+                        raise ModelStreamBroken(detail, partial="".join(text)) from err
+                    raise ModelProtocolError(detail) from err
                 if piece.error is not None:
                     if isinstance(piece.error, ModelRefused) or not text:
                         raise piece.error

@@ -5,7 +5,9 @@ Retries happen per model; when a model still fails with a fault worth retrying (
 5xx, timeouts), the next model in the list is tried. A model that failed
 ``failures`` times in a row is skipped for ``cooldown`` seconds (the breaker is open),
 then one call is let through to probe it. Faults that another model would not cure
-(a wrong key, moderation, a bad request) are raised at once.
+(a wrong key, moderation, a bad request) are raised at once, and so is a shortage of
+this process's own resources (``LocalResourcesExhausted``: no descriptor, no pool slot),
+which counts against no model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-from core.errors import ModelRetryable, ModelStreamBroken, ModelUnavailable
+from core.errors import (
+    LocalResourcesExhausted,
+    ModelRetryable,
+    ModelStreamBroken,
+    ModelUnavailable,
+)
 from core.model.base import ModelClient
 from core.types import ModelCall, ModelChunk, TextChunk
 
@@ -99,6 +106,8 @@ class FallbackClient:
                     if isinstance(chunk, TextChunk):
                         text.append(chunk.text)
                     yield chunk
+            except LocalResourcesExhausted:
+                raise  # the next model would meet the same local limit
             except ModelRetryable as err:
                 self._breaker.failure(model)
                 if text:  # never start a second answer after part of one was shown

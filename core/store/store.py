@@ -672,6 +672,18 @@ class Store:
 
         return await self._tx(work, "record the event")
 
+    async def event_recorded(self, *, platform: str, event_id: str) -> bool:
+        """Whether an event with this id was ever recorded (reads only)."""
+
+        def work(conn: Connection) -> bool:
+            found = conn.execute(
+                select(literal(1)).select_from(_evt)
+                .where(_evt.c.platform == platform, _evt.c.event_id == event_id).limit(1)
+            ).first()
+            return found is not None
+
+        return await self._tx(work, "look up the event")
+
     async def count_messages(self, *, platform: str, scope: str) -> int:
         """How many messages the open conversation under this key holds."""
 

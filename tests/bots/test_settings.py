@@ -94,3 +94,23 @@ def test_the_local_model_runs_with_factual_qa_unless_sampling_is_chosen(tmp_path
     assert own["poet"].sampling.temperature == 0.9
     remote = load_settings({"DASHSCOPE_API_KEY": "k"}, cwd=tmp_path / "nowhere")
     assert remote.profiles["default"].sampling.temperature is None  # the server's default
+
+
+def test_vision_flags_from_config_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "chatbridge.toml").write_text(
+        '[models]\nchoices = ["qwen-max"]\n[models."qwen-max"]\nvision = false\n'
+        '[models.my-vl]\nvision = true\n')
+    s = load_settings({"CHATBRIDGE_MODEL": "custom", "CHATBRIDGE_MODEL_VISION": "no",
+                       "CHATBRIDGE_MODEL_API_KEY": "k"}, cwd=tmp_path)
+    assert s.vision == {"qwen-max": False, "my-vl": True, "custom": False}
+    assert s.model_choices == ("qwen-max",)
+
+
+@pytest.mark.parametrize("toml", [
+    '[models."qwen-max"]\nvision = "no"\n', '[models."qwen-max"]\nvisoin = true\n',
+    '[models]\nqwen-max = true\n',
+])
+def test_bad_vision_flags_stop_startup(tmp_path: Path, toml: str) -> None:
+    (tmp_path / "chatbridge.toml").write_text(toml)
+    with pytest.raises(ConfigError, match="qwen-max"):
+        load_settings({"CHATBRIDGE_MODEL_API_KEY": "k"}, cwd=tmp_path)

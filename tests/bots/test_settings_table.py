@@ -28,6 +28,8 @@ BAD: dict[str, tuple[str, str]] = {
     "CHATBRIDGE_CONTEXT_TOKENS": ("lots", "check"),
     "CHATBRIDGE_IMAGE_TURNS": ("-1", "check"),
     "CHATBRIDGE_MAX_IMAGE_SIDE": ("10", "check"),
+    "CHATBRIDGE_IMAGE_MEMORY_MB": ("lots", "check"),
+    "CHATBRIDGE_MODEL_VISION": ("perhaps", "check"),
     "CHATBRIDGE_MODEL_TIMEOUT": ("soon", "check"),
     "CHATBRIDGE_RETRY_SECONDS": ("-5", "check"),
     "CHATBRIDGE_MODEL_FALLBACKS": ("qwen plus,qwen-flash", "check"),

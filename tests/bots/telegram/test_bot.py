@@ -214,7 +214,17 @@ async def test_commands_start_help_reset_model(bot: Bot) -> None:
     assert len(bot.model.requests) == 3  # commands never reach the model
 
 
-async def test_long_markdown_answer_is_split_valid_and_complete(bot: Bot) -> None:
+async def test_long_markdown_answer_is_split_valid_and_complete(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer, sqlite_url: str
+) -> None:
+    # ~14,000 characters: above the default max_answer_chars (12,000), raised here.
+    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url,
+                             TOML + "\n[defaults]\nmax_answer_chars = 50000\n")
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        await _long_markdown_answer(bot)
+
+
+async def _long_markdown_answer(bot: Bot) -> None:
     paragraphs = [f"Paragraph {i} has **bold {i}**, _italics_ and a [link](https://x.org/{i})."
                   for i in range(100)]
     code = "\n".join(f"    value_{i} = compute({i}) < limit & ok" for i in range(120))

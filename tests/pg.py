@@ -57,6 +57,11 @@ class Cluster:
                              "--auth=trust", "-E", "UTF8", "--no-sync"]),
             check=True, stdout=subprocess.DEVNULL,
         )
+        self.start_server()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start_server(self) -> None:
+        """Start the server (again, after ``stop_server``) on the same port and data."""
         subprocess.run(
             _as_server_user([
                 str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
@@ -66,7 +71,15 @@ class Cluster:
             ]),
             check=True, stdout=subprocess.DEVNULL,
         )
-        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop_server(self) -> None:
+        """Stop the server as a crash would (``-m immediate``: connections cut, nothing
+        waited for), keeping its data; ``start_server`` brings it back."""
+        subprocess.run(
+            _as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                             "-w", "stop"]),
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
 
     def stop(self) -> None:
         """Stop the server and remove its files."""

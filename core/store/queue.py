@@ -56,6 +56,8 @@ class QueuedEvent:
     payload: Mapping[str, Any]
     attempts: int  # counting this one
     message_id: int | None = None  # the user message an earlier attempt stored
+    sort_key: str | None = None  # the platform's order, as the adapter gave it
+    shown: tuple[str, ...] = ()  # reply messages an earlier attempt showed (platform ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,15 @@ class Claim:
             if self.owner else None
 
 
+def _shown(raw: str | None) -> tuple[str, ...]:
+    """The platform message ids an earlier attempt showed (``[]`` if unreadable)."""
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
 def _payload(raw: str | None) -> Mapping[str, Any]:
     """The stored JSON; ``{}`` if it cannot be read (the adapter then skips the event)."""
     try:
@@ -93,10 +104,11 @@ class InboxStore:
 
     async def enqueue(
         self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
-        delay: float = 0.0, if_known: bool = False,
+        delay: float = 0.0, if_known: bool = False, sort_key: str | None = None,
     ) -> bool:
         """Record an event to be answered; ``False`` if it was recorded before (or, with
-        ``if_known``, if nothing was ever said under ``scope``: not ours to answer)."""
+        ``if_known``, if nothing was ever said under ``scope``: not ours to answer).
+        ``sort_key``: the platform's order of the event; a batch is taken in that order."""
         # ASCII JSON: a lone surrogate or NUL in a payload stays an escape, storable anywhere.
         body = json.dumps(payload, separators=(",", ":"))
         upsert = self._store.upsert
@@ -110,7 +122,7 @@ class InboxStore:
                 return False
             stmt = (upsert(_evt).values(
                 platform=platform, event_id=event_id, status="received", received_at=now,
-                scope_key=scope, payload=body, attempts=0,
+                scope_key=scope, payload=body, attempts=0, sort_key=sort_key,
                 available_at=now + timedelta(seconds=delay),
             ).on_conflict_do_nothing(index_elements=["platform", "event_id"])
              .returning(_evt.c.id))
@@ -126,9 +138,13 @@ class InboxStore:
     async def claim(
         self, *, owner: str, lease_seconds: float, limit: int, max_batch: int = 20,
         max_attempts: int = 5, platforms: Collection[str] | None = None,
+        busy: Collection[tuple[str, str]] = (),
     ) -> list[Claim]:
         """Take up to ``limit`` conversation keys that have due events and a free lease
-        (only ``platforms``' keys, if given: those this worker can answer)."""
+        (only ``platforms``' keys, if given: those this worker can answer), never one of
+        ``busy`` (keys the caller is answering now, whose lease may have run out while
+        the database was away: the owner name is the same, so nothing else would stop a
+        second turn)."""
 
         def work(conn: Connection) -> list[Claim]:
             now = utcnow()
@@ -151,7 +167,9 @@ class InboxStore:
             ).all()
             if not due:
                 return []
-            order = {(r[0], r[1]): r[2] for r in due}
+            order = {(r[0], r[1]): r[2] for r in due if (r[0], r[1]) not in busy}
+            if not order:
+                return []
             free = conn.execute(
                 select(_lease.c.platform, _lease.c.scope_key)
                 .where(tuple_(_lease.c.platform, _lease.c.scope_key).in_(list(order)),
@@ -174,14 +192,17 @@ class InboxStore:
                     continue
                 rows = conn.execute(
                     select(_evt.c.id, _evt.c.event_id, _evt.c.payload, _evt.c.attempts,
-                           _evt.c.message_id)
+                           _evt.c.message_id, _evt.c.sort_key, _evt.c.shown)
                     .where(_evt.c.platform == platform, _evt.c.scope_key == scope,
                            _evt.c.status.in_(WAITING))
-                    .order_by(_evt.c.id)
+                    # The platform's order (Slack ts, Telegram date and message id), not
+                    # the order replicas happened to record the events in.
+                    .order_by(func.coalesce(_evt.c.sort_key, ""), _evt.c.id)
                     .limit(max_batch)
                 ).all()
                 events = [QueuedEvent(r.id, r.event_id, _payload(r.payload), r.attempts + 1,
-                                      r.message_id) for r in rows]
+                                      r.message_id, r.sort_key, _shown(r.shown))
+                          for r in rows]
                 live = tuple(e for e in events if e.attempts <= max_attempts)
                 dead = tuple(e for e in events if e.attempts > max_attempts)
                 if live:
@@ -206,7 +227,11 @@ class InboxStore:
     async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
         """Give the key back. Its events still open are closed as ``done`` or ``failed``
         — or, as ``received`` (shutdown), put back to be claimed at once by any replica;
-        a hand-back is not counted as an attempt (only dying in a turn is)."""
+        a hand-back is not counted as an attempt (only dying in a turn is).
+
+        ``done`` closes only events no turn started on (commands, what was skipped): one
+        whose user message was stored but whose turn did not store its end (the database
+        failed) goes back to the inbox instead, as an attempt, so it is not lost."""
         ids = [e.id for e in claim.events]
 
         def work(conn: Connection) -> None:
@@ -223,10 +248,13 @@ class InboxStore:
                     {"status": "received", "lease_owner": None,
                      "attempts": _evt.c.attempts - 1} if status == "received"
                     else {"status": status, "finished_at": now, "payload": None})
-                conn.execute(update(_evt)
-                             .where(_evt.c.id.in_(ids), _evt.c.status == "processing",
-                                    _evt.c.lease_owner == owner)
-                             .values(**values))
+                mine = and_(_evt.c.id.in_(ids), _evt.c.status == "processing",
+                                _evt.c.lease_owner == owner)
+                if status == "done":
+                    conn.execute(update(_evt)
+                                 .where(mine, _evt.c.message_id.is_not(None))
+                                 .values(status="received", lease_owner=None))
+                conn.execute(update(_evt).where(mine).values(**values))
 
         await self._store.run(work, "release a lease")
 

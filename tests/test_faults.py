@@ -163,14 +163,12 @@ async def test_slack_postgres_down_before_the_turn_starts_loses_nothing(
     is back later: the message is stored and answered once, its event not closed unread."""
     env = slack_env(own_pg, model, slack, CHATBRIDGE_INBOX_POLL_SECONDS="0.2")
     async with replicas(["slack"], env, tmp_path, session, count=1) as (one,):
-        # Names are looked up before the turn begins: make that slow so the outage starts
-        # between recording the message and storing it in the conversation.
-        slack.users.clear()
-        stop = asyncio.create_task(asyncio.to_thread(cluster.stop_server))
+        # The author's name is looked up between claiming and storing the message: Slack
+        # rate-limits that call for 2 s, and PostgreSQL goes away meanwhile.
+        slack.rate_limit("users.info", retry_after=2)
         assert await deliver(session, one, dm("are you there?", "D1")) == 200
-        await stop
-        await asyncio.sleep(3)
-        await asyncio.to_thread(cluster.start_server)
+        await until(lambda: bool(slack.of("users.info")), 20, "the name lookup")
+        await outage(cluster, 4.0)
         await check_stored(own_pg, 1)
         assert [m.text for m in replies_in(slack, "D1")] == ["echo: are you there?"]
         assert len(model.calls()) == 1
@@ -207,8 +205,10 @@ async def test_sigterm_on_a_long_turn_marks_the_message_and_the_retake_edits_it(
     """SIGTERM during a thread answer longer than the grace: the half-written message gets
     a notice and its stream is stopped; the other replica finishes the answer in it."""
     model.enqueue(Reply(text=ECHO, chunk_size=2, chunk_delay=0.4))
+    config = tmp_path / "chatbridge.toml"
+    config.write_text("[slack]\nstream_buffer = 1\n")  # every piece reaches Slack at once
     env = slack_env(own_pg, model, slack, CHATBRIDGE_SHUTDOWN_GRACE="1.5",
-                    CHATBRIDGE_STREAM_BUFFER="1")
+                    CHATBRIDGE_CONFIG=str(config))
     async with replicas(["slack"], env, tmp_path, session) as pair:
         ts = new_ts()
         assert await deliver(session, pair[0], mention("tell me a long story please",
@@ -223,7 +223,9 @@ async def test_sigterm_on_a_long_turn_marks_the_message_and_the_retake_edits_it(
             assert await asyncio.to_thread(leaving.proc.wait, 20) == 0, leaving.logs()
             stopped = replies_in(slack, "C5", ts)
             assert len(stopped) == 1 and stopped[0].stopped, stopped
-            assert "interrupted; the answer continues shortly" in stopped[0].text
+            stops = [c for c in slack.of("chat.stopStream") if c.args.get("ts") == stopped[0].ts]
+            assert stops, slack.methods()
+            assert "interrupted; the answer continues shortly" in str(stops[0].args)
             await until(lambda: replies_in(slack, "C5", ts)[0].text
                         == "echo: Ann: tell me a long story please", 30, "the retake's edit")
             await settled(conn, 1)

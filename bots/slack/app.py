@@ -445,8 +445,8 @@ class SlackBot:
         async def on_shown(refs: list[str]) -> None:
             if tap.answered:
                 return  # stored and final: no retake will come
-            stored_ref[:1] = refs[:1]
             await service.note_shown(platform=PLATFORM, event_ids=asked, refs=refs)
+            stored_ref[:1] = refs[:1]
 
         tap = Tap(self.runtime.metrics.metered(PLATFORM, service.answer(requests, claim)))
         try:

@@ -22,8 +22,9 @@ import pytest
 from bots.db import create_engine, upgrade
 from tests.bots.slack.conftest import mention, new_ts
 from tests.bots.slack.fake_slack import FakeSlack
-from tests.bots.telegram.conftest import ALICE
+from tests.bots.telegram.conftest import ALICE, GROUP
 from tests.bots.telegram.conftest import TOKEN as TG_TOKEN
+from tests.bots.telegram.conftest import mention as tg_mention
 from tests.bots.telegram.conftest import message as tg_message
 from tests.bots.telegram.fake_bot_api import FakeBotApi
 from tests.fakes.model_server import Reply
@@ -303,3 +304,64 @@ async def test_telegram_final_send_that_timed_out_but_arrived_is_not_repeated(
             await conn.close()
         await asyncio.sleep(8)  # the stalled calls end; nothing else is sent
         assert bot_api.texts(ALICE["id"]) == ["echo: hello there"]
+
+
+# --------------------------------------------------------------------------- retakes
+async def test_slack_retake_after_sigkill_edits_the_message_the_dead_attempt_showed(
+    tmp_path: Path, own_pg: str, model: EchoModel, slack: FakeSlack,
+    session: aiohttp.ClientSession,
+) -> None:
+    """A replica killed while its answer is half shown in a DM: the heir's answer replaces
+    that message instead of appearing as a second answer below it."""
+    model.enqueue(Reply(text=ECHO, chunk_size=2, chunk_delay=0.4))
+    env = slack_env(own_pg, model, slack, CHATBRIDGE_LEASE_SECONDS="3")
+    async with replicas(["slack"], env, tmp_path, session) as pair:
+        assert await deliver(session, pair[0], dm("half and half", "D3")) == 200
+        await until(lambda: any(m.text for m in replies_in(slack, "D3")), 30,
+                    "the answer to appear")
+        conn = await connect(own_pg)
+        try:
+            await until(lambda: conn.fetchval("SELECT shown IS NOT NULL FROM inbound_events"),
+                        10, "the shown message to be noted")
+            owner = await conn.fetchval("SELECT owner FROM inbox_leases")
+            dead = next(r for r in pair if r.pid == owner_pid(owner))
+            dead.proc.kill()
+            dead.proc.wait(10)
+            half = replies_in(slack, "D3")[0].text
+            assert half != "echo: half and half"
+            await settled(conn, 1)
+            ref = await conn.fetchval("SELECT platform_ref FROM messages "
+                                      "WHERE role = 'assistant'")
+        finally:
+            await conn.close()
+        posted = replies_in(slack, "D3")
+        assert [m.text for m in posted] == ["echo: half and half"]  # the same message
+        assert ref == f"D3/{posted[0].ts}"  # feedback on it reaches the stored answer
+        assert len(model.calls()) == 2
+
+
+async def test_telegram_retake_after_sigkill_edits_the_message_the_dead_attempt_showed(
+    tmp_path: Path, own_pg: str, model: EchoModel, bot_api: FakeBotApi,
+    session: aiohttp.ClientSession,
+) -> None:
+    """The same in a Telegram group (a first message, then edits)."""
+    model.enqueue(Reply(text=ECHO, chunk_size=2, chunk_delay=0.4))
+    env = telegram_env(own_pg, model, bot_api, CHATBRIDGE_LEASE_SECONDS="3")
+    async with replicas(["telegram", "--webhook"], env, tmp_path, session) as pair:
+        assert await deliver_update(session, pair[0], tg_update(tg_mention("go on"))) == 200
+        await until(lambda: bool(bot_api.texts(GROUP["id"])), 30, "the answer to appear")
+        conn = await connect(own_pg)
+        try:
+            await until(lambda: conn.fetchval("SELECT shown IS NOT NULL FROM inbound_events "
+                                              "WHERE scope_key IS NOT NULL"),
+                        10, "the shown message to be noted")
+            owner = await conn.fetchval("SELECT owner FROM inbox_leases")
+            dead = next(r for r in pair if r.pid == owner_pid(owner))
+            dead.proc.kill()
+            dead.proc.wait(10)
+            await settled(conn, 1)
+        finally:
+            await conn.close()
+        assert bot_api.texts(GROUP["id"]) == ["echo: Alice: go on"]
+        assert len(bot_api.calls_to("sendMessage")) == 1  # the heir edited it
+        assert len(model.calls()) == 2

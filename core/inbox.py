@@ -28,10 +28,14 @@ from core.errors import StoreError
 from core.store import Store
 from core.store.queue import Claim, InboxStore, QueuedEvent
 
-__all__ = ["Claim", "Inbox", "QueuedEvent", "replica_name"]
+__all__ = ["LEASE_LOST", "Claim", "Inbox", "QueuedEvent", "replica_name"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Claim], Coroutine[Any, Any, None]]
+# The message of the cancellation a handler gets when another replica took its key over:
+# it must then leave the platform messages alone (that replica edits them), unlike at
+# shutdown, when it marks them as interrupted.
+LEASE_LOST = "chatbridge: lease lost"
 
 
 def replica_name() -> str:
@@ -199,7 +203,7 @@ class Inbox:
                 continue
             wait = self._lease / 3
             if not held:
-                work.cancel()
+                work.cancel(LEASE_LOST)
                 return
 
     async def stop(self, grace: float) -> None:

@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.errors import error_kind
 from bots.slack.text import Splitter
 from bots.slack.translate import ReplyTarget
+from core.inbox import LEASE_LOST
 from core.types import DeltaEvent, DuplicateEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
 
 __all__ = ["FEEDBACK_ACTION", "SEND_ERRORS", "Rendered", "feedback_blocks", "render_reply"]
@@ -136,7 +137,7 @@ class _StreamWriter:
     async def interrupt(self, notice: str) -> None:
         """Stop the stream (what is buffered goes out first) with ``notice`` at the end."""
         if self._stream is not None and self._stream.ts:
-            await self._stream.stop(markdown_text=notice)
+            await self._stream.stop(markdown_text=notice or None)
 
 
 class _UpdateWriter:
@@ -259,14 +260,17 @@ class _Renderer:
             except Exception as err:  # a retake would post anew: complete, not lost
                 log.warning("could not note the reply's message: %s", type(err).__name__)
 
-    async def interrupted(self) -> None:
-        """End a reply cut short (shutdown, a lost lease): a notice on the message shown
-        so far, its stream stopped; the turn's next attempt edits it."""
+    async def interrupted(self, *, notice: bool = True) -> None:
+        """End a reply cut short: at shutdown a notice on the message shown so far and its
+        stream stopped (the turn's next attempt edits it); when another replica took the
+        turn over (``notice=False``) only the stream is stopped — that replica edits the
+        message, and a late edit from here must not overwrite its answer."""
         writer = self._writer
-        if writer.ts is None:
+        if writer.ts is None or (not notice and not isinstance(writer, _StreamWriter)):
             return
         try:
-            await writer.interrupt(("\n\n" if writer.text.strip() else "") + INTERRUPTED)
+            await writer.interrupt(("\n\n" if writer.text.strip() else "") + INTERRUPTED
+                                   if notice else "")
         except Exception as err:
             log.info("could not mark the interrupted reply: %s", type(err).__name__)
 
@@ -357,9 +361,10 @@ async def render_reply(
                 log.debug("chat.stopStream of the earlier attempt: %s", error_kind(err))
     try:
         return await _render(renderer, events, on_start)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as cancelled:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(renderer.interrupted(), INTERRUPT_SECONDS)
+            await asyncio.wait_for(renderer.interrupted(notice=LEASE_LOST not in
+                                                        cancelled.args), INTERRUPT_SECONDS)
         raise
 
 
@@ -382,7 +387,7 @@ async def _render(renderer: _Renderer, events: AsyncIterator[ReplyEvent],
         elif isinstance(event, ErrorEvent):
             await renderer.error(event)
             return Rendered("error")
-    # The turn ended without a word (another replica holds it now): what this attempt
-    # showed is marked and its stream stopped; the other replica edits it.
-    await renderer.interrupted()
+    # The turn ended without a word (another replica holds it now): this attempt's stream
+    # is stopped; its text is left to the other replica, which edits it.
+    await renderer.interrupted(notice=False)
     return Rendered("error")

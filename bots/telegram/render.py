@@ -45,6 +45,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.markdown import markdown_to_html, to_plain
 from bots.telegram.split import split_html
+from core.inbox import LEASE_LOST
 from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent
 
 __all__ = ["Blocked", "Replier", "Target", "retry_seconds"]
@@ -329,9 +330,10 @@ class Replier:
         typing = asyncio.create_task(self._keep_typing())
         try:
             return await self._stream(events, typing)
-        except asyncio.CancelledError:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.interrupted(), INTERRUPT_SECONDS)
+        except asyncio.CancelledError as cancelled:
+            if LEASE_LOST not in cancelled.args:  # else the replica taking over edits it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.interrupted(), INTERRUPT_SECONDS)
             raise
         finally:
             typing.cancel()

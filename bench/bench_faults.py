@@ -151,7 +151,7 @@ async def deliver(session: aiohttp.ClientSession, url: str, event: dict[str, Any
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    cluster = Cluster()
+    cluster = Cluster(crash_safe=True)
     replicas: list[Replica] = []
     try:
         engine = create_engine(cluster.url)

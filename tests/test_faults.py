@@ -56,7 +56,7 @@ SLOW = Reply(text=ECHO, chunk_size=3, chunk_delay=0.25)  # an answer streamed ov
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     """A PostgreSQL server of this test's own, to stop and start."""
-    server = Cluster()
+    server = Cluster(crash_safe=True)
     try:
         yield server
     finally:

@@ -168,6 +168,11 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 result = await burst(args, cluster, model, slack, replicas, session)
             result["peak_rss_kib"] = [vm_kib(r.proc.pid, "VmHWM") for r in replicas]
             result["logs"] = [str(r.log) for r in replicas]
+            text = "".join(r.log.read_text(errors="replace") for r in replicas)
+            # How often a turn met the outage and waited for the database (one line per
+            # write that had to wait), and how often a delivery could not be recorded.
+            result["turn_writes_waited"] = text.count("until the database is back")
+            result["deliveries_not_recorded"] = text.count("Slack will deliver it again")
             return result
     finally:
         for replica in replicas:
@@ -239,7 +244,8 @@ async def burst(args: argparse.Namespace, cluster: Cluster, model: EchoModel,
         batch = trailing_user(call)
         if batch:
             turns[batch[-1].split()[0]].append(batch)
-    shown = Counter(m.text for m in slack.posted())
+    # A reply counts as an answer seen whatever follows it (a warning, a notice).
+    shown = Counter(m.text.split("\n\n")[0] for m in slack.posted())
     seen: Counter[str] = Counter()
     in_order = 0
     for channel, texts in sent.items():
@@ -272,7 +278,8 @@ def report(result: dict[str, Any]) -> str:
         f"burst: {result['messages']} messages in {result['conversations']} conversations "
         f"over 2 replicas; PostgreSQL stopped at {result['restarts_at_s']} s for "
         f"{result['down_s']} s each",
-        f"deliveries refused (redelivered): {result['refused_deliveries']}",
+        f"deliveries refused (redelivered): {result['refused_deliveries']}; turn writes that "
+        f"waited for the database: {result['turn_writes_waited']}",
         f"answers seen per message: {result['answers_per_message']} "
         "(must be {1: N}: every message answered exactly once)",
         f"conversations answered in the order written: {result['conversations_in_order']}"

@@ -365,3 +365,55 @@ async def test_telegram_retake_after_sigkill_edits_the_message_the_dead_attempt_
         assert bot_api.texts(GROUP["id"]) == ["echo: Alice: go on"]
         assert len(bot_api.calls_to("sendMessage")) == 1  # the heir edited it
         assert len(model.calls()) == 2
+
+
+async def test_telegram_sigterm_marks_the_message_and_the_retake_edits_it(
+    tmp_path: Path, own_pg: str, model: EchoModel, bot_api: FakeBotApi,
+    session: aiohttp.ClientSession,
+) -> None:
+    """SIGTERM during a group answer longer than the grace: the message shown so far gets
+    the notice; the replica taking over edits it into the answer."""
+    model.enqueue(Reply(text=ECHO, chunk_size=2, chunk_delay=0.4))
+    env = telegram_env(own_pg, model, bot_api, CHATBRIDGE_SHUTDOWN_GRACE="1.5")
+    async with replicas(["telegram", "--webhook"], env, tmp_path, session) as pair:
+        assert await deliver_update(session, pair[0],
+                                    tg_update(tg_mention("a long one please"))) == 200
+        await until(lambda: bool(bot_api.texts(GROUP["id"])), 30, "the answer to appear")
+        conn = await connect(own_pg)
+        try:
+            await until(lambda: conn.fetchval("SELECT shown IS NOT NULL FROM inbound_events "
+                                              "WHERE scope_key IS NOT NULL"),
+                        10, "the shown message to be noted")
+            owner = await conn.fetchval("SELECT owner FROM inbox_leases")
+            leaving = next(r for r in pair if r.pid == owner_pid(owner))
+            leaving.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(leaving.proc.wait, 20) == 0, leaving.logs()
+            edits = [str(c.get("text")) for c in bot_api.calls_to("editMessageText")]
+            assert any("interrupted; the answer continues shortly" in t for t in edits), edits
+            await settled(conn, 1)
+        finally:
+            await conn.close()
+        assert bot_api.texts(GROUP["id"]) == ["echo: Alice: a long one please"]
+        assert len(bot_api.calls_to("sendMessage")) == 1
+        assert len(model.calls()) == 2
+
+
+async def test_telegram_messages_recorded_out_of_order_are_answered_in_telegram_order(
+    tmp_path: Path, own_pg: str, model: EchoModel, bot_api: FakeBotApi,
+    session: aiohttp.ClientSession,
+) -> None:
+    """Telegram's order is the date, then the message id, whichever replica records first."""
+    env = telegram_env(own_pg, model, bot_api)
+    async with replicas(["telegram", "--webhook"], env, tmp_path, session) as (a, b):
+        model.enqueue(Reply(text=ECHO, delay=2.0))
+        assert await deliver_update(session, a, tg_update(tg_message("zero"))) == 200
+        await until(lambda: len(model.calls()) == 1, 20, "the first turn")
+        one, two = tg_message("one"), tg_message("two")
+        assert await deliver_update(session, a, tg_update(two)) == 200  # recorded first
+        assert await deliver_update(session, b, tg_update(one)) == 200
+        conn = await connect(own_pg)
+        try:
+            await settled(conn, 3)
+        finally:
+            await conn.close()
+        assert [trailing_user(c) for c in model.calls()] == [["zero"], ["one", "two"]]

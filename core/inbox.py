@@ -28,10 +28,14 @@ from core.errors import StoreError
 from core.store import Store
 from core.store.queue import Claim, InboxStore, QueuedEvent
 
-__all__ = ["Claim", "Inbox", "QueuedEvent", "replica_name"]
+__all__ = ["LEASE_LOST", "Claim", "Inbox", "QueuedEvent", "replica_name"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Claim], Coroutine[Any, Any, None]]
+# The message of the cancellation a handler gets when another replica took its key over:
+# it must then leave the platform messages alone (that replica edits them), unlike at
+# shutdown, when it marks them as interrupted.
+LEASE_LOST = "chatbridge: lease lost"
 
 
 def replica_name() -> str:
@@ -71,17 +75,20 @@ class Inbox:
 
     async def receive(
         self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
-        delay: float = 0.0, if_known: bool = False,
+        delay: float = 0.0, if_known: bool = False, sort_key: str | None = None,
     ) -> bool:
         """Record an inbound event to be answered; ``False`` if it was seen before.
 
+        ``sort_key``: the platform's order of the event (Slack ``ts``, Telegram date and
+        message id); a conversation's waiting events are answered in that order.
         ``delay``: claim the key no sooner (an album's items gather meanwhile).
         ``if_known``: record it only if the conversation key was ever used (a thread
         the bot takes part in). Raises ``StoreError`` if the database cannot take it: the
         adapter must then not acknowledge the event, so the platform delivers it again.
         """
         new = await self._queue.enqueue(platform=platform, event_id=event_id, scope=scope,
-                                        payload=payload, delay=delay, if_known=if_known)
+                                        payload=payload, delay=delay, if_known=if_known,
+                                        sort_key=sort_key)
         if new:
             if delay > 0:
                 asyncio.get_running_loop().call_later(delay, self._wake.set)
@@ -114,9 +121,12 @@ class Inbox:
 
     async def _claim(self, limit: int) -> int:
         try:
+            # Never a key this replica is answering now: its lease may have run out while
+            # the database was away, and our own name would pass the fence twice.
+            busy = {(c.platform, c.scope) for c in self._running.values()}
             claims = await self._queue.claim(owner=self.owner, lease_seconds=self._lease,
                                              limit=limit, max_batch=self._max_batch,
-                                             platforms=tuple(self._handlers))
+                                             platforms=tuple(self._handlers), busy=busy)
         except StoreError as err:
             log.warning("inbox: %s", err)
             await asyncio.sleep(self._poll)
@@ -176,17 +186,24 @@ class Inbox:
                             claim.platform, claim.scope, type(err).__name__)
 
     async def _keep_lease(self, claim: Claim, work: asyncio.Task[None]) -> None:
-        """Renew the claim's lease while ``work`` runs; cancel it if the lease is lost."""
+        """Renew the claim's lease while ``work`` runs; cancel it if the lease is lost.
+
+        A renewal that cannot reach the database is tried again at the next beat; one that
+        finds the lease expired but still in our name takes it again (the statement
+        checks the owner, not the time): only another replica's claim ends the turn."""
+        wait = self._lease / 3
         while True:
-            await asyncio.sleep(self._lease / 3)
+            await asyncio.sleep(wait)
             try:
                 held = await self._queue.renew(platform=claim.platform, scope=claim.scope,
                                                owner=self.owner, lease_seconds=self._lease)
             except StoreError as err:
                 log.warning("inbox: could not renew a lease: %s", err)
+                wait = min(self._lease / 3, 0.5)  # renew as soon as the database is back
                 continue
+            wait = self._lease / 3
             if not held:
-                work.cancel()
+                work.cancel(LEASE_LOST)
                 return
 
     async def stop(self, grace: float) -> None:

@@ -1,7 +1,13 @@
 """ChatService: the one entry point adapters call.
 
 A ``ChatRequest`` goes in; an async stream of reply events comes out. The user's
-message is stored before the model is called; a failed turn is stored as failed.
+message is stored before the model is called; a failed turn is stored as failed; the
+answer is stored before it is shown as final (``FinalEvent`` comes after the store).
+
+A queued turn (from the inbox, under a lease) does not report a database failure to the
+person: it keeps what it has in memory — the messages, the finished answer — and tries
+the write again until the database is back, while the inbox keeps the lease (``_durably``).
+Only losing the lease to another replica (``LeaseLost``) or a shutdown ends it.
 """
 
 from __future__ import annotations
@@ -9,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 from weakref import WeakValueDictionary
 
 from core.answer_cap import cap_answer
@@ -54,6 +61,8 @@ from core.vision import Vision, note_unseen_images
 __all__ = ["ChatService", "ServiceOptions"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+STORE_RETRY_WAITS = (0.2, 0.5, 1.0)  # then every second, until the database is back
 
 
 def storable(text: str) -> str:
@@ -171,8 +180,15 @@ class ChatService:
         return await self._store.pending_events()
 
     async def record_reply(self, *, platform: str, event_id: str, ref: str) -> None:
-        """Remember where the answer to ``event_id`` was posted (for feedback)."""
+        """Remember where the answer to ``event_id`` was posted (for feedback), when the
+        final answer started a message of its own after the answer was stored."""
         await self._store.record_reply_ref(platform=platform, event_id=event_id, ref=ref)
+
+    async def note_shown(self, *, platform: str, event_ids: Sequence[str],
+                         refs: Sequence[str]) -> None:
+        """Remember the platform messages a queued turn shows (as soon as they exist): the
+        answer is stored with the first (feedback), and a retake edits them."""
+        await self._store.note_shown(platform=platform, event_ids=event_ids, refs=refs)
 
     async def record_feedback(
         self, *, platform: str, ref: str, user_id: str, positive: bool
@@ -216,6 +232,25 @@ class ChatService:
             return
         async for event in self._guarded(tuple(_storable(r) for r in requests), claim):
             yield event
+
+    @staticmethod
+    async def _durably(queued: bool, call: Callable[[], Awaitable[T]], doing: str) -> T:
+        """Run a store call; for a queued turn, again and again while the database is
+        away (the inbox holds the lease meanwhile; losing it raises ``LeaseLost``)."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except LeaseLost:
+                raise
+            except StoreError as err:
+                if not queued:
+                    raise
+                wait = STORE_RETRY_WAITS[min(attempt, len(STORE_RETRY_WAITS) - 1)]
+                if attempt == 0:
+                    log.warning("%s: %s; trying again until the database is back", doing, err)
+                attempt += 1
+            await asyncio.sleep(wait)
 
     async def _guarded(self, requests: tuple[ChatRequest, ...],
                        claim: Claim | None) -> AsyncIterator[ReplyEvent]:
@@ -269,8 +304,10 @@ class ChatService:
     ) -> AsyncIterator[ReplyEvent]:
         request = requests[-1]
         profile = self.profile(request.profile)
-        model = await self.current_model(platform=request.platform, scope=request.scope,
-                                         profile=request.profile)
+        queued = claim is not None
+        model = await self._durably(queued, lambda: self.current_model(
+            platform=request.platform, scope=request.scope, profile=request.profile),
+            "reading the model choice")
         bad_input: InputError | None = None
         images: dict[str, tuple[Image, ...]] = {}
         skipped: list[str] = []
@@ -293,10 +330,12 @@ class ChatService:
                 bad_input = err
         counter = self._counter(model)
         stored = {e.event_id: e.message_id for e in claim.events} if claim else {}
+        order = {e.event_id: e.sort_key for e in claim.events} if claim else {}
         parts = [
             TurnPart(r.event_id, r.author, r.text.strip(),
                      message_tokens(counter, r.text.strip(), images.get(r.event_id, ())),
-                     images.get(r.event_id, ()), stored.get(r.event_id))
+                     images.get(r.event_id, ()), stored.get(r.event_id),
+                     order.get(r.event_id))
             for r in requests if r.text.strip() or r.images
         ]
         limits = ContextLimits(
@@ -314,12 +353,12 @@ class ChatService:
         if held:
             await lock.acquire()
         try:
-            start = await self._store.begin_turn(
+            start = await self._durably(queued, lambda: self._store.begin_turn(
                 platform=request.platform, scope=request.scope, profile=profile.name,
-                parts=parts, queued=claim is not None, fence=claim.fence if claim else None,
+                parts=parts, queued=queued, fence=claim.fence if claim else None,
                 context=limits if held and bad_input is None else None,
                 limits=self._rules if bad_input is None else (),
-            )
+            ), "recording the message")
             if start is None:
                 yield DuplicateEvent(request.event_id)
                 return
@@ -337,9 +376,9 @@ class ChatService:
                 held = True
             history = start.history
             if history is None:
-                history = tuple(await self._store.load_context(
+                history = tuple(await self._durably(queued, lambda: self._store.load_context(
                     start.conversation_id, limits, current_id=start.message_id
-                ))
+                ), "loading the conversation"))
             turn = self._run_turn(start, request, profile, model, history,
                                   queued=claim is not None, skipped=skipped)
             turn = note_unseen_images(turn, self._options.vision, model,
@@ -377,8 +416,8 @@ class ChatService:
         except ModelStreamBroken as err:
             partial = err.partial or "".join(answer)
             latency = int((time.monotonic() - began) * 1000)
-            await self._store.finish_turn(
-                start, event_id=request.event_id, platform=request.platform, text=partial,
+            await self._finish(
+                start, queued, event_id=request.event_id, platform=request.platform, text=partial,
                 token_count=message_tokens(counter, partial), status="partial",
                 reasoning="".join(reasoning), model=model, latency_ms=latency, error=str(err),
             )
@@ -426,8 +465,8 @@ class ChatService:
         prompt_tokens = counter.count(profile.system_prompt) + sum(m.token_count for m in history)
         usage = finish.usage or Usage(prompt_tokens, answer_tokens, estimated=True)
         latency = int((time.monotonic() - began) * 1000)
-        await self._store.finish_turn(
-            start, event_id=request.event_id, platform=request.platform, text=text,
+        await self._finish(
+            start, queued, event_id=request.event_id, platform=request.platform, text=text,
             token_count=answer_tokens,
             status="ok", reasoning="".join(reasoning), model=finish.model or model,
             usage=usage, latency_ms=latency,
@@ -442,8 +481,20 @@ class ChatService:
         self, start: TurnStart, request: ChatRequest, model: str, err: ChatbridgeError,
         latency_ms: int,
     ) -> None:
-        await self._store.finish_turn(
-            start, event_id=request.event_id, platform=request.platform, text="",
-            token_count=0, status="failed", model=model, latency_ms=latency_ms,
-            error=f"{err.kind}: {err}",
+        await self._finish(
+            start, start.fence is not None, event_id=request.event_id,
+            platform=request.platform, text="", token_count=0, status="failed", model=model,
+            latency_ms=latency_ms, error=f"{err.kind}: {err}",
         )
+
+    async def _finish(
+        self, start: TurnStart, queued: bool, *, event_id: str, platform: str, text: str,
+        token_count: int, status: str, reasoning: str | None = None, model: str | None = None,
+        usage: Usage | None = None, latency_ms: int | None = None, error: str | None = None,
+    ) -> None:
+        """Store the turn's end; a queued turn waits out a database outage (the answer
+        is kept in memory meanwhile and shown as final only once it is stored)."""
+        await self._durably(queued, lambda: self._store.finish_turn(
+            start, event_id=event_id, platform=platform, text=text, token_count=token_count,
+            status=status, reasoning=reasoning, model=model, usage=usage,
+            latency_ms=latency_ms, error=error), "storing the answer")

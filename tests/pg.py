@@ -39,9 +39,15 @@ def _free_port() -> int:
 
 
 class Cluster:
-    """A running cluster; ``url`` is an asyncpg SQLAlchemy URL to its ``postgres`` db."""
+    """A running cluster; ``url`` is an asyncpg SQLAlchemy URL to its ``postgres`` db.
 
-    def __init__(self) -> None:
+    ``crash_safe``: keep ``synchronous_commit`` on, so a commit the server confirmed
+    survives ``stop_server`` (an immediate shutdown loses the WAL not yet written when it
+    is off; fsync stays off either way: the machine does not crash).
+    """
+
+    def __init__(self, *, crash_safe: bool = False) -> None:
+        self.crash_safe = crash_safe
         binaries = bin_dir()
         if binaries is None:
             raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
@@ -57,16 +63,30 @@ class Cluster:
                              "--auth=trust", "-E", "UTF8", "--no-sync"]),
             check=True, stdout=subprocess.DEVNULL,
         )
+        self.start_server()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start_server(self) -> None:
+        """Start the server (again, after ``stop_server``) on the same port and data."""
         subprocess.run(
             _as_server_user([
                 str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
                 "-o", f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off "
-                      "-c synchronous_commit=off -c full_page_writes=off",
+                      f"-c synchronous_commit={'on' if self.crash_safe else 'off'} "
+                      "-c full_page_writes=off",
                 "-w", "start",
             ]),
             check=True, stdout=subprocess.DEVNULL,
         )
-        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop_server(self) -> None:
+        """Stop the server as a crash would (``-m immediate``: connections cut, nothing
+        waited for), keeping its data; ``start_server`` brings it back."""
+        subprocess.run(
+            _as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                             "-w", "stop"]),
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
 
     def restart(self) -> None:
         """Restart the server (fast shutdown: every connection is closed), same port."""

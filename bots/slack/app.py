@@ -274,7 +274,8 @@ class SlackBot:
         try:
             await self.runtime.inbox.receive(
                 platform=PLATFORM, event_id=msg.event_id, scope=msg.scope,
-                payload=msg.to_payload(), if_known=msg.kind == "channel" and not msg.mentioned)
+                payload=msg.to_payload(), if_known=msg.kind == "channel" and not msg.mentioned,
+                sort_key=msg.sort_key)
         except StoreError as err:
             log.error("could not record %s: %s; Slack will deliver it again", msg.event_id,
                       err)
@@ -471,12 +472,25 @@ class SlackBot:
                                        channel_id=target.channel, thread_ts=target.thread_ts,
                                        title=title))
 
+        asked = [msg.event_id for msg, _ in waiting]
+        # What an interrupted attempt at these messages showed: edited, not posted beside.
+        shown = next((e.shown for e in claim.events if e.event_id in asked and e.shown), ())
+        reuse = [ref.split("/", 1)[1] for ref in shown
+                 if ref.startswith(f"{target.channel}/")]
+        stored_ref: list[str] = []  # the first message, if it existed before the answer
+
+        async def on_shown(refs: list[str]) -> None:
+            if tap.answered:
+                return  # stored and final: no retake will come
+            await service.note_shown(platform=PLATFORM, event_ids=asked, refs=refs)
+            stored_ref[:1] = refs[:1]
+
         tap = Tap(self.runtime.metrics.metered(PLATFORM, service.answer(requests, claim)))
         try:
             rendered = await render_reply(
                 self.client, target, tap.events(), limit=self.config.max_message_chars,
                 interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
-                on_start=on_start,
+                on_start=on_start, reuse=reuse, on_shown=on_shown,
             )
         except SEND_ERRORS as err:
             # Slack would not take the answer even after retrying: keep it to send later.
@@ -487,7 +501,10 @@ class SlackBot:
             log.error("could not deliver the answer to %s (%s); it is kept in the outbox "
                       "(chatbridge outbox retry sends it)", last.event_id, error_kind(err))
             return
-        if rendered.ref:  # the answer is shown: failing to note where is only logged
+        # The answer was stored with its first message (noted as it appeared); only a
+        # final answer that ends in another message (buttons on a later part) is noted
+        # again. Shown already: failing to note where is only logged.
+        if rendered.ref and rendered.ref != (stored_ref[0] if stored_ref else None):
             await _best_effort("recording the reply", service.record_reply(
                 platform=PLATFORM, event_id=last.event_id, ref=rendered.ref))
 

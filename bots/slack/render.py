@@ -4,10 +4,18 @@ Answers in threads stream with ``chat.startStream`` / ``appendStream`` / ``stopS
 (slack-sdk's ``chat_stream``). Where streaming is refused (or there is no thread: the top
 level of a direct message), a message is posted and then edited at most once per
 ``update_interval``. Final answers carry feedback buttons.
+
+Each message of the reply is reported (``on_shown``) as soon as Slack gives it a ``ts``,
+so that a retaken turn (another replica, after a crash or shutdown) edits what the
+interrupted attempt showed (``reuse``) instead of answering a second time beside it. A
+turn cancelled mid-answer (shutdown, a lost lease) ends its message with a short notice
+and stops its stream, so nothing stays "streaming".
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,12 +30,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.errors import error_kind
 from bots.slack.text import Splitter
 from bots.slack.translate import ReplyTarget
+from core.inbox import LEASE_LOST
 from core.types import DeltaEvent, DuplicateEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
 
 __all__ = ["FEEDBACK_ACTION", "SEND_ERRORS", "Rendered", "feedback_blocks", "render_reply"]
 
 log = logging.getLogger(__name__)
 FEEDBACK_ACTION = "chatbridge_feedback"
+INTERRUPTED = "_…interrupted; the answer continues shortly._"
+INTERRUPT_SECONDS = 3.0  # at most this long to show the notice when cancelled
 # What a failed Web API call raises: Slack's refusal, or the connection's failure.
 SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
@@ -52,9 +63,14 @@ def feedback_blocks() -> list[dict[str, Any]]:
 class _Writer(Protocol):
     text: str
 
+    @property
+    def ts(self) -> str | None: ...
+
     async def append(self, text: str) -> None: ...
 
     async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None: ...
+
+    async def interrupt(self, notice: str) -> None: ...
 
 
 class _StreamRefused(Exception):
@@ -74,6 +90,11 @@ class _StreamWriter:
         self._stream: AsyncChatStream | None = None
         self.text = ""
         self._shown = ""  # what reached Slack (the rest is in the stream's buffer)
+
+    @property
+    def ts(self) -> str | None:
+        """The streamed message, once Slack started it."""
+        return self._stream.ts if self._stream else None
 
     async def _refused(self, err: Exception, doing: str) -> _StreamRefused:
         """Give up on streaming: stop the started stream (if any), best effort."""
@@ -113,6 +134,11 @@ class _StreamWriter:
             raise await self._refused(err, "chat.stopStream") from err
         return str(resp.get("ts") or self._stream.ts or "") or None
 
+    async def interrupt(self, notice: str) -> None:
+        """Stop the stream (what is buffered goes out first) with ``notice`` at the end."""
+        if self._stream is not None and self._stream.ts:
+            await self._stream.stop(markdown_text=notice or None)
+
 
 class _UpdateWriter:
     """One message posted with chat.postMessage, then edited with chat.update.
@@ -124,7 +150,8 @@ class _UpdateWriter:
     def __init__(self, client: AsyncWebClient, target: ReplyTarget, interval: float,
                  *, ts: str | None = None, text: str = "", shown: str = "") -> None:
         self._client, self._target, self._interval = client, target, interval
-        self.ts, self.text = ts, text
+        self.ts: str | None = ts
+        self.text = text
         self._shown = shown  # what the message ``ts`` is known to show
         self._last = 0.0
 
@@ -168,6 +195,12 @@ class _UpdateWriter:
                     "blocks": [{"type": "markdown", "text": text}, *blocks]}
         return {"markdown_text": text}
 
+    async def interrupt(self, notice: str) -> None:
+        """Show the text so far with ``notice`` at the end."""
+        if self.ts is not None:
+            await self._client.chat_update(channel=self._target.channel, ts=self.ts,
+                                           markdown_text=self.text.strip() + notice)
+
     async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
         if self.ts is not None and (blocks or self._shown != self.text):
             shown_ts = self.ts
@@ -193,18 +226,53 @@ class Rendered:
 
 class _Renderer:
     def __init__(self, client: AsyncWebClient, target: ReplyTarget, *, limit: int,
-                 interval: float, buffer_size: int) -> None:
+                 interval: float, buffer_size: int, reuse: Sequence[str] = (),
+                 on_shown: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
         self._client, self._target = client, target
         self._interval, self._buffer = interval, buffer_size
-        self._streaming = target.thread_ts is not None
+        # A retake edits the interrupted attempt's messages: no stream of its own.
+        self._reuse = list(reuse)
+        self._streaming = target.thread_ts is not None and not self._reuse
         self._splitter = Splitter(limit)
+        self._on_shown = on_shown
+        self.shown: list[str] = []  # ts of the messages this reply occupies
         self._writer: _Writer = self._new_writer()
         self._status_set = False
 
     def _new_writer(self) -> _Writer:
+        if self._reuse:
+            # "\x00": a text the old message surely does not show, so the first pass edits.
+            return _UpdateWriter(self._client, self._target, self._interval,
+                                 ts=self._reuse.pop(0), shown="\x00")
         if self._streaming:
             return _StreamWriter(self._client, self._target, self._buffer)
         return _UpdateWriter(self._client, self._target, self._interval)
+
+    async def _noted(self) -> None:
+        """Report a message that got its ``ts`` just now (best effort)."""
+        ts = self._writer.ts
+        if ts is None or ts in self.shown:
+            return
+        self.shown.append(ts)
+        if self._on_shown is not None:
+            try:
+                await self._on_shown([f"{self._target.channel}/{t}" for t in self.shown])
+            except Exception as err:  # a retake would post anew: complete, not lost
+                log.warning("could not note the reply's message: %s", type(err).__name__)
+
+    async def interrupted(self, *, notice: bool = True) -> None:
+        """End a reply cut short: at shutdown a notice on the message shown so far and its
+        stream stopped (the turn's next attempt edits it); when another replica took the
+        turn over (``notice=False``) only the stream is stopped — that replica edits the
+        message, and a late edit from here must not overwrite its answer."""
+        writer = self._writer
+        if writer.ts is None or (not notice and not isinstance(writer, _StreamWriter)):
+            return
+        try:
+            await writer.interrupt(("\n\n" if writer.text.strip() else "") + INTERRUPTED
+                                   if notice else "")
+        except Exception as err:
+            log.info("could not mark the interrupted reply: %s", type(err).__name__)
 
     async def _guarded(self, text: str | None, blocks: Sequence[dict[str, Any]] | None = None,
                        ) -> str | None:
@@ -213,8 +281,11 @@ class _Renderer:
             try:
                 if text is not None:
                     await self._writer.append(text)
+                    await self._noted()
                     return None
-                return await self._writer.finish(blocks)
+                ts = await self._writer.finish(blocks)
+                await self._noted()
+                return ts
             except _StreamRefused as refused:
                 self._streaming = False
                 self._writer = _UpdateWriter(self._client, self._target, self._interval,
@@ -270,13 +341,35 @@ async def render_reply(
     client: AsyncWebClient, target: ReplyTarget, events: AsyncIterator[ReplyEvent], *,
     limit: int, interval: float = 1.0, buffer_size: int = 256,
     on_start: Callable[[], Awaitable[None]] | None = None,
+    reuse: Sequence[str] = (),
+    on_shown: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> Rendered:
     """Show one turn's reply events in Slack.
 
     ``on_start`` runs once, before anything is shown, unless the event is a duplicate.
+    ``reuse``: ts of messages an interrupted attempt showed, edited instead of posting.
+    ``on_shown`` gets the reply's messages (``channel/ts``) each time one is added.
     """
     renderer = _Renderer(client, target, limit=limit, interval=interval,
-                         buffer_size=buffer_size)
+                         buffer_size=buffer_size, reuse=reuse, on_shown=on_shown)
+    if reuse and target.thread_ts is not None:
+        # The interrupted attempt may have died mid-stream: end that stream first.
+        for ts in reuse:
+            try:
+                await client.chat_stopStream(channel=target.channel, ts=ts)
+            except SEND_ERRORS as err:
+                log.debug("chat.stopStream of the earlier attempt: %s", error_kind(err))
+    try:
+        return await _render(renderer, events, on_start)
+    except asyncio.CancelledError as cancelled:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(renderer.interrupted(notice=LEASE_LOST not in
+                                                        cancelled.args), INTERRUPT_SECONDS)
+        raise
+
+
+async def _render(renderer: _Renderer, events: AsyncIterator[ReplyEvent],
+                  on_start: Callable[[], Awaitable[None]] | None) -> Rendered:
     seen_text = False
     async for event in events:
         if isinstance(event, DuplicateEvent):
@@ -294,4 +387,7 @@ async def render_reply(
         elif isinstance(event, ErrorEvent):
             await renderer.error(event)
             return Rendered("error")
+    # The turn ended without a word (another replica holds it now): this attempt's stream
+    # is stopped; its text is left to the other replica, which edits it.
+    await renderer.interrupted(notice=False)
     return Rendered("error")

@@ -73,6 +73,11 @@ class Incoming:
         """A reply inside an existing thread (not its first message)."""
         return self.thread_ts is not None and self.thread_ts != self.ts
 
+    @property
+    def sort_key(self) -> str:
+        """The message's place in Slack's order (its ``ts``), as text that sorts."""
+        return sort_key(self.ts)
+
     def to_payload(self) -> dict[str, Any]:
         """The message as JSON for the inbox (any replica answers from it)."""
         data = asdict(self)
@@ -92,6 +97,15 @@ class Incoming:
             else self.thread_ts or self.ts
         return ReplyTarget(self.channel, thread, self.user_team or self.team, self.user,
                            assistant=self.kind == "assistant")
+
+
+def sort_key(ts: str) -> str:
+    """A Slack ``ts`` ("1712345678.000100") as text that sorts in Slack's order."""
+    seconds, _, fraction = ts.partition(".")
+    try:
+        return f"{int(seconds):012d}.{fraction[:6]:0<6}"
+    except ValueError:
+        return ts
 
 
 def _str(value: object) -> str:

@@ -25,7 +25,7 @@ is retried. The adapter only translates: memory, order, model calls are the core
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -135,10 +135,12 @@ class TelegramAdapter:
                 self._app.create_task(self._refuse(incoming, place.event_id(me.id, key)),
                                       name="telegram refusal")
             return False
+        # Telegram's order: the date, then the message id (ids grow within a chat).
+        order = f"{int(message.date.timestamp()):012d}.{message.message_id:012d}"
         return await self._runtime.inbox.receive(
             platform=PLATFORM, event_id=place.event_id(me.id, incoming.key),
             scope=place.scope(me.id), payload=update.to_dict(),
-            delay=self._config.album_seconds if album else 0.0)
+            delay=self._config.album_seconds if album else 0.0, sort_key=order)
 
     async def _refuse(self, incoming: Incoming, event_id: str) -> None:
         """Tell someone outside the allowlist that the bot is not for them (once)."""
@@ -265,7 +267,8 @@ class TelegramAdapter:
                 f"I can't read {incoming.unsupported} yet; I understand text and images "
                 "(photos, or images sent as files).")
 
-    def _replier(self, incoming: Incoming) -> Replier:
+    def _replier(self, incoming: Incoming, *, reuse: Sequence[int] = (),
+                 on_shown: Callable[[list[int]], Awaitable[None]] | None = None) -> Replier:
         place = incoming.place
         target = Target(
             chat_id=place.chat_id, thread_id=place.thread_id,
@@ -274,7 +277,8 @@ class TelegramAdapter:
             drafts=place.private, draft_id=incoming.reply_to,
         )
         return Replier(self._app.bot, target, draft_interval=self._config.draft_interval,
-                       edit_interval=self._config.edit_interval)
+                       edit_interval=self._config.edit_interval, reuse=reuse,
+                       on_shown=on_shown)
 
     def _profile(self, incoming: Incoming) -> str | None:
         place = incoming.place
@@ -306,7 +310,7 @@ class TelegramAdapter:
                 answered = incoming
             if answered is None:
                 return
-            replier = self._replier(answered)
+            replier = self._answer_replier(answered, requests, claim)
             await self._answer(requests, replier, claim, note=" ".join(notes))
             for incoming in waiting:
                 if incoming.album and len(incoming.images) > self._service.max_images:
@@ -323,6 +327,22 @@ class TelegramAdapter:
         a turn reads (``_once(…, "answered")`` records it)."""
         return incoming.place.event_id(self._me.id, f"album{incoming.album}")
 
+    def _answer_replier(self, answered: Incoming, requests: Sequence[ChatRequest],
+                        claim: Claim) -> Replier:
+        """The replier of a turn: it edits what an interrupted attempt at these messages
+        showed, and notes each message of the answer as soon as Telegram confirms it."""
+        asked = [r.event_id for r in requests]
+        chat = f"{answered.place.chat_id}/"
+        shown = next((e.shown for e in claim.events if e.event_id in asked and e.shown), ())
+        reuse = [int(ref[len(chat):]) for ref in shown
+                 if ref.startswith(chat) and ref[len(chat):].isdigit()]
+
+        async def on_shown(ids: list[int]) -> None:
+            await self._service.note_shown(platform=PLATFORM, event_ids=asked,
+                                           refs=[f"{chat}{i}" for i in ids])
+
+        return self._replier(answered, reuse=reuse, on_shown=on_shown)
+
     async def _answer(self, requests: list[ChatRequest], replier: Replier,
                       claim: Claim, *, note: str = "") -> None:
         service = self._service
@@ -333,10 +353,17 @@ class TelegramAdapter:
             await replier.stream(tap.events())
         except Blocked:
             raise
+        except TimedOut:
+            await tap.finish()
+            # The final message was sent but Telegram's answer never came: it most likely
+            # arrived. It is not sent again (that would be the duplicate), nor apologised for.
+            log.warning("Telegram did not confirm the answer to %s in time; it is most "
+                        "likely shown and is not sent again", event_id)
+            return
         except TelegramError as err:
             text = await tap.finish()
-            if not tap.answered or isinstance(err, TimedOut):
-                raise  # no answer to keep; or it may have arrived: not sent twice
+            if not tap.answered:
+                raise  # no answer to keep
             # Telegram would not take the answer even after retrying: keep it to send later.
             await Outbox(self._runtime.store).add(
                 platform=PLATFORM, event_id=event_id, target=asdict(replier.target),
@@ -349,7 +376,10 @@ class TelegramAdapter:
             if not replier.answered:
                 await replier.say(err.user_message)
             return
-        if tap.answered and replier.message_ids:
+        # The answer was stored with its first message if that existed before the final
+        # answer came; else where it is is noted now (only feedback needs it).
+        if tap.answered and replier.message_ids and \
+                replier.noted_first != replier.message_ids[0]:
             try:
                 await service.record_reply(
                     platform=PLATFORM, event_id=event_id,

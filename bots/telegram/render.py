@@ -8,18 +8,26 @@ resends the same text without formatting; 403 (the person blocked the bot) stops
 
 Only the final text must arrive: a partial update that fails is never taken as shown, so
 the final pass repeats it; a draft Telegram refuses ends drafting (typing goes on); a
-partial message someone deleted is forgotten and its text sent anew. A final
-``sendMessage`` that timed out may have arrived, so it is repeated only once.
+partial message someone deleted is forgotten and its text sent anew.
+
+Telegram has no idempotency key, so a new message is never sent twice on a guess: a
+``sendMessage`` gets a long read timeout (``SEND_TIMEOUT``: the answer to a call that
+cannot be repeated safely is worth waiting for), and one that still timed out is not
+repeated — it probably arrived (``TimedOut`` is raised). Edits are safe to repeat. Each new
+message is reported (``on_shown``) as soon as Telegram confirms it, so a retaken turn edits
+the messages an interrupted attempt showed (``reuse``) instead of answering beside them;
+a turn cancelled mid-answer (shutdown) ends its last message with a short notice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
@@ -37,12 +45,16 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.markdown import markdown_to_html, to_plain
 from bots.telegram.split import split_html
+from core.inbox import LEASE_LOST
 from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent
 
 __all__ = ["Blocked", "Replier", "Target", "retry_seconds"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SEND_TIMEOUT = 30.0  # seconds to wait for Telegram's answer to sendMessage
+INTERRUPTED = "…interrupted; the answer continues shortly."
+INTERRUPT_SECONDS = 3.0
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
 
@@ -84,14 +96,23 @@ class Replier:
     """Sends one answer (streamed or not) to one place."""
 
     def __init__(self, bot: Bot, target: Target, *, draft_interval: float = 0.5,
-                 edit_interval: float = 1.5, attempts: int = 5) -> None:
+                 edit_interval: float = 1.5, attempts: int = 5, reuse: Sequence[int] = (),
+                 on_shown: Callable[[list[int]], Awaitable[None]] | None = None) -> None:
         self._bot = bot
+        if reuse:  # a retake edits what the interrupted attempt showed: no drafts
+            target = replace(target, drafts=False)
         self._target = target
+        self._on_shown = on_shown
         self._interval = draft_interval if target.drafts else edit_interval
         self._attempts = attempts
         self._loop = asyncio.get_running_loop()
         self._next = 0.0  # loop time before which no partial update is sent
-        self._sent: list[tuple[int, str]] = []  # (message_id, html) of parts on screen
+        # (message_id, html) of parts on screen; "\x00": shown by an earlier attempt
+        self._sent: list[tuple[int, str]] = [(mid, "\x00") for mid in reuse]
+        # The first message, if it was noted before the final answer came (the store
+        # keeps it with the answer); later messages are not noted (no retake comes).
+        self.noted_first: int | None = reuse[0] if reuse else None
+        self._final_seen = False
         self._partial = True  # partial updates (drafts, edits) still wanted
         self.answered = False  # the final answer (or the turn's error) was delivered
 
@@ -116,7 +137,7 @@ class Replier:
         """
         text: str = text_html
         mode: str | None = ParseMode.HTML
-        attempt = timeouts = 0
+        attempt = 0
         while True:
             attempt += 1
             try:
@@ -143,10 +164,11 @@ class Replier:
             except Forbidden as err:
                 raise Blocked(err.message) from err
             except NetworkError as err:
+                if not resend and isinstance(err, TimedOut):
+                    raise  # it may have arrived: never sent twice on a guess
                 if not final:
                     raise _Skipped from err
-                timeouts += isinstance(err, TimedOut)
-                if attempt >= self._attempts or (not resend and timeouts >= 2):
+                if attempt >= self._attempts:
                     raise
                 await asyncio.sleep(min(2.0**attempt, 10.0))
 
@@ -160,15 +182,51 @@ class Replier:
                 target.chat_id, text, parse_mode=mode, message_thread_id=target.thread_id,
                 business_connection_id=target.business_connection_id,
                 reply_parameters=reply, link_preview_options=_NO_PREVIEW,
+                read_timeout=SEND_TIMEOUT,
             )
 
         try:
             message = await self._deliver(call, part, final=final, resend=False)
         except _Skipped:
             return None
+        except TimedOut:
+            if final:
+                raise
+            # A partial that may have arrived: no more partials (a second one could be a
+            # duplicate); the final pass sends what is missing.
+            self._partial = False
+            return None
         if message is not None:
             self._sent.append((message.message_id, part))
+            await self._noted()
         return message
+
+    async def _noted(self) -> None:
+        """Report the reply's messages after a new one appeared (best effort)."""
+        if self._on_shown is None or self._final_seen:
+            return
+        try:
+            await self._on_shown(self.message_ids)
+        except Exception as err:  # a retake would send anew: complete, not lost
+            log.warning("could not note the reply's message: %s", type(err).__name__)
+            return
+        if self.noted_first is None:
+            self.noted_first = self._sent[0][0]
+
+    async def interrupted(self) -> None:
+        """End a reply cut short (shutdown): a notice on its last message, if any."""
+        if not self._sent:
+            return
+        message_id, shown = self._sent[-1]
+        body = shown if shown != "\x00" else ""
+        text = (body + "\n\n" if body else "") + f"<i>{INTERRUPTED}</i>"
+        try:
+            await self._bot.edit_message_text(
+                text, chat_id=self._target.chat_id, message_id=message_id,
+                parse_mode=ParseMode.HTML,
+                business_connection_id=self._target.business_connection_id)
+        except Exception as err:
+            log.info("could not mark the interrupted reply: %s", type(err).__name__)
 
     async def _edit(self, index: int, part: str, *, final: bool) -> bool:
         """Bring part ``index`` up to date; ``False`` when its message is gone."""
@@ -269,7 +327,19 @@ class Replier:
 
     async def stream(self, events: AsyncIterator[ReplyEvent]) -> ReplyEvent | None:
         """Show a turn's reply events as they come; returns the last event."""
-        typing: asyncio.Task[None] | None = asyncio.create_task(self._keep_typing())
+        typing = asyncio.create_task(self._keep_typing())
+        try:
+            return await self._stream(events, typing)
+        except asyncio.CancelledError as cancelled:
+            if LEASE_LOST not in cancelled.args:  # else the replica taking over edits it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.interrupted(), INTERRUPT_SECONDS)
+            raise
+        finally:
+            typing.cancel()
+
+    async def _stream(self, events: AsyncIterator[ReplyEvent],
+                      typing: asyncio.Task[None] | None) -> ReplyEvent | None:
         text = ""
         last: ReplyEvent | None = None
         failure: Exception | None = None
@@ -303,11 +373,13 @@ class Replier:
                 self._next = self._loop.time() + self._interval
                 await self._show_partial(split_html(markdown_to_html(text)))
         elif isinstance(event, FinalEvent):
+            self._final_seen = True
             rendered = markdown_to_html(event.text) or html.escape("(no answer)")
             if event.notice:
                 rendered += f"\n\n<i>{html.escape(event.notice, quote=False)}</i>"
             await self.show(split_html(rendered), final=True)
             self.answered = True
         elif isinstance(event, ErrorEvent):
+            self._final_seen = True
             await self.say(event.message)
             self.answered = True

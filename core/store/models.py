@@ -105,6 +105,8 @@ class Message(Base):
     event_id: Mapped[str | None] = mapped_column(String(256))
     # Where the platform shows this message (e.g. Slack "C123/1712345678.000100").
     platform_ref: Mapped[str | None] = mapped_column(String(256))
+    # The platform's order of the user message (Slack ts, Telegram date/message id).
+    sort_key: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (
@@ -159,6 +161,11 @@ class InboundEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     message_id: Mapped[int | None] = mapped_column(BigId)  # the user message, once stored
+    # The platform's order (set by the adapter): a batch is answered in this order.
+    sort_key: Mapped[str | None] = mapped_column(String(64))
+    # JSON list of the platform ids of the reply messages a turn showed for this event,
+    # recorded as soon as they exist: a retaken turn edits them instead of posting anew.
+    shown: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("platform", "event_id"),

@@ -81,10 +81,12 @@ _TAKE_LEASE = (update(_lease)
                       _lease.c.expires_at <= bindparam("p_now"))
                .values(owner=bindparam("p_owner"), expires_at=bindparam("p_until")))
 _WAITING_OF_KEY = (select(_evt.c.id, _evt.c.event_id, _evt.c.payload, _evt.c.attempts,
-                          _evt.c.message_id)
+                          _evt.c.message_id, _evt.c.sort_key, _evt.c.shown)
                    .where(_evt.c.platform == bindparam("p_platform"),
                           _evt.c.scope_key == bindparam("p_scope"), _WAITING)
-                   .order_by(_evt.c.id)
+                   # The platform's order (Slack ts, Telegram date and message id), not
+                   # the order replicas happened to record the events in.
+                   .order_by(func.coalesce(_evt.c.sort_key, ""), _evt.c.id)
                    .limit(bindparam("p_limit")))
 _PROCESS_EVENTS = (update(_evt).where(_evt.c.id.in_(bindparam("p_ids", expanding=True)))
                    .values(status="processing", lease_owner=bindparam("p_owner"),
@@ -112,6 +114,8 @@ _OPEN_EVENTS = and_(_evt.c.id.in_(bindparam("p_ids", expanding=True)),
 _CLOSE_EVENTS = (update(_evt).where(_OPEN_EVENTS)
                  .values(status=bindparam("p_status"), finished_at=bindparam("p_now"),
                          payload=None))
+_RETRY_UNANSWERED = (update(_evt).where(_OPEN_EVENTS, _evt.c.message_id.is_not(None))
+                     .values(status="received", lease_owner=None))
 _PUT_BACK_EVENTS = (update(_evt).where(_OPEN_EVENTS)
                     .values(status="received", lease_owner=None,
                             attempts=_evt.c.attempts - 1))
@@ -128,6 +132,8 @@ class QueuedEvent:
     payload: Mapping[str, Any]
     attempts: int  # counting this one
     message_id: int | None = None  # the user message an earlier attempt stored
+    sort_key: str | None = None  # the platform's order, as the adapter gave it
+    shown: tuple[str, ...] = ()  # reply messages an earlier attempt showed (platform ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,15 @@ class Claim:
         """The lease the turn's writes must still hold (none for a hand-made claim)."""
         return Fence(self.platform, self.scope, self.owner, self.lease_seconds) \
             if self.owner else None
+
+
+def _shown(raw: str | None) -> tuple[str, ...]:
+    """The platform message ids an earlier attempt showed (``[]`` if unreadable)."""
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def _payload(raw: str | None) -> Mapping[str, Any]:
@@ -175,10 +190,11 @@ class InboxStore:
 
     async def enqueue(
         self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
-        delay: float = 0.0, if_known: bool = False,
+        delay: float = 0.0, if_known: bool = False, sort_key: str | None = None,
     ) -> bool:
         """Record an event to be answered; ``False`` if it was recorded before (or, with
-        ``if_known``, if nothing was ever said under ``scope``: not ours to answer)."""
+        ``if_known``, if nothing was ever said under ``scope``: not ours to answer).
+        ``sort_key``: the platform's order of the event; a batch is taken in that order."""
         # ASCII JSON: a lone surrogate or NUL in a payload stays an escape, storable anywhere.
         body = json.dumps(payload, separators=(",", ":"))
         key = {"p_platform": platform, "p_scope": scope}
@@ -191,7 +207,7 @@ class InboxStore:
             new = conn.execute(self._insert_event, {
                 "platform": platform, "event_id": event_id, "status": "received",
                 "received_at": now, "scope_key": scope, "payload": body, "attempts": 0,
-                "available_at": now + timedelta(seconds=delay),
+                "available_at": now + timedelta(seconds=delay), "sort_key": sort_key,
             }).scalar_one_or_none()
             if new is None:
                 return False
@@ -210,9 +226,13 @@ class InboxStore:
     async def claim(
         self, *, owner: str, lease_seconds: float, limit: int, max_batch: int = 20,
         max_attempts: int = 5, platforms: Collection[str] | None = None,
+        busy: Collection[tuple[str, str]] = (),
     ) -> list[Claim]:
         """Take up to ``limit`` conversation keys that have due events and a free lease
-        (only ``platforms``' keys, if given: those this worker can answer)."""
+        (only ``platforms``' keys, if given: those this worker can answer), never one of
+        ``busy`` (keys the caller is answering now, whose lease may have run out while
+        the database was away: the owner name is the same, so nothing else would stop a
+        second turn)."""
 
         def work(conn: Connection) -> list[Claim]:
             now = utcnow()
@@ -224,7 +244,9 @@ class InboxStore:
                                           "p_platforms": list(platforms)})).all()
             if not due:
                 return []
-            order = {(r[0], r[1]): r[2] for r in due}
+            order = {(r[0], r[1]): r[2] for r in due if (r[0], r[1]) not in busy}
+            if not order:
+                return []
             free = conn.execute(_FREE_KEYS, {"p_keys": list(order), "p_now": now}).all()
             keys = sorted(((r[0], r[1]) for r in free), key=order.__getitem__)[:limit]
             until = now + timedelta(seconds=lease_seconds)
@@ -241,7 +263,8 @@ class InboxStore:
                 rows = conn.execute(_WAITING_OF_KEY, {
                     "p_platform": platform, "p_scope": scope, "p_limit": max_batch}).all()
                 events = [QueuedEvent(r.id, r.event_id, _payload(r.payload), r.attempts + 1,
-                                      r.message_id) for r in rows]
+                                      r.message_id, r.sort_key, _shown(r.shown))
+                          for r in rows]
                 live = tuple(e for e in events if e.attempts <= max_attempts)
                 dead = tuple(e for e in events if e.attempts > max_attempts)
                 if live:
@@ -264,7 +287,11 @@ class InboxStore:
     async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
         """Give the key back. Its events still open are closed as ``done`` or ``failed``
         — or, as ``received`` (shutdown), put back to be claimed at once by any replica;
-        a hand-back is not counted as an attempt (only dying in a turn is)."""
+        a hand-back is not counted as an attempt (only dying in a turn is).
+
+        ``done`` closes only events no turn started on (commands, what was skipped): one
+        whose user message was stored but whose turn did not store its end (the database
+        failed) goes back to the inbox instead, as an attempt, so it is not lost."""
         ids = [e.id for e in claim.events]
 
         def work(conn: Connection) -> None:
@@ -275,6 +302,10 @@ class InboxStore:
                 if status == "received":
                     conn.execute(_PUT_BACK_EVENTS, {"p_ids": ids, "p_owner": owner})
                 else:
+                    if status == "done":
+                        # A message stored whose answer was not (the turn's end could not
+                        # be written): back to the inbox, with its payload, not closed.
+                        conn.execute(_RETRY_UNANSWERED, {"p_ids": ids, "p_owner": owner})
                     conn.execute(_CLOSE_EVENTS, {"p_ids": ids, "p_owner": owner,
                                                  "p_status": status, "p_now": utcnow()})
 

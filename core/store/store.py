@@ -16,6 +16,7 @@ index), so a turn costs the same with 10 or 10,000 stored messages.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -112,7 +113,7 @@ _SET_REPLY_REF = (
 )
 _CONTEXT = (
     select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name, _msg.c.token_count,
-           _msg.c.image_count, _msg.c.event_id)
+           _msg.c.image_count, _msg.c.event_id, _msg.c.sort_key)
     .where(_msg.c.conversation_id == bindparam("p_id"), _msg.c.status != "failed")
     .order_by(_msg.c.id.desc())
     .limit(bindparam("p_limit"))
@@ -137,6 +138,7 @@ class StoredMessage(NamedTuple):
     image_count: int
     event_id: str = ""
     images: tuple[Image, ...] = ()
+    sort_key: str = ""  # the platform's order of a user message ("" where it has none)
 
 
 def extend_lease(conn: Connection, fence: Fence) -> bool:
@@ -155,9 +157,19 @@ def _hold(conn: Connection, fence: Fence) -> None:
         raise LeaseLost(f"lease on {fence.platform} {fence.scope} lost")
 
 
+def _refs(raw: str | None) -> list[str]:
+    """The platform message ids in an event's ``shown`` column."""
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def _stored(row: Any) -> StoredMessage:
-    ident, role, text, name, tokens, image_count, event_id = row
-    return StoredMessage(ident, role, text, name or "", tokens, image_count, event_id or "")
+    ident, role, text, name, tokens, image_count, event_id, sort_key = row
+    return StoredMessage(ident, role, text, name or "", tokens, image_count, event_id or "",
+                         sort_key=sort_key or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +220,7 @@ class TurnPart:
     token_count: int
     images: tuple[Image, ...] = ()
     message_id: int | None = None  # already stored, by an attempt that did not finish
+    sort_key: str | None = None  # the platform's order (Slack ts, Telegram date/id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,14 +383,17 @@ class Store:
             conv_id, conv_profile = self._open_conversation(conn, platform, scope, profile)
             message_id = 0
             fresh = False
+            # What an earlier attempt stored, as the database has it now: a retried
+            # begin_turn whose COMMIT was not confirmed must not store a message twice.
+            known = self._stored_parts(conn, platform, parts) if queued else {}
             for part in parts:
-                message_id = part.message_id or 0
+                message_id = known.get(part.event_id) or part.message_id or 0
                 if not message_id:
                     fresh = True
                     message_id = self._add_message(
                         conn, conversation_id=conv_id, role="user", author=part.author,
                         text=part.text, token_count=part.token_count,
-                        event_id=part.event_id, images=part.images,
+                        event_id=part.event_id, images=part.images, sort_key=part.sort_key,
                     )
                     if queued:
                         conn.execute(_SET_EVENT_MESSAGE, {
@@ -397,6 +413,15 @@ class Store:
                              event_ids=event_ids, fence=fence)
 
         return await self._tx(work, "record the message")
+
+    @staticmethod
+    def _stored_parts(conn: Connection, platform: str, parts: Sequence[TurnPart]
+                      ) -> dict[str, int]:
+        """The user messages already stored for these queued events, by event id."""
+        rows = conn.execute(select(_evt.c.event_id, _evt.c.message_id).where(
+            _evt.c.platform == platform, _evt.c.event_id.in_([p.event_id for p in parts]),
+            _evt.c.message_id.is_not(None)))
+        return {r.event_id: int(r.message_id) for r in rows}
 
     def _charge(
         self, conn: Connection, platform: str, subjects: dict[str, str],
@@ -467,6 +492,8 @@ class Store:
         model: str | None = None,
         usage: Usage | None = None,
         latency_ms: int | None = None,
+        sort_key: str | None = None,
+        platform_ref: str | None = None,
     ) -> int:
         result = conn.execute(_INSERT_MESSAGE, {
             "conversation_id": conversation_id,
@@ -485,6 +512,8 @@ class Store:
             "status": status,
             "error": error,
             "event_id": event_id,
+            "sort_key": sort_key,
+            "platform_ref": platform_ref,
             "created_at": utcnow(),
         })
         message_id = int(result.scalar_one())
@@ -513,16 +542,27 @@ class Store:
         latency_ms: int | None = None,
         error: str | None = None,
     ) -> int:
-        """Store the assistant's answer (or the failure) and close the inbound event."""
+        """Store the assistant's answer (or the failure) and close the inbound events.
+
+        Safe to call again after a failure (a COMMIT not confirmed): if the turn's events
+        are closed already, nothing more is written. Where the turn has shown its reply
+        (``note_shown``), the answer keeps the first message's platform id (feedback).
+        """
 
         def work(conn: Connection) -> int:
             if start.fence is not None:
                 _hold(conn, start.fence)
+            closes = start.event_ids or (event_id,)
+            rows = conn.execute(select(_evt.c.event_id, _evt.c.status, _evt.c.shown).where(
+                _evt.c.platform == platform, _evt.c.event_id.in_(closes))).all()
+            if rows and all(r.status in ("done", "failed") for r in rows):
+                return 0  # stored by an attempt whose COMMIT we did not see confirmed
+            refs = [ref for r in rows if r.event_id == event_id for ref in _refs(r.shown)]
             message_id = self._add_message(
                 conn, conversation_id=start.conversation_id, role="assistant", author=None,
                 text=text, token_count=token_count, event_id=event_id, status=status,
                 error=error, reasoning=reasoning, model=model, usage=usage,
-                latency_ms=latency_ms,
+                latency_ms=latency_ms, platform_ref=refs[0] if refs else None,
             )
             now = utcnow()
             conn.execute(_TOUCH_CONVERSATION, {"p_id": start.conversation_id, "p_now": now})
@@ -536,7 +576,7 @@ class Store:
                     index_elements=["platform", "subject", "period", "window_start"],
                     set_={"tokens": _usage.c.tokens + spent},
                 ))
-            for closed in start.event_ids or (event_id,):
+            for closed in closes:
                 conn.execute(_CLOSE_EVENT, {
                     "p_platform": platform, "p_event": closed, "p_now": now,
                     "p_status": "failed" if status == "failed" else "done",
@@ -544,6 +584,20 @@ class Store:
             return message_id
 
         return await self._tx(work, "store the answer")
+
+    async def note_shown(self, *, platform: str, event_ids: Sequence[str],
+                         refs: Sequence[str]) -> None:
+        """Remember which platform messages a turn for ``event_ids`` shows (first the one
+        the answer starts in), so that a retaken turn edits them instead of posting anew."""
+        value = json.dumps(list(refs))
+
+        def work(conn: Connection) -> None:
+            conn.execute(update(_evt).where(_evt.c.platform == platform,
+                                            _evt.c.event_id.in_(list(event_ids)),
+                                            _evt.c.status.in_(("received", "processing")))
+                         .values(shown=value))
+
+        await self._tx(work, "remember the reply")
 
     async def load_context(
         self, conversation_id: int, limits: ContextLimits, *, current_id: int | None = None
@@ -608,9 +662,13 @@ class Store:
         recent_turns = [m for m in picked if m.role == "user"][: limits.image_turns]
         with_images = [m.id for m in recent_turns if m.image_count]
         images = self._images_for(conn, with_images) if with_images else {}
-        asked = {m.event_id: m.id for m in picked if m.role == "user" and m.event_id}
-        picked.sort(key=lambda m: (asked.get(m.event_id, m.id) if m.role != "user" else m.id,
-                                   m.role != "user", m.id))
+        # User messages in the platform's order (their sort key; then as stored), each
+        # answer after the message it answers.
+        place = {m.event_id: (m.sort_key, m.id) for m in picked
+                 if m.role == "user" and m.event_id}
+        picked.sort(key=lambda m: (
+            (m.sort_key, m.id) if m.role == "user" else place.get(m.event_id, ("", m.id)),
+            m.role != "user", m.id))
         if not images:
             return picked
         return [m._replace(images=tuple(images[m.id])) if m.id in images else m for m in picked]

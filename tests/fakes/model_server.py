@@ -55,7 +55,7 @@ class Reply:
     usage: tuple[int, int] = (11, 7)
     report_usage: bool = True  # False: no usage at all, as llama.cpp's server streams
     delay: float = 0.0
-    chunk_delay: float = 0.0  # seconds between stream events (a slowly written answer)
+    chunk_delay: float = 0.0  # seconds between streamed events (a long answer)
     finish_reason: str = "stop"
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
 
@@ -168,12 +168,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, reply: Reply, content_type: str, events: list[bytes], tail: bytes) -> None:
         """Chunked SSE: one socket send per event; ``drop`` hangs up before ``tail``/the end."""
         out = self._head(200, content_type, {"Cache-Control": "no-cache", **reply.headers})
-        for event in events:  # wfile is an unbuffered socket writer: each write is one send
-            self.wfile.write(out + b"%x\r\n%s\r\n" % (len(event), event))
-            out = b""
-            if reply.chunk_delay > 0 and self.server.fake._stopping.wait(reply.chunk_delay):
+        for i, event in enumerate(events):  # wfile is unbuffered: each write is one send
+            if i and reply.chunk_delay > 0 and self.server.fake._stopping.wait(
+                    reply.chunk_delay):
                 self._drop()
                 return
+            self.wfile.write(out + b"%x\r\n%s\r\n" % (len(event), event))
+            out = b""
         if reply.kind == "drop":  # (events is never empty, so the head went out)
             self._drop()
             return

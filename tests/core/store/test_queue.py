@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.db import create_engine, open_store, upgrade
-from core.store import Store
+from core.store import Store, TurnPart
 from core.store.models import InboundEvent, InboxLease
 from core.store.queue import Claim, InboxStore
 from core.types import Author
@@ -415,3 +415,67 @@ async def test_lease_row_upserted_once_per_key(queue: InboxStore) -> None:
     assert not any("inbox_leases" in s for s in second)
     [again] = await claim(queue)
     assert ids(again) == ["e2"]
+
+
+# ------------------------------------------------------------------ issue 10
+
+
+async def test_release_done_puts_back_an_event_whose_turn_never_stored_its_end(
+        queue: InboxStore, store: Store, engine: AsyncEngine) -> None:
+    """The user message was stored, the answer was not (the database failed then), and
+    the database is back by the release: the event waits again, payload kept."""
+    await put(queue, "asked")
+    await put(queue, "command")
+    (taken,) = await claim(queue)
+    start = await store.begin_turn(platform="slack", scope="k1", profile=None, queued=True,
+                                   parts=[_part("asked")], fence=taken.fence)
+    assert start is not None
+    await queue.release(taken, owner="A", status="done")
+    assert (await rows(engine))["asked"] == ("received", 1, None)
+    assert (await rows(engine))["command"][0] == "done"  # no turn began on it
+    (again,) = await claim(queue)
+    assert ids(again) == ["asked"] and again.events[0].payload  # nothing lost
+    assert again.events[0].message_id == start.message_id  # not stored twice
+
+
+async def test_claim_never_takes_a_key_the_caller_is_answering(
+        queue: InboxStore) -> None:
+    await put(queue, "e1")
+    await put(queue, "e2", scope="k2")
+    assert len(await claim(queue, lease=0.01)) == 2
+    await asyncio.sleep(0.05)  # both leases ran out (the database was away, say)
+    await put(queue, "e3")
+    taken = await queue.claim(owner="A", lease_seconds=30, limit=10, busy={("slack", "k1")})
+    assert [c.scope for c in taken] == ["k2"]
+
+
+async def test_batch_is_in_the_platforms_order_not_the_order_recorded(
+        queue: InboxStore) -> None:
+    for event_id, order in (("late", "0002"), ("early", "0001"), ("none", None)):
+        await queue.enqueue(platform="slack", event_id=event_id, scope="k1", payload={},
+                            sort_key=order)
+    (taken,) = await claim(queue)
+    assert ids(taken) == ["none", "early", "late"]
+
+
+async def test_begin_and_finish_turn_again_after_an_unconfirmed_commit_write_once(
+        queue: InboxStore, store: Store, engine: AsyncEngine) -> None:
+    """A queued turn retries a write whose COMMIT it did not see confirmed: the second
+    attempt finds the first's rows and writes nothing twice."""
+    await put(queue, "e1")
+    (taken,) = await claim(queue)
+    parts = [_part("e1")]
+    first = await store.begin_turn(platform="slack", scope="k1", profile=None, queued=True,
+                                   parts=parts, fence=taken.fence)
+    second = await store.begin_turn(platform="slack", scope="k1", profile=None, queued=True,
+                                    parts=parts, fence=taken.fence)
+    assert first is not None and second is not None
+    assert first.message_id == second.message_id
+    for _ in range(2):
+        await store.finish_turn(second, event_id="e1", platform="slack", text="answer",
+                                token_count=1, status="ok")
+    assert await store.count_messages(platform="slack", scope="k1") == 2  # question, answer
+
+
+def _part(event_id: str) -> TurnPart:
+    return TurnPart(event_id, ALICE, f"text of {event_id}", 3)

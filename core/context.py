@@ -6,7 +6,11 @@ from collections.abc import Sequence
 
 from core.profiles import Profile
 from core.store import StoredMessage
-from core.types import ContextMessage, Role
+from core.store.toolcalls import StoredTool
+from core.types import ContextMessage, Role, ToolCall
+
+INTERRUPTED = ("error: this call was interrupted (the bot restarted) and was not run again; "
+               "call it again if you still need it")
 
 __all__ = ["build_messages"]
 
@@ -29,4 +33,28 @@ def build_messages(
             text = f"{stored.author_name}: {text}"
         role: Role = "assistant" if stored.role == "assistant" else "user"
         messages.append(ContextMessage(role, text, stored.images, stored.author_name))
+        if stored.tools:
+            messages += tool_messages(stored.tools)
     return tuple(messages)
+
+
+def tool_messages(tools: Sequence[StoredTool]) -> list[ContextMessage]:
+    """A turn's stored tool rounds as the model saw them: the calls, then each result."""
+    out: list[ContextMessage] = []
+    rounds: dict[int, list[StoredTool]] = {}
+    for tool in tools:
+        rounds.setdefault(tool.round, []).append(tool)
+    for _, calls in sorted(rounds.items()):
+        out.append(ContextMessage("assistant", "", tool_calls=tuple(
+            ToolCall(c.call_id, c.name, c.arguments) for c in calls)))
+        out += [ContextMessage("tool", INTERRUPTED if c.output is None else c.output,
+                               tool_call_id=c.call_id) for c in calls]
+    return out
+
+
+def rounds_done(history: Sequence[StoredMessage], message_id: int) -> int:
+    """Tool rounds an earlier attempt of the turn of ``message_id`` finished."""
+    for stored in reversed(history):
+        if stored.id == message_id:
+            return max((t.round for t in stored.tools), default=0)
+    return 0

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from weakref import WeakValueDictionary
 
-from core.context import build_messages
+from core.context import build_messages, rounds_done
 from core.errors import (
     ChatbridgeError,
     ImageError,
@@ -30,7 +30,9 @@ from core.model.base import ModelClient
 from core.profiles import Profile
 from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
 from core.store.queue import Claim
+from core.store.toolcalls import StoreJournal
 from core.tokens import TokenCounter, counter_for, message_tokens
+from core.tools import AgentLoop, Registry, Toolbox, ToolContext, ToolSettings
 from core.types import (
     Author,
     ChatRequest,
@@ -41,10 +43,12 @@ from core.types import (
     FinishChunk,
     Image,
     ModelCall,
+    ModelChunk,
     ReasoningChunk,
     ReplyEvent,
     StatusEvent,
     TextChunk,
+    ToolActivity,
     Usage,
 )
 
@@ -87,6 +91,9 @@ class ServiceOptions:
     max_images: int = 10
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    tools: Registry = field(default_factory=Registry)
+    turn_seconds: float | None = None
+    secrets: tuple[str, ...] = ()
 
 
 class ChatService:
@@ -99,6 +106,8 @@ class ChatService:
         self._locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
         self._counters: dict[str, TokenCounter] = {}
         self._rules = options.limits.rules()
+        self._agent = AgentLoop(model, secrets=options.secrets)
+        self._toolboxes: dict[str, Toolbox] = {}
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -108,6 +117,26 @@ class ChatService:
     def model_for(self, profile: Profile) -> str:
         """The model a profile uses."""
         return profile.model or self._options.model
+
+    def toolbox(self, profile: Profile) -> Toolbox:
+        """The tools ``profile`` may call."""
+        if profile.name not in self._toolboxes:
+            self._toolboxes[profile.name] = self._options.tools.select(profile.tools)
+        return self._toolboxes[profile.name]
+
+    def _chunks(self, call: ModelCall, start: TurnStart, profile: Profile,
+                history: tuple[StoredMessage, ...]) -> AsyncIterator[ModelChunk | ToolActivity]:
+        """The turn's model calls, with the tools the profile may use run in between."""
+        counter = self._counter(call.model)
+        seconds = self._options.turn_seconds
+        return self._agent.stream(
+            call, toolbox=self.toolbox(profile),
+            settings=ToolSettings(profile.max_tool_rounds, profile.tool_timeout_seconds),
+            context=ToolContext(profile.timezone, counter),
+            journal=StoreJournal(self._store, start, counter),
+            rounds_done=rounds_done(history, start.message_id), stream=self._options.stream,
+            deadline=None if seconds is None else time.monotonic() + seconds,
+        )
 
     def _counter(self, model: str) -> TokenCounter:
         if model not in self._counters:
@@ -347,10 +376,13 @@ class ChatService:
         reasoning: list[str] = []
         finish = FinishChunk("stop")
         try:
-            async for chunk in self._model.stream(call, stream=self._options.stream):
+            async for chunk in self._chunks(call, start, profile, history):
                 if isinstance(chunk, TextChunk):
                     answer.append(chunk.text)
                     yield DeltaEvent(chunk.text)
+                elif isinstance(chunk, ToolActivity):
+                    busy = chunk.status == "in_progress"
+                    yield StatusEvent(chunk.title if busy else "thinking…", tool=chunk)
                 elif isinstance(chunk, ReasoningChunk):
                     reasoning.append(chunk.text)
                 elif isinstance(chunk, FinishChunk):

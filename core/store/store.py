@@ -57,6 +57,7 @@ from core.store.models import (
     UsageCounter,
     utcnow,
 )
+from core.store.toolcalls import StoredTool, attach_tools
 from core.types import Author, Image, Usage
 
 __all__ = ["ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
@@ -127,6 +128,7 @@ class StoredMessage(NamedTuple):
     image_count: int
     event_id: str = ""
     images: tuple[Image, ...] = ()
+    tools: tuple[StoredTool, ...] = ()  # the turn's tool calls (on its user message)
 
 
 def extend_lease(conn: Connection, fence: Fence) -> bool:
@@ -593,6 +595,7 @@ class Store:
                 break
             used += message.token_count
             picked.append(message)
+        picked = attach_tools(conn, conversation_id, picked, limits.budget_tokens - used)
         recent_turns = [m for m in picked if m.role == "user"][: limits.image_turns]
         with_images = [m.id for m in recent_turns if m.image_count]
         images = self._images_for(conn, with_images) if with_images else {}

@@ -55,10 +55,42 @@ class Reply:
     delay: float = 0.0
     finish_reason: str = "stop"
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    # Tool calls to ask for, as (name, arguments JSON text); streamed with the arguments
+    # split into ``chunk_size`` pieces. kind="drop" hangs up halfway through them.
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown Reply kind {self.kind!r}")
+        if self.tool_calls and self.finish_reason == "stop":
+            self.finish_reason = "tool_calls"
+
+    def call_ids(self) -> list[str]:
+        """Ids of the tool calls (stable per reply object)."""
+        if not hasattr(self, "_ids"):
+            self._ids = [f"call_{uuid.uuid4().hex[:22]}" for _ in self.tool_calls]
+        return self._ids
+
+    def wire_calls(self) -> list[dict[str, Any]]:
+        """The whole tool calls, as a non-streamed answer carries them."""
+        return [{"id": cid, "type": "function", "index": i,
+                 "function": {"name": name, "arguments": args}}
+                for i, (cid, (name, args)) in enumerate(
+                    zip(self.call_ids(), self.tool_calls, strict=True))]
+
+    def call_fragments(self) -> list[list[dict[str, Any]]]:
+        """Streamed ``tool_calls`` deltas: the name first (real id), then argument pieces
+        with ``id: ""`` (as Qwen sends them), then a trailing empty-arguments delta."""
+        out: list[list[dict[str, Any]]] = []
+        for i, (cid, (name, args)) in enumerate(zip(self.call_ids(), self.tool_calls,
+                                                    strict=True)):
+            out.append([{"index": i, "id": cid, "type": "function",
+                         "function": {"name": name, "arguments": ""}}])
+            out += [[{"index": i, "id": "", "type": "function", "function": {"arguments": p}}]
+                    for p in _pieces(args, self.chunk_size)]
+            out.append([{"function": {"arguments": ""}, "index": i, "id": "",
+                         "type": "function"}])
+        return out
 
     def streamed_text(self) -> str:
         """The answer text a stream carries: all of it, or the first half for cut-off kinds."""
@@ -254,6 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
             message: dict[str, Any] = {"role": "assistant", "content": reply.text}
             if reply.reasoning:
                 message["reasoning_content"] = reply.reasoning
+            if reply.tool_calls:
+                message["tool_calls"] = reply.wire_calls()
             finish = None if reply.kind == "no_finish" else reply.finish_reason
             obj = {"choices": [{"message": message, "finish_reason": finish, "index": 0,
                                 "logprobs": None}],
@@ -276,6 +310,8 @@ class _Handler(BaseHTTPRequestHandler):
         events += [chunk({"content": None, "reasoning_content": p})
                    for p in _pieces(reply.reasoning, size)]
         events += [chunk({"content": p}) for p in _pieces(reply.streamed_text(), size)]
+        calls = [chunk({"content": None, "tool_calls": f}) for f in reply.call_fragments()]
+        events += calls[: len(calls) // 2] if reply.kind == "drop" else calls
         if reply.kind == "ok":
             events.append(chunk({"content": ""}, reply.finish_reason))
             if (body.get("stream_options") or {}).get("include_usage"):
@@ -291,9 +327,13 @@ class _Handler(BaseHTTPRequestHandler):
         rid = str(uuid.uuid4())
         prompt, completion = reply.usage
 
-        def result(content: str, reasoning: str, finish: str | None, out: int) -> dict[str, Any]:
+        def result(content: str, reasoning: str, finish: str | None, out: int,
+                   calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
             c: Any = ([{"text": content}] if content else []) if multimodal else content
-            msg = {"role": "assistant", "content": c, "reasoning_content": reasoning}
+            msg: dict[str, Any] = {"role": "assistant", "content": c,
+                                   "reasoning_content": reasoning}
+            if calls:
+                msg["tool_calls"] = calls
             return {"output": {"choices": [{"finish_reason": finish, "message": msg}]},
                     "usage": {"input_tokens": prompt, "output_tokens": out,
                               "total_tokens": prompt + out},
@@ -301,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         if not stream:
             finish = None if reply.kind == "no_finish" else reply.finish_reason
-            obj = result(reply.text, reply.reasoning, finish, completion)
+            obj = result(reply.text, reply.reasoning, finish, completion, reply.wire_calls())
             self._send_json(200, obj, reply.headers, drop=reply.kind == "drop")
             return
 
@@ -309,14 +349,20 @@ class _Handler(BaseHTTPRequestHandler):
         size, text = reply.chunk_size, reply.streamed_text()
         steps = [(p, "") for p in _pieces(reply.reasoning, size)]  # (reasoning, content) pieces
         steps += [("", p) for p in _pieces(text, size)] or [("", "")]
-        n, share = len(steps), 1.0 if reply.kind in ("ok", "no_finish") else 0.5
+        # Tool-call fragments ride on their own frames, after the text (incremental only).
+        calls = reply.call_fragments()
+        if reply.kind == "drop":
+            calls = calls[: len(calls) // 2]
+        frames: list[tuple[str, str, list[dict[str, Any]] | None]] = [
+            (r, c, None) for r, c in steps] + [("", "", f) for f in calls]
+        n, share = len(frames), 1.0 if reply.kind in ("ok", "no_finish") else 0.5
         events, reasoning_so_far, content_so_far = [], "", ""
-        for i, (r_piece, c_piece) in enumerate(steps, 1):
+        for i, (r_piece, c_piece, fragment) in enumerate(frames, 1):
             reasoning_so_far += r_piece
             content_so_far += c_piece
             finish = reply.finish_reason if reply.kind == "ok" and i == n else "null"
             out = round(completion * share * i / n)  # cumulative usage on every event
-            data = (result(c_piece, r_piece, finish, out) if incremental
+            data = (result(c_piece, r_piece, finish, out, fragment) if incremental
                     else result(content_so_far, reasoning_so_far, finish, out))
             events.append(b"id:%d\nevent:result\n:HTTP_STATUS/200\ndata:%s\n\n"
                           % (i, _dumps(data)))

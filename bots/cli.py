@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     outbox.add_argument("outbox_command", choices=("list", "retry"), metavar="list|retry")
     outbox.add_argument("--platform", choices=("slack", "telegram"), default=None)
 
+    tools = sub.add_parser("tools", help="the tools a profile may call")
+    tools.add_argument("tools_command", choices=("list",), metavar="list")
+    tools.add_argument("--profile", default=None, metavar="NAME")
+
     local = sub.add_parser("local-model", help="run the bundled local model server")
     local.add_argument("--port", type=int, default=8080)
 
@@ -106,7 +110,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _local_model(args.port)
     from bots.settings import load_settings
 
-    settings = load_settings(model_required=args.command not in ("usage", "outbox"))
+    settings = load_settings(model_required=args.command not in ("usage", "outbox", "tools"))
+    if args.command == "tools":
+        from bots.tools import run_tools_list
+
+        return asyncio.run(run_tools_list(settings, profile=args.profile))
     if args.command == "check":
         from bots.check import run_check
 

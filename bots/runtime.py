@@ -15,6 +15,7 @@ import httpx
 from bots.db import create_engine, ensure_schema, open_store
 from bots.ops import Metrics
 from bots.settings import Settings
+from bots.tools import open_registry
 from core.inbox import Inbox
 from core.model import (
     CircuitBreaker,
@@ -68,13 +69,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             # Every turn in flight holds one model connection: the pool fits them all.
             size = max(100, settings.concurrency + 20)
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=20)
-            async with httpx.AsyncClient(limits=limits) as http:
+            async with (httpx.AsyncClient(limits=limits) as http,
+                        open_registry(settings, http) as registry):
                 store = open_store(engine)
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
                     model_choices=settings.model_choices,
-                    limits=settings.limits,
+                    limits=settings.limits, tools=registry, turn_seconds=settings.turn_seconds,
+                    secrets=settings.secrets(),
                 )
                 service = ChatService(store=store, model=build_model(settings, http),
                                       options=options)

@@ -18,6 +18,9 @@ from dotenv import dotenv_values
 from core.errors import ConfigError
 from core.limits import Limits
 from core.profiles import Profile, build_profile
+from core.tools.builtin import BUILTIN_NAMES
+from core.tools.fetch import FetchSettings, fetch_settings
+from core.tools.registry import check_patterns
 
 __all__ = ["LOCAL", "Settings", "load_settings"]
 
@@ -57,6 +60,7 @@ class Settings:
     model_fallbacks: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     turn_seconds: float = 300.0
+    fetch: FetchSettings = field(default_factory=FetchSettings)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -122,6 +126,20 @@ def _profiles(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, Pr
     return profiles
 
 
+def _tools(config: Mapping[str, Any], profiles: Mapping[str, Profile],
+           servers: tuple[str, ...] = ()) -> FetchSettings:
+    """``[tools]`` validated, and every profile's ``tools`` patterns checked against it."""
+    tools = config.get("tools") or {}
+    if not isinstance(tools, dict):
+        raise ConfigError("[tools] must be a table")
+    unknown = sorted(set(tools) - {"fetch_url"})
+    if unknown:
+        raise ConfigError(f"[tools]: unknown table(s) {', '.join(unknown)} (known: fetch_url)")
+    for profile in profiles.values():
+        check_patterns(profile.tools, BUILTIN_NAMES, servers, f"profile {profile.name!r}")
+    return fetch_settings(tools.get("fetch_url"))
+
+
 def _config(env: Mapping[str, str], cwd: Path) -> tuple[dict[str, Any], str | None]:
     name = env.get("CHATBRIDGE_CONFIG")
     path = Path(name) if name else cwd / "chatbridge.toml"
@@ -178,6 +196,8 @@ def load_settings(
             "or install chatbridge[local] to try the small local model."
         )
     config, config_path = _config(env, cwd)
+    profiles = _profiles(env, config)
+    fetch = _tools(config, profiles)
     choices = [m.strip() for m in env.get("CHATBRIDGE_MODELS", "").split(",") if m.strip()]
     if not choices:
         raw_choices = (config.get("models") or {}).get("choices") or []
@@ -194,7 +214,8 @@ def load_settings(
         retry_budget=_number(env, "CHATBRIDGE_RETRY_SECONDS", 30.0),
         stream=_bool(env, "CHATBRIDGE_STREAM") is not False,
         max_image_side=int(_number(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64)),
-        profiles=_profiles(env, config),
+        profiles=profiles,
+        fetch=fetch,
         config_path=config_path,
         config=config,
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),

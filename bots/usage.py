@@ -30,12 +30,13 @@ def parse_since(raw: str, *, now: datetime | None = None) -> datetime:
 
 def render(rows: list[UsageRow], by: str) -> str:
     """A plain-text table with a total line."""
-    head = (by, "turns", "failed", "prompt tokens", "completion tokens", "total tokens")
+    head = (by, "turns", "failed", "prompt tokens", "completion tokens", "total tokens",
+            "tool calls")
     body = [(r.key or "-", r.turns, r.failed, r.prompt_tokens, r.completion_tokens,
-             r.prompt_tokens + r.completion_tokens) for r in rows]
-    total = ("total", *(sum(int(line[i]) for line in body) for i in range(1, 6)))
+             r.prompt_tokens + r.completion_tokens, r.tool_calls) for r in rows]
+    total = ("total", *(sum(int(line[i]) for line in body) for i in range(1, 7)))
     lines = [head, *body, total]
-    widths = [max(len(str(line[i])) for line in lines) for i in range(6)]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(7)]
 
     def fmt(line: tuple[object, ...]) -> str:
         first = str(line[0]).ljust(widths[0])

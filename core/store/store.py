@@ -54,6 +54,7 @@ from core.store.models import (
     Message,
     MessageAttachment,
     ScopeSetting,
+    ToolCallRow,
     UsageCounter,
     utcnow,
 )
@@ -74,6 +75,7 @@ _fb: Table = Feedback.__table__  # type: ignore[assignment]
 _scope: Table = ScopeSetting.__table__  # type: ignore[assignment]
 _usage: Table = UsageCounter.__table__  # type: ignore[assignment]
 _lease: Table = InboxLease.__table__  # type: ignore[assignment]
+_tools: Table = ToolCallRow.__table__  # type: ignore[assignment]
 
 # Built once, executed with parameters: building a statement per call costs more than
 # SQLite takes to run it.
@@ -161,6 +163,7 @@ class UsageRow:
     failed: int
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -770,6 +773,8 @@ class Store:
         if by not in keys:
             raise ValueError(f"unknown grouping {by!r}")
         key = keys[by].label("key")
+        calls = (select(func.count()).select_from(_tools)
+                 .where(_tools.c.message_id == question.c.id).scalar_subquery())
         query = (
             select(
                 key,
@@ -777,6 +782,7 @@ class Store:
                 func.sum(case((answer.c.status == "failed", 1), else_=0)).label("failed"),
                 func.coalesce(func.sum(answer.c.prompt_tokens), 0).label("prompt"),
                 func.coalesce(func.sum(answer.c.completion_tokens), 0).label("completion"),
+                func.coalesce(func.sum(calls), 0).label("tool_calls"),
             )
             .select_from(answer)
             .join(_conv, _conv.c.id == answer.c.conversation_id)
@@ -791,7 +797,7 @@ class Store:
 
         def work(conn: Connection) -> list[UsageRow]:
             return [UsageRow(str(r.key), int(r.turns), int(r.failed or 0), int(r.prompt),
-                             int(r.completion)) for r in conn.execute(query)]
+                             int(r.completion), int(r.tool_calls)) for r in conn.execute(query)]
 
         rows = await self._tx(work, "read usage")
         rows.reverse()

@@ -15,7 +15,9 @@ from core.errors import ConfigError
 from core.tokens import TokenCounter
 from core.types import ToolSpec
 
-__all__ = ["Registry", "Tool", "ToolContext", "ToolError", "ToolOutput", "Toolbox"]
+__all__ = [
+    "Registry", "Tool", "ToolContext", "ToolError", "ToolOutput", "Toolbox", "check_patterns",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
@@ -134,12 +136,26 @@ class Toolbox:
         return tuple(t.spec for t in self._tools.values())
 
 
+def check_patterns(patterns: Sequence[str], builtin: Sequence[str], servers: Sequence[str],
+                   where: str) -> None:
+    """A ``ConfigError`` for a pattern that can never match (a typo, an unknown server)."""
+    for pattern in patterns:
+        if pattern.startswith("mcp:"):
+            server = pattern[4:].split("/", 1)[0]
+            if not any(fnmatch.fnmatchcase(s, server) for s in servers):
+                known = ", ".join(sorted(servers)) or "none configured"
+                raise ConfigError(f"{where}: tools pattern {pattern!r} names no MCP server "
+                                  f"([mcp.servers.NAME]: {known})")
+        elif not any(fnmatch.fnmatchcase(name, pattern) for name in builtin):
+            raise ConfigError(f"{where}: no tool matches {pattern!r} "
+                              f"(built-in: {', '.join(builtin)}; MCP tools: mcp:SERVER/TOOL)")
+
+
 class Registry:
     """Every tool chatbridge knows (built-in and from MCP servers)."""
 
-    def __init__(self, tools: Iterable[Tool] = (), *, mcp_servers: Iterable[str] = ()) -> None:
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
-        self._servers = set(mcp_servers)
         for tool in tools:
             self.add(tool)
 
@@ -153,19 +169,6 @@ class Registry:
     def tools(self) -> tuple[Tool, ...]:
         """Every tool, in registration order."""
         return tuple(self._tools.values())
-
-    def validate(self, patterns: Sequence[str], where: str) -> None:
-        """A ``ConfigError`` for a pattern that can never match (a typo, an unknown server)."""
-        for pattern in patterns:
-            if pattern.startswith("mcp:"):
-                server = pattern[4:].split("/", 1)[0]
-                if not any(fnmatch.fnmatchcase(s, server) for s in self._servers):
-                    known = ", ".join(sorted(self._servers)) or "none configured"
-                    raise ConfigError(f"{where}: tools pattern {pattern!r} names no MCP server "
-                                      f"([mcp.servers.…]: {known})")
-            elif not any(fnmatch.fnmatchcase(t.key, pattern) for t in self._tools.values()):
-                known = ", ".join(t.key for t in self._tools.values() if t.source == "built-in")
-                raise ConfigError(f"{where}: no tool matches {pattern!r} (built-in: {known})")
 
     def select(self, patterns: Sequence[str]) -> Toolbox:
         """The tools whose key matches one of ``patterns`` (``mcp:NAME`` means ``mcp:NAME/*``)."""

@@ -240,9 +240,9 @@ def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:
     assert by_conv.returncode == 0, by_conv.stderr
     lines = by_conv.stdout.splitlines()
     assert lines[1].split() == ["conversation", "turns", "failed", "prompt", "tokens",
-                                "completion", "tokens", "total", "tokens"]
+                                "completion", "tokens", "total", "tokens", "tool", "calls"]
     assert lines[2].split()[:6] == ["console:console/two", "2", "1", "20", "3", "23"]
-    assert lines[-1].split() == ["total", "3", "1", "30", "5", "35"]
+    assert lines[-1].split() == ["total", "3", "1", "30", "5", "35", "0"]
     by_model = run(tmp_path, fake_model, "usage", "--by", "model", "--since", "1h")
     assert "qwen-plus" in by_model.stdout
     bad = run(tmp_path, fake_model, "usage", "--since", "yesterday")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.db import open_store
+from bots.usage import render
 from core.model import DashScopeClient, OpenAIClient, RetryingClient, RetryPolicy
 from core.profiles import Profile
 from core.service import ChatService, ServiceOptions
@@ -252,3 +254,6 @@ async def test_calls_are_stored_and_replayed_next_turn(
     assert [m["role"] for m in replay[-2:]] == ["assistant", "user"]
     assert replay[-2]["content"] == "Done."
     assert json.loads(replay[2]["tool_calls"][0]["function"]["arguments"]) == {"a": 1, "b": 2}
+    [row] = await service._store.usage(since=datetime.now(UTC) - timedelta(hours=1), by="user")
+    assert (row.turns, row.tool_calls) == (2, 3)  # `chatbridge usage` counts them
+    assert "tool calls" in render([row], "user").splitlines()[0]

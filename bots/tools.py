@@ -1,0 +1,46 @@
+"""The tool registry the settings describe (built-in tools, MCP servers' tools), and
+``chatbridge tools list``."""
+
+from __future__ import annotations
+
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator
+
+import httpx
+
+from bots.settings import Settings
+from core.errors import ConfigError
+from core.tools.builtin import builtin_tools
+from core.tools.registry import Registry
+
+__all__ = ["open_registry", "run_tools_list"]
+
+
+@contextlib.asynccontextmanager
+async def open_registry(settings: Settings, http: httpx.AsyncClient) -> AsyncIterator[Registry]:
+    """Every tool the settings describe; MCP servers run while the block does."""
+    yield Registry(builtin_tools(http, settings.fetch))
+
+
+async def run_tools_list(settings: Settings, *, profile: str | None) -> int:
+    """Print the tools a profile may call (every tool when no profile is named)."""
+    if profile is not None and profile not in settings.profiles:
+        names = ", ".join(settings.profiles)
+        raise ConfigError(f"no profile {profile!r} (profiles: {names})")
+    async with httpx.AsyncClient() as http, open_registry(settings, http) as registry:
+        tools = (registry.select(settings.profiles[profile].tools) if profile is not None
+                 else registry.tools)
+        if profile is not None:
+            print(f"profile {profile!r}: tools = {list(settings.profiles[profile].tools)}")
+        listed = list(tools)
+        if not listed:
+            print("no tools" + (" (set tools = [...] in the profile)" if profile else ""))
+            return 0
+        width = max(len(t.name) for t in listed)
+        for tool in listed:
+            lines = textwrap.wrap(tool.description, 100 - width - 16) or [""]
+            print(f"{tool.name.ljust(width)}  {tool.source:<12}  {lines[0]}")
+            for more in lines[1:]:
+                print(f"{'':{width}}  {'':<12}  {more}")
+    return 0

@@ -23,9 +23,11 @@ from core.model import (
     FallbackClient,
     ModelClient,
     OpenAIClient,
+    ResponsesClient,
     RetryingClient,
     RetryPolicy,
 )
+from core.model.http import HTTPModelClient
 from core.service import ChatService, ServiceOptions
 from core.store import Store
 
@@ -46,7 +48,9 @@ class Runtime:
 
 def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:
     """The model client the settings ask for: retries, fallbacks, breaker, deadline."""
-    cls = DashScopeClient if settings.model_api == "dashscope" else OpenAIClient
+    clients: dict[str, type[HTTPModelClient]] = {
+        "dashscope": DashScopeClient, "responses": ResponsesClient}
+    cls = clients.get(settings.model_api, OpenAIClient)
     inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
                 timeout=settings.model_timeout)
     retrying = RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))

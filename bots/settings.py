@@ -174,8 +174,9 @@ def load_settings(
     env.update(environ if environ is not None else os.environ)
 
     api = env.get("CHATBRIDGE_MODEL_API", "openai").strip().lower() or "openai"
-    if api not in ("openai", "dashscope"):
-        raise ConfigError(f"CHATBRIDGE_MODEL_API must be 'openai' or 'dashscope', not {api!r}")
+    if api not in ("openai", "responses", "dashscope"):
+        raise ConfigError("CHATBRIDGE_MODEL_API must be 'openai', 'responses' or 'dashscope', "
+                          f"not {api!r}")
     if "CHATBRIDGE_MODEL_API_KEY" in env:
         key: str | None = env["CHATBRIDGE_MODEL_API_KEY"] or None
         key_given = True

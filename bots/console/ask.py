@@ -53,7 +53,8 @@ def usage_dict(event: FinalEvent) -> dict[str, int]:
     """Usage of a turn as JSON-ready numbers."""
     u = event.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
+            "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
+            "reasoning_tokens": u.reasoning_tokens}
 
 
 async def stream_turn(

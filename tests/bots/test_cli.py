@@ -60,7 +60,8 @@ def test_ask_json(tmp_path: Path, fake_model: FakeModelServer) -> None:
     data = json.loads(result.stdout)
     assert data["reply"] == "42" and data["conversation"] == "default"
     assert data["model"] == "qwen-plus"
-    assert data["usage"] == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+    assert data["usage"] == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13,
+                             "cached_tokens": 0, "reasoning_tokens": 0}
 
 
 def test_ask_with_image(tmp_path: Path, fake_model: FakeModelServer) -> None:

@@ -1,4 +1,4 @@
-"""Loopback fake of the Qwen model APIs: OpenAI-compatible and DashScope native.
+"""Loopback fake of the Qwen model APIs: Chat Completions, Responses and DashScope native.
 
 Standard library only; wire formats follow /work/shared/reference/protocols.md sections A and B.
 Tests: ``with FakeModelServer() as fake: fake.enqueue(Reply(...))``.  Script (benchmark):
@@ -228,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = rec.json if isinstance(rec.json, dict) else {}
         if rec.path.endswith("/chat/completions"):
             api, stream = "openai", body.get("stream") is True
+        elif rec.path.endswith("/responses"):
+            api, stream = "responses", body.get("stream") is True
         elif rec.path.endswith("-generation/generation"):
             api = "native"
             stream = (rec.headers.get("x-dashscope-sse", "").lower() == "enable"
@@ -255,6 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(api, reply, 400, OUTPUT_BLOCKED)
         elif api == "openai":
             self._openai(reply, body, stream)
+        elif api == "responses":
+            self._responses(reply, body, stream)
         else:
             self._native(reply, body, stream, multimodal)
 
@@ -268,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         msg, rid = message or msg, str(uuid.uuid4())
         if reply.body is not None:
             err: dict[str, Any] = reply.body
-        elif api == "openai":
+        elif api in ("openai", "responses"):
             err = {"error": {"message": msg, "type": etype, "param": None, "code": code},
                    "request_id": rid}
         else:
@@ -320,6 +324,97 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.kind == "moderation_midstream":  # error event, no [DONE]
             tail = b"data: " + _dumps({"error": {"message": OUTPUT_BLOCKED, "type": _INSPECT,
                                                  "param": None, "code": _INSPECT}}) + b"\n\n"
+        self._stream(reply, "text/event-stream", events, tail)
+
+    # ---------------------------------------------------------------- Responses API (F)
+    def _responses(self, reply: Reply, body: dict[str, Any], stream: bool) -> None:
+        """Model Studio's Responses API: bare-UUID ids, ``msg_`` item ids, ``x_details``;
+        streamed as ``event:…`` / ``data:…`` with no space and no ``[DONE]``."""
+        model = str(body.get("model") or "qwen3.5-plus")
+        rid = str(uuid.uuid4())
+        prompt, completion = reply.usage
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 3},
+                 "output_tokens": completion,
+                 "output_tokens_details": {"reasoning_tokens": 2 if reply.reasoning else 0},
+                 "total_tokens": prompt + completion,
+                 "x_details": [{"input_tokens": prompt, "output_tokens": completion,
+                                "total_tokens": prompt + completion,
+                                "x_billing_type": "response_api"}]}
+        items: list[dict[str, Any]] = []
+        if reply.reasoning:
+            items.append({"id": f"msg_{uuid.uuid4()}", "type": "reasoning",
+                          "summary": [{"type": "summary_text", "text": reply.reasoning}],
+                          "content": None, "encrypted_content": None, "status": None})
+        text_item = {"id": f"msg_{uuid.uuid4()}", "type": "message", "role": "assistant",
+                     "status": "completed",
+                     "content": [{"type": "output_text", "text": reply.text, "annotations": []}]}
+        if reply.text or not reply.tool_calls:
+            items.append(text_item)
+        for cid, (name, args) in zip(reply.call_ids(), reply.tool_calls, strict=True):
+            items.append({"type": "function_call", "id": f"fc_{uuid.uuid4()}", "call_id": cid,
+                          "name": name, "arguments": args, "status": "completed"})
+        status = "incomplete" if reply.finish_reason == "length" else "completed"
+        whole: dict[str, Any] = {
+            "created_at": int(time.time()), "id": rid, "model": model, "object": "response",
+            "output": items, "parallel_tool_calls": False, "status": status,
+            "tool_choice": "auto", "tools": [], "usage": usage, "error": None}
+        if status == "incomplete":
+            whole["incomplete_details"] = {"reason": "max_output_tokens"}
+        if not stream:
+            self._send_json(200, whole, reply.headers, drop=reply.kind == "drop")
+            return
+        seq = iter(range(1, 1_000_000))
+
+        def event(kind: str, **fields: Any) -> bytes:
+            data = {"sequence_number": next(seq), "type": kind, **fields}
+            return b"event:%s\ndata:%s\n\n" % (kind.encode(), _dumps(data))
+
+        size = reply.chunk_size
+        events = [event("response.created", response={**whole, "status": "queued",
+                                                       "output": [], "usage": None}),
+                  event("response.in_progress", response={**whole, "status": "in_progress",
+                                                          "output": [], "usage": None})]
+        for index, item in enumerate(items):
+            skeleton = {**item, "status": "in_progress"}
+            if item["type"] == "message":
+                skeleton["content"] = []
+            events.append(event("response.output_item.added", output_index=index,
+                                item=skeleton))
+            if item["type"] == "reasoning":
+                # DashScope streams thinking as reasoning_text deltas (protocols-2 F.4).
+                events += [event("response.reasoning_text.delta", item_id=item["id"],
+                                 output_index=index, content_index=0, delta=p)
+                           for p in _pieces(reply.reasoning, size)]
+            elif item["type"] == "message":
+                events.append(event("response.content_part.added", item_id=item["id"],
+                                    output_index=index, content_index=0,
+                                    part={"type": "output_text", "text": "",
+                                          "annotations": []}))
+                events += [event("response.output_text.delta", item_id=item["id"],
+                                 output_index=index, content_index=0, delta=p, logprobs=[])
+                           for p in _pieces(reply.streamed_text(), size)]
+                if reply.kind != "ok":
+                    continue
+                events.append(event("response.output_text.done", item_id=item["id"],
+                                    output_index=index, content_index=0, text=reply.text))
+            else:
+                pieces = [event("response.function_call_arguments.delta", item_id=item["id"],
+                                output_index=index, delta=p)
+                          for p in _pieces(item["arguments"], size)]
+                events += pieces[: len(pieces) // 2] if reply.kind == "drop" else pieces
+                if reply.kind == "drop":
+                    break
+                events.append(event("response.function_call_arguments.done",
+                                    item_id=item["id"], output_index=index,
+                                    arguments=item["arguments"]))
+            events.append(event("response.output_item.done", output_index=index, item=item))
+        tail = b""
+        if reply.kind == "ok":
+            events.append(event("response.completed", response=whole))
+        elif reply.kind == "moderation_midstream":
+            tail = event("response.failed", response={
+                **whole, "status": "failed", "output": [], "usage": None,
+                "error": {"code": "data_inspection_failed", "message": OUTPUT_BLOCKED}})
         self._stream(reply, "text/event-stream", events, tail)
 
     # ---------------------------------------------------------------- DashScope native (B)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.db import open_store
 from bots.usage import render
-from core.model import DashScopeClient, OpenAIClient, RetryingClient, RetryPolicy
+from core.model import (
+    DashScopeClient,
+    OpenAIClient,
+    ResponsesClient,
+    RetryingClient,
+    RetryPolicy,
+)
 from core.profiles import Profile
 from core.service import ChatService, ServiceOptions
 from core.store.models import ToolCallRow
@@ -85,6 +91,8 @@ def make_service(engine: AsyncEngine, fake: FakeModelServer, tools: Tools, http:
                  *, api: str = "openai", stream: bool = True, **profile: Any) -> ChatService:
     if api == "openai":
         inner: Any = OpenAIClient(http, base_url=fake.openai_base, api_key="k", timeout=5)
+    elif api == "responses":
+        inner = ResponsesClient(http, base_url=fake.openai_base, api_key="k", timeout=5)
     else:
         inner = DashScopeClient(http, base_url=fake.dashscope_base, api_key="k", timeout=5)
 
@@ -257,3 +265,24 @@ async def test_calls_are_stored_and_replayed_next_turn(
     [row] = await service._store.usage(since=datetime.now(UTC) - timedelta(hours=1), by="user")
     assert (row.turns, row.tool_calls) == (2, 3)  # `chatbridge usage` counts them
     assert "tool calls" in render([row], "user").splitlines()[0]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_responses_api_runs_the_loop(engine: AsyncEngine, fake_model: FakeModelServer,
+                                           tools: Tools, http: httpx.AsyncClient,
+                                           stream: bool) -> None:
+    service = make_service(engine, fake_model, tools, http, api="responses", stream=stream)
+    fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 2, "b": 2}')], chunk_size=2),
+                       Reply(text="Four."))
+    events = await ask(service, "2+2?")
+    assert isinstance(events[-1], FinalEvent) and events[-1].text == "Four."
+    assert tools.calls == [("add", {"a": 2, "b": 2})]
+    items = fake_model.requests[-1].json["input"]
+    assert [i.get("type") or i["role"] for i in items] == [
+        "system", "user", "function_call", "function_call_output"]
+    assert items[3] == {"type": "function_call_output", "call_id": items[2]["call_id"],
+                        "output": "4"}
+    fake_model.enqueue(Reply(text="Still four."))
+    await ask(service, "sure?")
+    again = fake_model.requests[-1].json["input"]
+    assert again[:4] == items  # replayed from the database, exactly

@@ -20,6 +20,7 @@ from core.limits import Limits
 from core.profiles import Profile, build_profile
 from core.tools.builtin import BUILTIN_NAMES
 from core.tools.fetch import FetchSettings, fetch_settings
+from core.tools.mcp import McpServerConfig, mcp_servers
 from core.tools.registry import check_patterns
 
 __all__ = ["LOCAL", "Settings", "load_settings"]
@@ -61,6 +62,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     turn_seconds: float = 300.0
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    mcp: tuple[McpServerConfig, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -69,8 +71,9 @@ class Settings:
         return self.model_base_url == LOCAL
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value in play, for redaction."""
-        return tuple(v for n in SECRET_NAMES if (v := self.env.get(n)))
+        """Every secret value in play, for redaction (MCP servers' env and headers too)."""
+        named = tuple(v for n in SECRET_NAMES if (v := self.env.get(n)))
+        return named + tuple(v for server in self.mcp for v in server.secrets())
 
 
 def _is_loopback(url: str) -> bool:
@@ -198,7 +201,8 @@ def load_settings(
         )
     config, config_path = _config(env, cwd)
     profiles = _profiles(env, config)
-    fetch = _tools(config, profiles)
+    servers = mcp_servers(config.get("mcp"))
+    fetch = _tools(config, profiles, tuple(s.name for s in servers))
     choices = [m.strip() for m in env.get("CHATBRIDGE_MODELS", "").split(",") if m.strip()]
     if not choices:
         raw_choices = (config.get("models") or {}).get("choices") or []
@@ -217,6 +221,7 @@ def load_settings(
         max_image_side=int(_number(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64)),
         profiles=profiles,
         fetch=fetch,
+        mcp=servers,
         config_path=config_path,
         config=config,
         lease_seconds=int(_number(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1)),

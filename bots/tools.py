@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import textwrap
 from collections.abc import AsyncIterator
 
@@ -12,15 +13,28 @@ import httpx
 from bots.settings import Settings
 from core.errors import ConfigError
 from core.tools.builtin import builtin_tools
+from core.tools.mcp import McpServers
 from core.tools.registry import Registry
 
 __all__ = ["open_registry", "run_tools_list"]
 
 
 @contextlib.asynccontextmanager
-async def open_registry(settings: Settings, http: httpx.AsyncClient) -> AsyncIterator[Registry]:
-    """Every tool the settings describe; MCP servers run while the block does."""
-    yield Registry(builtin_tools(http, settings.fetch))
+async def open_registry(settings: Settings, http: httpx.AsyncClient, *,
+                        everything: bool = False) -> AsyncIterator[Registry]:
+    """Every tool the settings describe; MCP servers run while the block does.
+
+    Servers start only when some profile may call their tools (or ``everything``: for
+    ``chatbridge tools list`` and ``check``); one that fails is logged and left out.
+    """
+    wanted = settings.mcp if everything else tuple(
+        s for s in settings.mcp
+        if any(p.startswith("mcp:") and fnmatch.fnmatchcase(s.name, p[4:].split("/", 1)[0])
+               for profile in settings.profiles.values() for p in profile.tools))
+    async with McpServers(wanted).running() as servers:
+        registry = Registry([*builtin_tools(http, settings.fetch), *servers.tools()])
+        registry.failures = servers.failures
+        yield registry
 
 
 async def run_tools_list(settings: Settings, *, profile: str | None) -> int:
@@ -28,12 +42,15 @@ async def run_tools_list(settings: Settings, *, profile: str | None) -> int:
     if profile is not None and profile not in settings.profiles:
         names = ", ".join(settings.profiles)
         raise ConfigError(f"no profile {profile!r} (profiles: {names})")
-    async with httpx.AsyncClient() as http, open_registry(settings, http) as registry:
+    async with (httpx.AsyncClient() as http,
+                open_registry(settings, http, everything=True) as registry):
         tools = (registry.select(settings.profiles[profile].tools) if profile is not None
                  else registry.tools)
         if profile is not None:
             print(f"profile {profile!r}: tools = {list(settings.profiles[profile].tools)}")
         listed = list(tools)
+        for name, why in registry.failures.items():
+            print(f"(MCP server {name!r} did not start: {why}; its tools are not listed)")
         if not listed:
             print("no tools" + (" (set tools = [...] in the profile)" if profile else ""))
             return 0

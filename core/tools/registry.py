@@ -156,6 +156,7 @@ class Registry:
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self.failures: dict[str, str] = {}  # MCP servers that did not start, and why
         for tool in tools:
             self.add(tool)
 

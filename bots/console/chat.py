@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from bots.console.ask import console_request, read_images, stream_turn
+from bots.console.ask import console_request, read_images, status_stream, stream_turn
 from bots.runtime import open_runtime
 from bots.settings import Settings
 from core.errors import InputError
@@ -99,7 +99,7 @@ async def run_chat(settings: Settings, *, conversation: str) -> int:
             if interactive:
                 sys.stdout.write("bot> ")
             result = await stream_turn(service, console_request(conversation, text, images),
-                                       sys.stdout)
+                                       sys.stdout, status_stream())
             sys.stdout.write("\n")
             sys.stdout.flush()
             if isinstance(result, ErrorEvent):

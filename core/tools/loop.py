@@ -114,6 +114,11 @@ class AgentLoop:
         rounds = rounds_done
         usage: Usage | None = None
         while True:
+            if deadline is not None and rounds > rounds_done and time.monotonic() >= deadline:
+                raise ModelError("the turn's deadline passed during its tool calls",
+                                 user_message="This took too long: the tools and the model "
+                                 "together ran past the turn's time limit. Please try again "
+                                 "or ask for less at once.")
             last = rounds >= settings.max_rounds
             this = replace(call, messages=tuple(messages), tools=toolbox.specs,
                            tool_choice="none" if last else None)

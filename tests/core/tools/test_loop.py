@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -286,3 +288,16 @@ async def test_responses_api_runs_the_loop(engine: AsyncEngine, fake_model: Fake
     await ask(service, "sure?")
     again = fake_model.requests[-1].json["input"]
     assert again[:4] == items  # replayed from the database, exactly
+
+
+async def test_turn_deadline_bounds_the_loop(engine: AsyncEngine, fake_model: FakeModelServer,
+                                             tools: Tools, http: httpx.AsyncClient) -> None:
+    service = make_service(engine, fake_model, tools, http, tool_timeout_seconds=30)
+    service._options = replace(service._options, turn_seconds=0.5)
+    fake_model.default = Reply(text="", tool_calls=[("slow", "{}")])
+    began = time.monotonic()
+    events = await ask(service, "slow please")
+    assert time.monotonic() - began < 5  # the 30 s tool timeout was cut to the turn's time
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and "time limit" in error.message
+    assert len(fake_model.requests) == 1 and tools.calls == [("slow", {})]

@@ -74,7 +74,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             size = max(100, settings.concurrency + 20)
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=20)
             async with (httpx.AsyncClient(limits=limits) as http,
-                        open_registry(settings, http) as registry):
+                        open_registry(settings) as registry):
                 store = open_store(engine)
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,

@@ -20,7 +20,7 @@ __all__ = ["open_registry", "run_tools_list"]
 
 
 @contextlib.asynccontextmanager
-async def open_registry(settings: Settings, http: httpx.AsyncClient, *,
+async def open_registry(settings: Settings, *,
                         everything: bool = False) -> AsyncIterator[Registry]:
     """Every tool the settings describe; MCP servers run while the block does.
 
@@ -31,8 +31,12 @@ async def open_registry(settings: Settings, http: httpx.AsyncClient, *,
         s for s in settings.mcp
         if any(p.startswith("mcp:") and fnmatch.fnmatchcase(s.name, p[4:].split("/", 1)[0])
                for profile in settings.profiles.values() for p in profile.tools))
-    async with McpServers(wanted).running() as servers:
-        registry = Registry([*builtin_tools(http, settings.fetch), *servers.tools()])
+    # fetch_url gets a client of its own: no proxy from the environment (it would be asked
+    # for the checked address) and no kept-alive connections (see core.tools.fetch).
+    fetch_http = httpx.AsyncClient(trust_env=False,
+                                   limits=httpx.Limits(max_keepalive_connections=0))
+    async with fetch_http, McpServers(wanted).running() as servers:
+        registry = Registry([*builtin_tools(fetch_http, settings.fetch), *servers.tools()])
         registry.failures = servers.failures
         yield registry
 
@@ -42,8 +46,7 @@ async def run_tools_list(settings: Settings, *, profile: str | None) -> int:
     if profile is not None and profile not in settings.profiles:
         names = ", ".join(settings.profiles)
         raise ConfigError(f"no profile {profile!r} (profiles: {names})")
-    async with (httpx.AsyncClient() as http,
-                open_registry(settings, http, everything=True) as registry):
+    async with open_registry(settings, everything=True) as registry:
         tools = (registry.select(settings.profiles[profile].tools) if profile is not None
                  else registry.tools)
         if profile is not None:

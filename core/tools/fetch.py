@@ -169,7 +169,9 @@ class Fetcher:
         if port is not None:
             netloc += f":{port}"
         target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        headers = {"Host": _host_header(host, port, parts.scheme),
+        # Connection: close, because pooled connections are keyed by the address: one
+        # made (and verified) for one name must not carry a request for another.
+        headers = {"Host": _host_header(host, port, parts.scheme), "Connection": "close",
                    "User-Agent": "chatbridge-fetch/1 (+reads links people send)",
                    "Accept": "text/html,application/xhtml+xml,application/pdf,text/plain;q=0.9,"
                              "*/*;q=0.5"}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -155,3 +158,44 @@ def test_bad_settings_stop_start_up() -> None:
         fetch_settings({"allowed_hosts": []})
     with pytest.raises(ConfigError, match="max_bytes"):
         fetch_settings({"max_bytes": 5})
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for ``name`` (its own CA) and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_https_connects_to_the_checked_address_and_verifies_the_name(
+        tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, "site.test")
+    with WebServer() as web:
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        web.wrap(server_ctx)
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=client_ctx) as http:
+            out = await fetch(tool(http), f"https://site.test:{web.port}/plain")
+            assert out.text == "just text"
+            DNS["other.test"] = ["127.0.0.1"]
+            with pytest.raises(ToolError, match="could not fetch"):  # a name the cert lacks
+                await fetch(tool(http, allow_hosts=["other.test"]),
+                            f"https://other.test:{web.port}/plain")

@@ -27,7 +27,8 @@ from core.model import (
 )
 from core.profiles import Profile
 from core.service import ChatService, ServiceOptions
-from core.store.models import ToolCallRow
+from core.store.models import Message, ToolCallRow
+from core.store.toolcalls import PLACEHOLDER
 from core.tools import Registry, Tool, ToolContext
 from core.types import (
     Author,
@@ -301,3 +302,44 @@ async def test_turn_deadline_bounds_the_loop(engine: AsyncEngine, fake_model: Fa
     error = events[-1]
     assert isinstance(error, ErrorEvent) and "time limit" in error.message
     assert len(fake_model.requests) == 1 and tools.calls == [("slow", {})]
+
+
+async def test_thinking_with_tools_is_kept_apart(engine: AsyncEngine, fake_model: FakeModelServer,
+                                                 tools: Tools, http: httpx.AsyncClient) -> None:
+    service = make_service(engine, fake_model, tools, http)
+    fake_model.enqueue(Reply(text="", reasoning="I should add them.",
+                             tool_calls=[("add", '{"a": 1, "b": 2}')]),
+                       Reply(text="Three.", reasoning="The tool said 3."))
+    events = await ask(service, "1+2?")
+    assert isinstance(events[-1], FinalEvent) and events[-1].text == "Three."
+    async with engine.connect() as conn:
+        answer = (await conn.execute(select(Message.text, Message.reasoning)
+                                     .where(Message.role == "assistant"))).one()
+    assert answer.text == "Three."
+    assert answer.reasoning == "I should add them.The tool said 3."
+    assert all("reasoning" not in str(m.get("content")) for m in sent(fake_model))
+
+
+async def test_old_tool_results_leave_the_budget_with_a_placeholder(
+        engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
+        http: httpx.AsyncClient) -> None:
+    service = make_service(engine, fake_model, tools, http, context_tokens=300)
+    big = '{"a": 1, "b": 2}'
+    fake_model.enqueue(Reply(text="", tool_calls=[("add", big)]), Reply(text="3"))
+    await ask(service, "first")
+    assert tool_results(fake_model) == ["3"]  # fits: shown in full
+    tools_big = Tool("add", "Add.", _big_add, ADD_SCHEMA)
+    service._toolboxes.clear()
+    service._options = replace(service._options, tools=Registry([tools_big]))
+    fake_model.enqueue(Reply(text="", tool_calls=[("add", big)]), Reply(text="done"))
+    await ask(service, "second")
+    fake_model.enqueue(Reply(text="ok"))
+    await ask(service, "third")
+    results = tool_results(fake_model)
+    assert results[-1] == PLACEHOLDER  # the huge result no longer fits the budget
+    roles = [m["role"] for m in sent(fake_model)]
+    assert roles.count("tool") == len(results)  # every call keeps its (placeholder) result
+
+
+async def _big_add(args: dict[str, Any], ctx: ToolContext) -> str:
+    return "lots of digits " * 400

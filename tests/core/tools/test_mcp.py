@@ -211,6 +211,11 @@ def test_tools_list_and_check_report_servers(tmp_path: Path,
     assert any(line.split()[:2] == ["t__add", "mcp:t"] for line in lines)
     assert any(line.split()[:2] == ["fetch_url", "built-in"] for line in lines)
     assert any("'broken' did not start" in line for line in lines)
+    mine = run(tmp_path, fake_model, "tools", "list", "--profile", "default", **env)
+    assert mine.stdout.splitlines()[0] == "profile 'default': tools = ['mcp:t/*', 'mcp:broken/*']"
+    assert "fetch_url" not in mine.stdout and "t__die" in mine.stdout
+    unknown = run(tmp_path, fake_model, "tools", "list", "--profile", "nope", **env)
+    assert unknown.returncode == 2 and "no profile 'nope'" in one_clean_line(unknown.stderr)
     check = run(tmp_path, fake_model, "check", **env)
     assert check.returncode == 1
     assert "ok    mcp t: 5 tools (add, sleepy, fail, die, whoami)" in check.stdout

@@ -109,6 +109,11 @@ class WebServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         daemon=True)
 
+    def wrap(self, context: Any) -> None:
+        """Serve HTTPS with ``context`` (call before the first request)."""
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.port}"
+
     def __enter__(self) -> WebServer:
         self._thread.start()
         return self

@@ -22,7 +22,7 @@ __all__ = [
 class ToolFragment:
     """One piece of a streamed tool call."""
 
-    index: int
+    index: int | None  # None: the server sent no index (DashScope native streams)
     id: str = ""
     name: str = ""
     arguments: str = ""
@@ -41,9 +41,23 @@ class ToolAssembler:
     def __init__(self) -> None:
         self._calls: dict[int, _Partial] = {}
 
+    def _slot(self, fragment: ToolFragment) -> int:
+        """Where a fragment without an index goes: a new call when it names one (a name, or
+        an id other than the current call's), else the current call."""
+        if fragment.index is not None:
+            return fragment.index
+        if not self._calls:
+            return 0
+        last = max(self._calls)
+        current = self._calls[last]
+        if (fragment.name and current.name) or (
+                fragment.id and current.id and fragment.id != current.id):
+            return last + 1
+        return last
+
     def add(self, fragment: ToolFragment) -> None:
         """Take one fragment."""
-        partial = self._calls.setdefault(fragment.index, _Partial())
+        partial = self._calls.setdefault(self._slot(fragment), _Partial())
         if fragment.id and not partial.id:
             partial.id = fragment.id
         if fragment.name and not partial.name:
@@ -100,7 +114,7 @@ def fragments(raw: Any) -> list[ToolFragment]:
         function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
         index = item.get("index")
         found.append(ToolFragment(
-            index if isinstance(index, int) else position,
+            index if isinstance(index, int) else (position if len(raw) > 1 else None),
             str(item.get("id") or ""),
             str(function.get("name") or ""),
             str(function.get("arguments") or ""),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tests.bots.slack.conftest import HarnessFactory, mention, message
 from tests.bots.tool_scripts import MCP_TOML, script
+from tests.core.tools.webserver import WebServer
+from tests.fakes.model_server import Reply
 
 
 async def test_slack_streamed_thread_shows_task_updates(make_harness: HarnessFactory) -> None:
@@ -34,3 +36,21 @@ async def test_slack_top_level_dm_shows_a_status_line(make_harness: HarnessFacto
         assert first.args["markdown_text"] == "_Asking calc (add)…_"
         [answer] = h.slack.posted()  # the status line was edited into the answer
         assert "The sum is 42." in answer.text and "Asking" not in answer.text
+
+
+async def test_slack_task_for_a_read_link_names_its_source(
+        make_harness: HarnessFactory) -> None:
+    toml = '[defaults]\ntools = ["fetch_url"]\n[tools.fetch_url]\nallow_hosts = ["127.0.0.1"]\n'
+    with WebServer() as web:
+        async with make_harness(toml=toml) as h:
+            url = f"{web.url}/page"
+            h.model.enqueue(Reply(text="", tool_calls=[("fetch_url", f'{{"url": "{url}"}}')]),
+                            Reply(text="Otters hold hands."))
+            assert await h.event(mention(f"summarise {url}")) == 200
+            await h.idle()
+            chunks = [c for call in h.slack.of("chat.startStream")
+                      + h.slack.of("chat.appendStream") + h.slack.of("chat.stopStream")
+                      for c in call.args.get("chunks") or [] if c.get("type") == "task_update"]
+            assert [c["status"] for c in chunks] == ["in_progress", "complete"]
+            assert chunks[0]["title"] == "Reading 127.0.0.1…"
+            assert chunks[1]["sources"] == [{"type": "url", "url": url, "text": "127.0.0.1"}]

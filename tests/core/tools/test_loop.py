@@ -133,7 +133,18 @@ def sent(fake: FakeModelServer, index: int = -1) -> list[dict[str, Any]]:
 
 
 def tool_results(fake: FakeModelServer, index: int = -1) -> list[str]:
+    body = fake.requests[index].json
+    if "input" in body and isinstance(body["input"], list):  # the Responses API
+        return [i["output"] for i in body["input"] if i.get("type") == "function_call_output"]
     return [m["content"] for m in sent(fake, index) if m["role"] == "tool"]
+
+
+def tool_choice(fake: FakeModelServer, index: int = -1) -> Any:
+    body = fake.requests[index].json
+    return (body.get("parameters") or body).get("tool_choice")
+
+
+APIS = ["openai", "responses", "dashscope"]
 
 
 @pytest.mark.parametrize("api", ["openai", "dashscope"])
@@ -170,16 +181,19 @@ async def test_non_streamed_tool_call(engine: AsyncEngine, fake_model: FakeModel
     assert tool_results(fake_model) == ["3"]
 
 
+@pytest.mark.parametrize("api", APIS)
 async def test_parallel_calls_run_concurrently(engine: AsyncEngine, fake_model: FakeModelServer,
-                                               tools: Tools, http: httpx.AsyncClient) -> None:
-    service = make_service(engine, fake_model, tools, http)
+                                               tools: Tools, http: httpx.AsyncClient,
+                                               api: str) -> None:
+    service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[("meet", '{"who": "Ann"}'),
                                                   ("meet", '{"who": "Bob"}')]),
                        Reply(text="Met both."))
     events = await ask(service, "Meet Ann and Bob")
     assert isinstance(events[-1], FinalEvent)
     assert tool_results(fake_model) == ["met Ann", "met Bob"]  # in call order
-    assert fake_model.requests[0].json["parallel_tool_calls"] is True
+    first = fake_model.requests[0].json
+    assert (first.get("parameters") or first)["parallel_tool_calls"] is True
 
 
 @pytest.mark.parametrize(("call", "expected"), [
@@ -190,10 +204,11 @@ async def test_parallel_calls_run_concurrently(engine: AsyncEngine, fake_model: 
     (("slow", "{}"), "error: the tool 'slow' did not finish within 0.5 s"),
     (("boom", "{}"), "error: the tool 'boom' failed (RuntimeError: the disk is on fire)"),
 ])
+@pytest.mark.parametrize("api", APIS)
 async def test_failures_are_results_the_model_reads(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
-        http: httpx.AsyncClient, call: tuple[str, str], expected: str) -> None:
-    service = make_service(engine, fake_model, tools, http)
+        http: httpx.AsyncClient, call: tuple[str, str], expected: str, api: str) -> None:
+    service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[call]), Reply(text="Sorry, that failed."))
     events = await ask(service, "try it")
     assert isinstance(events[-1], FinalEvent) and events[-1].text == "Sorry, that failed."
@@ -203,10 +218,11 @@ async def test_failures_are_results_the_model_reads(
     assert done[-1].status == "error"
 
 
+@pytest.mark.parametrize("api", APIS)
 async def test_round_limit_gives_a_clear_message(engine: AsyncEngine,
                                                  fake_model: FakeModelServer, tools: Tools,
-                                                 http: httpx.AsyncClient) -> None:
-    service = make_service(engine, fake_model, tools, http, max_tool_rounds=2)
+                                                 http: httpx.AsyncClient, api: str) -> None:
+    service = make_service(engine, fake_model, tools, http, max_tool_rounds=2, api=api)
     fake_model.default = Reply(text="", tool_calls=[("add", '{"a": 1, "b": 1}')])
     events = await ask(service, "loop forever")
     error = events[-1]
@@ -214,11 +230,11 @@ async def test_round_limit_gives_a_clear_message(engine: AsyncEngine,
     assert "more than 2 rounds of tool calls" in error.message
     assert len(tools.calls) == 2
     assert len(fake_model.requests) == 3
-    assert fake_model.requests[-1].json["tool_choice"] == "none"
-    assert "tool_choice" not in fake_model.requests[0].json
+    assert tool_choice(fake_model) == "none"
+    assert tool_choice(fake_model, 0) is None
 
 
-@pytest.mark.parametrize("api", ["openai", "dashscope"])
+@pytest.mark.parametrize("api", APIS)
 async def test_drop_mid_tool_call_runs_nothing_partial(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
         http: httpx.AsyncClient, api: str) -> None:
@@ -232,9 +248,11 @@ async def test_drop_mid_tool_call_runs_nothing_partial(
     assert tools.calls == [("add", {"a": 5, "b": 6})]  # once, with the whole arguments
 
 
+@pytest.mark.parametrize("api", APIS)
 async def test_moderation_after_a_tool_result(engine: AsyncEngine, fake_model: FakeModelServer,
-                                              tools: Tools, http: httpx.AsyncClient) -> None:
-    service = make_service(engine, fake_model, tools, http)
+                                              tools: Tools, http: httpx.AsyncClient,
+                                              api: str) -> None:
+    service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 1, "b": 1}')]),
                        Reply(kind="moderation_midstream", text="bad words here"))
     events = await ask(service, "1+1")

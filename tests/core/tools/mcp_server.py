@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("testtools")
 
@@ -50,9 +50,11 @@ def die() -> str:
     os._exit(3)
 
 
-@server.tool(name="whoami", description="The token the server was started with.")
-def whoami() -> str:
-    return "token ends in " + os.environ.get("TEST_TOKEN", "none")[-2:]
+@server.tool(name="whoami", description="The token the server was started with (or sent).")
+def whoami(ctx: Context) -> str:
+    headers = ctx.headers or {}
+    token = headers.get("authorization") or os.environ.get("TEST_TOKEN", "none")
+    return "token ends in " + token[-2:]
 
 
 if __name__ == "__main__":

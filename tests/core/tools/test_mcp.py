@@ -22,7 +22,7 @@ from core.errors import ConfigError
 from core.model import OpenAIClient
 from core.profiles import Profile
 from core.service import ChatService, ServiceOptions
-from core.tools import Registry
+from core.tools import Registry, ToolContext
 from core.tools.mcp import McpServerConfig, McpServers, mcp_servers
 from core.types import Author, ChatRequest, FinalEvent, ReplyEvent
 from tests.bots.test_cli import one_clean_line, run
@@ -90,6 +90,7 @@ async def test_tools_are_listed_and_called_through_the_loop(
     assert set(tools) == {"t__add", "t__sleepy", "t__fail", "t__die", "t__whoami"}
     assert tools["t__add"].key == "mcp:t/add" and tools["t__add"].source == "mcp:t"
     assert tools["t__add"].parameters["required"] == ["a", "b"]
+    assert "ctx" not in tools["t__whoami"].parameters["properties"]
     profile = Profile(tools=("mcp:t/add", "mcp:t/sleepy", "mcp:t/fail"),
                       tool_timeout_seconds=1.5)
     async with httpx.AsyncClient() as http:
@@ -138,10 +139,17 @@ async def test_a_server_that_dies_mid_call_does_not_hang_the_turn(
         assert after.startswith("error:") and "'t'" in after
 
 
+async def test_headers_reach_an_http_server(http_server: str) -> None:
+    config = McpServerConfig("h", url=http_server, headers={"Authorization": "Bearer hdr-x9"})
+    async with McpServers((config,)).running() as servers:
+        whoami = next(t for t in servers.tools() if t.name == "h__whoami")
+        assert await whoami.run({}, ToolContext()) == "token ends in x9"
+
+
 async def test_env_reaches_the_server_and_is_a_secret(tmp_path: Path) -> None:
     async with McpServers((stdio_config(TEST_TOKEN="tok-secret-42"),)).running() as servers:
         whoami = next(t for t in servers.tools() if t.name == "t__whoami")
-        assert await whoami.run({}, None) == "token ends in 42"  # type: ignore[arg-type]
+        assert await whoami.run({}, ToolContext()) == "token ends in 42"
     config = tmp_path / "c.toml"
     config.write_text('[mcp.servers.gh]\nurl = "https://mcp.example/mcp"\n'
                       'headers = { Authorization = "Bearer hdr-secret-9" }\n'

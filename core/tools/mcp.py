@@ -150,6 +150,7 @@ class _Server:
         self.error: str | None = None
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
+        self.broken = asyncio.Event()  # the connection failed: reconnect
 
     def _target(self) -> Any:
         from mcp import StdioServerParameters, stdio_client
@@ -172,9 +173,25 @@ class _Server:
         return self._null
 
     async def run(self) -> None:
+        """Connect, list the tools, serve until stopped; reconnect (a new process, for
+        stdio) after the connection broke, waiting longer each time, at most a minute."""
+        wait = 1.0
+        while not self.stop.is_set():
+            started = await self._serve_once()
+            if not started or self.stop.is_set():
+                return
+            log.warning("MCP server %r stopped answering (%s); starting it again in %g s",
+                        self.config.name, self.error or "connection lost", wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), wait)
+            wait = min(wait * 2, 60.0)
+
+    async def _serve_once(self) -> bool:
+        """One connection's life; whether it came up (and listed its tools)."""
         from mcp import Client
 
-        http: Any = None
+        started = False
+        self.broken.clear()
         try:
             http, target = self._target()
             async with contextlib.AsyncExitStack() as stack:
@@ -183,9 +200,17 @@ class _Server:
                 async with asyncio.timeout(self.config.startup_seconds):
                     client = await stack.enter_async_context(Client(target, mode="legacy"))
                     listed = await client.list_tools()
-                self.client, self.tools = client, list(listed.tools)
+                if not self.tools:  # the tools offered are those listed at start-up
+                    self.tools = list(listed.tools)
+                self.client, self.error, started = client, None, True
                 self.ready.set()
-                await self.stop.wait()
+                stop = asyncio.ensure_future(self.stop.wait())
+                broken = asyncio.ensure_future(self.broken.wait())
+                try:
+                    await asyncio.wait({stop, broken}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    broken.cancel()
         except asyncio.CancelledError:
             raise
         except BaseException as err:  # any failure is this server's, reported
@@ -196,6 +221,7 @@ class _Server:
             null = getattr(self, "_null", None)
             if null is not None:
                 null.close()
+        return started
 
     def _describe(self, err: BaseException) -> str:
         while isinstance(err, BaseExceptionGroup) and err.exceptions:
@@ -214,6 +240,10 @@ class _Server:
         try:
             result = await client.call_tool(tool, arguments)
         except Exception as err:
+            from mcp import MCPError
+
+            if not isinstance(err, MCPError) or "closed" in str(err).lower():
+                self.broken.set()  # not the tool's answer: the connection itself failed
             detail = redact(f"{type(err).__name__}: {err}", *self.config.secrets())
             raise ToolError(f"the MCP server {self.config.name!r} failed: {detail[:300]}"
                             ) from err
@@ -232,8 +262,8 @@ class McpServers:
 
     @property
     def failures(self) -> dict[str, str]:
-        """Servers that did not start (or stopped), with why, in one line each."""
-        return {s.config.name: s.error for s in self._servers if s.error}
+        """Servers that did not start, with why, in one line each."""
+        return {s.config.name: s.error for s in self._servers if s.error and not s.tools}
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[McpServers]:

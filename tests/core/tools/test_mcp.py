@@ -3,6 +3,7 @@ streamable HTTP, driven through the tool loop, ``chatbridge ask`` and ``chatbrid
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -24,6 +25,7 @@ from core.profiles import Profile
 from core.service import ChatService, ServiceOptions
 from core.tools import Registry, ToolContext
 from core.tools.mcp import McpServerConfig, McpServers, mcp_servers
+from core.tools.registry import ToolError
 from core.types import Author, ChatRequest, FinalEvent, ReplyEvent
 from tests.bots.test_cli import one_clean_line, run
 from tests.fakes.model_server import FakeModelServer, Reply
@@ -137,6 +139,17 @@ async def test_a_server_that_dies_mid_call_does_not_hang_the_turn(
         assert isinstance(final, FinalEvent) and final.text == "The tool server is gone."
         [after] = tool_results(fake_model)[1:]
         assert after.startswith("error:") and "'t'" in after
+
+        # It is started again (a new process), and its tools work as before.
+        add = next(t for t in servers.tools() if t.name == "t__add")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert await add.run({"a": 2, "b": 2}, ToolContext()) == "4"
+                break
+            except ToolError:
+                assert time.monotonic() < deadline, "the server was not started again"
+                await asyncio.sleep(0.2)
 
 
 async def test_headers_reach_an_http_server(http_server: str) -> None:

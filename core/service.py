@@ -402,6 +402,8 @@ class ChatService:
             await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
             yield ErrorEvent(err.kind, err.user_message, request.scope)
             return
+        except StoreError:
+            raise  # (a tool round's write) the database's or the lease's failure, said above
         except Exception as err:  # a bug or an unforeseen fault: still end the turn cleanly
             log.exception("turn failed in %s", request.scope)
             await self._fail(start, request, model, ChatbridgeError(type(err).__name__),

@@ -122,8 +122,10 @@ class ResponsesClient(HTTPModelClient):
             if thinking:
                 body["reasoning"] = {"effort": "medium"}
         if call.tools:
+            # strict: false, or OpenAI's default (true) refuses schemas with optional keys.
             body["tools"] = [{"type": "function", "name": t.name, "description": t.description,
-                              "parameters": dict(t.parameters)} for t in call.tools]
+                              "parameters": dict(t.parameters), "strict": False}
+                             for t in call.tools]
             if call.tool_choice:
                 body["tool_choice"] = call.tool_choice
             else:

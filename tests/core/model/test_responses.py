@@ -88,7 +88,8 @@ async def test_function_calls_and_their_outputs(client: ResponsesClient,
     assert isinstance(chunks[-1], FinishChunk) and chunks[-1].reason == "tool_calls"
     body = fake_model.requests[-1].json
     assert body["tools"] == [{"type": "function", "name": "get_weather",
-                              "description": "Weather.", "parameters": spec.parameters}]
+                              "description": "Weather.", "parameters": spec.parameters,
+                              "strict": False}]
     first = calls.calls[0]
     replay = call(ContextMessage("user", "Weather in Rome?"),
                   ContextMessage("assistant", "", tool_calls=(first,)),

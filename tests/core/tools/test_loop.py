@@ -171,9 +171,10 @@ async def test_call_split_over_chunks_then_second_round(
     assert final.usage.prompt_tokens == 22  # both rounds' usage
 
 
+@pytest.mark.parametrize("api", APIS)
 async def test_non_streamed_tool_call(engine: AsyncEngine, fake_model: FakeModelServer,
-                                      tools: Tools, http: httpx.AsyncClient) -> None:
-    service = make_service(engine, fake_model, tools, http, stream=False)
+                                      tools: Tools, http: httpx.AsyncClient, api: str) -> None:
+    service = make_service(engine, fake_model, tools, http, stream=False, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 1, "b": 2}')]),
                        Reply(text="3"))
     events = await ask(service, "1+2?")

@@ -25,8 +25,12 @@ def build_messages(
 ) -> tuple[ContextMessage, ...]:
     """System prompt plus history (oldest first); old images become a placeholder."""
     messages = [ContextMessage("system", profile.system_prompt)]
+    said = ""  # what the model wrote before its tool calls: shown in the answer, replayed
     for stored in history:
         text = stored.text
+        if stored.role == "assistant" and said and text.startswith(said):
+            text = text[len(said):]  # ... with its round instead, as the model wrote it
+        said = ""
         if stored.image_count and len(stored.images) < stored.image_count:
             text = f"{text}\n{_placeholder(stored.image_count - len(stored.images))}".strip()
         if show_authors and stored.role == "user" and stored.author_name:
@@ -35,6 +39,7 @@ def build_messages(
         messages.append(ContextMessage(role, text, stored.images, stored.author_name))
         if stored.tools:
             messages += tool_messages(stored.tools)
+            said = "".join(t.preamble or "" for t in stored.tools)
     return tuple(messages)
 
 
@@ -45,7 +50,7 @@ def tool_messages(tools: Sequence[StoredTool]) -> list[ContextMessage]:
     for tool in tools:
         rounds.setdefault(tool.round, []).append(tool)
     for _, calls in sorted(rounds.items()):
-        out.append(ContextMessage("assistant", "", tool_calls=tuple(
+        out.append(ContextMessage("assistant", calls[0].preamble or "", tool_calls=tuple(
             ToolCall(c.call_id, c.name, c.arguments) for c in calls)))
         out += [ContextMessage("tool", INTERRUPTED if c.output is None else c.output,
                                tool_call_id=c.call_id) for c in calls]

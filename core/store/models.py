@@ -251,6 +251,8 @@ class ToolCallRow(Base):
     call_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(128))
     arguments: Mapped[str] = mapped_column(Text)
+    # What the model wrote before asking for the round's calls (on the round's first row).
+    preamble: Mapped[str | None] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))  # running, ok, error, timeout
     token_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -35,7 +35,7 @@ _FINISH = (
 )
 _SINCE = (
     select(_tc.c.message_id, _tc.c.round, _tc.c.call_id, _tc.c.name, _tc.c.arguments,
-           _tc.c.output, _tc.c.status, _tc.c.token_count)
+           _tc.c.output, _tc.c.status, _tc.c.token_count, _tc.c.preamble)
     .where(_tc.c.conversation_id == bindparam("p_conv"),
            _tc.c.message_id >= bindparam("p_from"))
     .order_by(_tc.c.message_id, _tc.c.round, _tc.c.position)
@@ -52,6 +52,7 @@ class StoredTool(NamedTuple):
     output: str | None
     status: str
     token_count: int
+    preamble: str | None = None
 
 
 def tools_since(conn: Connection, conversation_id: int,
@@ -107,13 +108,15 @@ class StoreJournal:
             if not extend_lease(conn, fence):
                 raise LeaseLost(f"lease on {fence.platform} {fence.scope} lost")
 
-    async def calls(self, round_no: int, calls: Sequence[ToolCall]) -> None:
-        """Store the round's calls (as running) before any of them runs."""
+    async def calls(self, round_no: int, calls: Sequence[ToolCall], text: str = "") -> None:
+        """Store the round's calls (as running) before any of them runs, and the text the
+        model wrote before them."""
         start = self._start
         now = utcnow()
         rows = [{"conversation_id": start.conversation_id, "message_id": start.message_id,
                  "round": round_no, "position": i, "call_id": c.id[:128], "name": c.name[:128],
                  "arguments": c.arguments, "output": None, "status": "running",
+                 "preamble": (text or None) if i == 0 else None,
                  "token_count": self._counter.count(c.arguments) + 8, "started_at": now}
                 for i, c in enumerate(calls)]
 

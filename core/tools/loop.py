@@ -23,6 +23,7 @@ from core.types import (
     FinishChunk,
     ModelCall,
     ModelChunk,
+    TextChunk,
     ToolActivity,
     ToolCall,
     ToolCallsChunk,
@@ -58,8 +59,8 @@ class ToolResult:
 class Journal(Protocol):
     """Where the loop writes down each round (the store, so a retaken turn resumes)."""
 
-    async def calls(self, round_no: int, calls: Sequence[ToolCall]) -> None:
-        """The model asked for ``calls`` in round ``round_no`` (1-based)."""
+    async def calls(self, round_no: int, calls: Sequence[ToolCall], text: str = "") -> None:
+        """The model asked for ``calls`` in round ``round_no`` (1-based), after ``text``."""
         ...
 
     async def result(self, round_no: int, position: int, result: ToolResult) -> None:
@@ -70,7 +71,7 @@ class Journal(Protocol):
 class NullJournal:
     """A journal that keeps nothing (tests, the benchmark's baseline)."""
 
-    async def calls(self, round_no: int, calls: Sequence[ToolCall]) -> None:
+    async def calls(self, round_no: int, calls: Sequence[ToolCall], text: str = "") -> None:
         """Keep nothing."""
 
     async def result(self, round_no: int, position: int, result: ToolResult) -> None:
@@ -124,12 +125,15 @@ class AgentLoop:
                            tool_choice="none" if last else None)
             calls: tuple[ToolCall, ...] = ()
             finish = FinishChunk("stop")
+            said: list[str] = []  # this call's text (a preamble, if tools follow)
             async for chunk in self._model.stream(this, stream=stream):
                 if isinstance(chunk, ToolCallsChunk):
                     calls = chunk.calls
                 elif isinstance(chunk, FinishChunk):
                     finish = chunk
                 else:
+                    if isinstance(chunk, TextChunk):
+                        said.append(chunk.text)
                     yield chunk
             if finish.usage is not None:
                 usage = finish.usage if usage is None else usage + finish.usage
@@ -140,7 +144,8 @@ class AgentLoop:
                 raise ModelError(f"tool round limit ({settings.max_rounds}) reached",
                                  user_message=_limit_message(settings.max_rounds))
             rounds += 1
-            await journal.calls(rounds, calls)
+            preamble = "".join(said)
+            await journal.calls(rounds, calls, preamble)
             results: list[ToolResult | None] = [None] * len(calls)
             async for position, activity, result in self._run_round(
                     calls, toolbox, settings, context, deadline):
@@ -148,7 +153,7 @@ class AgentLoop:
                 if result is not None:
                     results[position] = result
                     await journal.result(rounds, position, result)
-            messages.append(ContextMessage("assistant", "", tool_calls=calls))
+            messages.append(ContextMessage("assistant", preamble, tool_calls=calls))
             messages += [ContextMessage("tool", r.output, tool_call_id=c.id)
                          for c, r in zip(calls, results, strict=True) if r is not None]
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("call_id", sa.String(128), nullable=False),
         sa.Column("name", sa.String(128), nullable=False),
         sa.Column("arguments", sa.Text(), nullable=False),
+        sa.Column("preamble", sa.Text(), nullable=True),
         sa.Column("output", sa.Text(), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("token_count", sa.Integer(), nullable=False),

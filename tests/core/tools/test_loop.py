@@ -147,6 +147,13 @@ def tool_choice(fake: FakeModelServer, index: int = -1) -> Any:
 APIS = ["openai", "responses", "dashscope"]
 
 
+def context_of(body: dict[str, Any]) -> list[Any]:
+    """The context a request carried, whatever the protocol."""
+    if isinstance(body.get("input"), list):
+        return list(body["input"])
+    return list(body["messages"] if "messages" in body else body["input"]["messages"])
+
+
 @pytest.mark.parametrize("api", ["openai", "dashscope"])
 async def test_call_split_over_chunks_then_second_round(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
@@ -362,3 +369,23 @@ async def test_old_tool_results_leave_the_budget_with_a_placeholder(
 
 async def _big_add(args: dict[str, Any], ctx: ToolContext) -> str:
     return "lots of digits " * 400
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_text_before_the_calls_is_replayed_with_its_round(
+        engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
+        http: httpx.AsyncClient, api: str) -> None:
+    service = make_service(engine, fake_model, tools, http, api=api)
+    fake_model.enqueue(Reply(text="Let me add. ", tool_calls=[("add", '{"a": 1, "b": 2}')]),
+                       Reply(text="It is 3."))
+    events = await ask(service, "1+2?")
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and final.text == "Let me add. It is 3."  # as seen
+    second_round = fake_model.requests[-1].json
+    fake_model.enqueue(Reply(text="ok"))
+    await ask(service, "thanks")
+    replay = fake_model.requests[-1].json
+    before, after = context_of(second_round), context_of(replay)
+    assert after[:len(before)] == before  # the rounds exactly as the model saw them
+    answer = after[len(before)]
+    assert answer.get("content") == "It is 3."  # without the replayed preamble

@@ -18,6 +18,7 @@ from bots.settings import Settings
 from core.errors import ChatbridgeError, ModelError
 from core.model.faults import redact
 from core.model.transport import describe, shown_url
+from core.tools.mcp import McpServers
 from core.types import ContextMessage, ModelCall, Sampling, TextChunk
 
 __all__ = ["run_check"]
@@ -116,4 +117,21 @@ async def run_check(settings: Settings) -> int:
                 except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
                     failed += 1
                     print(f"FAIL  {name}: {describe(err)}")
+    failed += await _mcp(settings)
     return 1 if failed else 0
+
+
+async def _mcp(settings: Settings) -> int:
+    """One line per MCP server: its tools, or why it did not start."""
+    if not settings.mcp:
+        return 0
+    async with McpServers(settings.mcp).running() as servers:
+        tools = servers.tools()
+        failures = servers.failures
+    for server in settings.mcp:
+        if server.name in failures:
+            print(f"FAIL  mcp {server.name}: did not start: {failures[server.name]}")
+        else:
+            names = [t.key.split("/", 1)[1] for t in tools if t.source == f"mcp:{server.name}"]
+            print(f"ok    mcp {server.name}: {len(names)} tools ({', '.join(names)})")
+    return len(failures)

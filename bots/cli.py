@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     outbox.add_argument("--platform", choices=("slack", "telegram"), default=None,
                         help="only this platform's replies (default: both)")
 
+    tools = command("tools", "the tools a profile may call: built-in and from MCP servers")
+    tools.add_argument("tools_command", choices=("list",), metavar="list",
+                       help="list them, with where each comes from and what it does")
+    tools.add_argument("--profile", default=None, metavar="NAME",
+                       help="the profile whose tools to list (default: the default profile)")
+
     local = command("local-model", "run the bundled local model server in the foreground")
     local.add_argument("--port", type=int, default=8080, help="loopback port to listen on")
 
@@ -148,7 +154,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _local_model(args.port)
     from bots.settings import load_settings
 
-    settings = load_settings(model_required=args.command not in ("usage", "outbox"))
+    settings = load_settings(model_required=args.command not in ("usage", "outbox", "tools"))
+    if args.command == "tools":
+        from bots.tools import run_tools_list
+
+        return asyncio.run(run_tools_list(settings, profile=args.profile))
     if args.command == "check":
         from bots.check import run_check
 

@@ -17,6 +17,7 @@ from bots.db import create_engine, ensure_schema, open_store
 from bots.fdlimit import fit_descriptor_limit
 from bots.ops import Metrics
 from bots.settings import Settings
+from bots.tools import open_registry
 from core.inbox import Inbox
 from core.model import (
     CircuitBreaker,
@@ -24,9 +25,11 @@ from core.model import (
     FallbackClient,
     ModelClient,
     OpenAIClient,
+    ResponsesClient,
     RetryingClient,
     RetryPolicy,
 )
+from core.model.http import HTTPModelClient
 from core.model.images import ImageGate
 from core.service import ChatService, ServiceOptions
 from core.store import Store
@@ -63,7 +66,9 @@ def build_model(settings: Settings, http: aiohttp.ClientSession,
                 vision: Vision | None = None) -> ModelClient:
     """The model client the settings ask for: retries, images only for models that take
     them, fallbacks, breaker, deadline."""
-    cls = DashScopeClient if settings.model_api == "dashscope" else OpenAIClient
+    clients: dict[str, type[HTTPModelClient]] = {
+        "dashscope": DashScopeClient, "responses": ResponsesClient}
+    cls = clients.get(settings.model_api, OpenAIClient)
     inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
                 timeout=settings.model_timeout)
     retrying = RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
@@ -88,8 +93,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             # Downloads of the platforms' files (the model has its own pool).
             size = max(100, settings.concurrency + 20)
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=20)
-            async with httpx.AsyncClient(limits=limits) as http, \
-                    model_session(settings) as model_http:
+            async with (httpx.AsyncClient(limits=limits) as http,
+                        model_session(settings) as model_http,
+                        open_registry(settings) as registry):
                 store = open_store(engine)
                 vision = Vision(settings.vision)
                 options = ServiceOptions(
@@ -97,7 +103,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     max_image_side=settings.max_image_side,
                     image_memory_bytes=settings.image_memory_mb * 1024 * 1024,
                     model_choices=settings.model_choices,
-                    limits=settings.limits, vision=vision,
+                    limits=settings.limits, vision=vision, tools=registry,
+                    turn_seconds=settings.turn_seconds, secrets=settings.secrets(),
                 )
                 service = ChatService(store=store, model=build_model(settings, model_http, vision),
                                       options=options)

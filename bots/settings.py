@@ -27,6 +27,10 @@ from bots.envcheck import (
 from core.errors import ConfigError
 from core.limits import Limits
 from core.profiles import PRESETS, Profile, build_profile
+from core.tools.builtin import BUILTIN_NAMES
+from core.tools.fetch import FetchSettings, fetch_settings
+from core.tools.mcp import McpServerConfig, mcp_servers
+from core.tools.registry import check_patterns
 
 __all__ = ["LOCAL", "Settings", "default_database_url", "load_settings"]
 
@@ -93,6 +97,8 @@ class Settings:
     log_format: str = "plain"
     # Model name → whether it takes images ([models.NAME] vision, CHATBRIDGE_MODEL_VISION).
     vision: Mapping[str, bool] = field(default_factory=dict)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    mcp: tuple[McpServerConfig, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -101,8 +107,9 @@ class Settings:
         return self.model_base_url == LOCAL
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value in play, for redaction."""
-        return tuple(v for n in SECRET_NAMES if (v := self.env.get(n)))
+        """Every secret value in play, for redaction (MCP servers' env and headers too)."""
+        named = tuple(v for n in SECRET_NAMES if (v := self.env.get(n)))
+        return named + tuple(v for server in self.mcp for v in server.secrets())
 
 
 def _is_loopback(url: str) -> bool:
@@ -159,6 +166,20 @@ def _profiles(env: Mapping[str, str], config: Mapping[str, Any], *,
             raise ConfigError(f"[profiles.{name}] must be a table")
         profiles[name] = build_profile(name, raw, base=default)
     return profiles
+
+
+def _tools(config: Mapping[str, Any], profiles: Mapping[str, Profile],
+           servers: tuple[str, ...] = ()) -> FetchSettings:
+    """``[tools]`` validated, and every profile's ``tools`` patterns checked against it."""
+    tools = config.get("tools") or {}
+    if not isinstance(tools, dict):
+        raise ConfigError("[tools] must be a table")
+    unknown = sorted(set(tools) - {"fetch_url"})
+    if unknown:
+        raise ConfigError(f"[tools]: unknown table(s) {', '.join(unknown)} (known: fetch_url)")
+    for profile in profiles.values():
+        check_patterns(profile.tools, BUILTIN_NAMES, servers, f"profile {profile.name!r}")
+    return fetch_settings(tools.get("fetch_url"))
 
 
 def _config(env: Mapping[str, str], cwd: Path) -> tuple[dict[str, Any], str | None]:
@@ -225,8 +246,9 @@ def load_settings(
     env.update(environ if environ is not None else os.environ)
 
     api = env.get("CHATBRIDGE_MODEL_API", "").strip().lower() or "openai"
-    if api not in ("openai", "dashscope"):
-        raise ConfigError(f"CHATBRIDGE_MODEL_API must be 'openai' or 'dashscope', not {api!r}")
+    if api not in ("openai", "responses", "dashscope"):
+        raise ConfigError("CHATBRIDGE_MODEL_API must be 'openai', 'responses' or 'dashscope', "
+                          f"not {api!r}")
     if "CHATBRIDGE_MODEL_API_KEY" in env:
         key: str | None = env["CHATBRIDGE_MODEL_API_KEY"] or None
         key_given = True
@@ -262,6 +284,9 @@ def load_settings(
         database_url = default_database_url()
     log_level, log_format = check_log(env)
     config, config_path = _config(env, cwd)
+    profiles = _profiles(env, config, local=base == LOCAL)
+    servers = mcp_servers(config.get("mcp"))
+    fetch = _tools(config, profiles, tuple(s.name for s in servers))
     choices = _names(env, "CHATBRIDGE_MODELS")
     if not choices:
         raw_choices = (config.get("models") or {}).get("choices") or []
@@ -279,7 +304,9 @@ def load_settings(
         stream=_bool(env, "CHATBRIDGE_STREAM") is not False,
         max_image_side=integer(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64),
         image_memory_mb=integer(env, "CHATBRIDGE_IMAGE_MEMORY_MB", 512, minimum=64),
-        profiles=_profiles(env, config, local=base == LOCAL),
+        profiles=profiles,
+        fetch=fetch,
+        mcp=servers,
         config_path=config_path,
         config=config,
         lease_seconds=integer(env, "CHATBRIDGE_LEASE_SECONDS", 60, minimum=1),

@@ -31,12 +31,12 @@ def parse_since(raw: str, *, now: datetime | None = None) -> datetime:
 def render(rows: list[UsageRow], by: str) -> str:
     """A plain-text table with a total line (and a note when tokens were estimated)."""
     head = (by, "turns", "failed", "prompt tokens", "completion tokens", "total tokens",
-            "estimated")
+            "estimated", "tool calls")
     body = [(r.key or "-", r.turns, r.failed, r.prompt_tokens, r.completion_tokens,
-             r.prompt_tokens + r.completion_tokens, r.estimated) for r in rows]
-    total = ("total", *(sum(int(line[i]) for line in body) for i in range(1, 7)))
+             r.prompt_tokens + r.completion_tokens, r.estimated, r.tool_calls) for r in rows]
+    total = ("total", *(sum(int(line[i]) for line in body) for i in range(1, len(head))))
     lines = [head, *body, total]
-    widths = [max(len(str(line[i])) for line in lines) for i in range(7)]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
 
     def fmt(line: tuple[object, ...]) -> str:
         first = str(line[0]).ljust(widths[0])

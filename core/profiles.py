@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.answer_cap import DEFAULT_MAX_ANSWER_CHARS
 from core.config import config_table
@@ -70,6 +71,10 @@ class Profile:
     max_input_chars: int = 32_000
     # Longest answer shown (Slack, Telegram, console); a longer one is cut with a note.
     max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
+    tools: tuple[str, ...] = ()  # globs over tool keys: "fetch_url", "mcp:github/*"
+    timezone: str | None = None  # IANA name, for current_time
+    max_tool_rounds: int = 6
+    tool_timeout_seconds: float = 20.0
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -114,8 +119,38 @@ def _sampling(raw: Mapping[str, Any], where: str) -> Sampling:
 _KNOWN_KEYS = {
     "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
     "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
-    "max_input_chars", "max_answer_chars",
+    "max_input_chars", "max_answer_chars", "tools", "timezone", "max_tool_rounds",
+    "tool_timeout_seconds",
 }
+
+
+def _tool_settings(profile: Profile, raw: Mapping[str, Any], where: str) -> Profile:
+    if "tools" in raw:
+        tools = raw["tools"]
+        if not isinstance(tools, list) or not all(isinstance(t, str) and t for t in tools):
+            raise ConfigError(f"{where}: tools must be a list of tool names or globs")
+        profile = replace(profile, tools=tuple(tools))
+    if "timezone" in raw:
+        name = raw["timezone"]
+        try:
+            if not isinstance(name, str):
+                raise ValueError(name)
+            ZoneInfo(name)
+        except (ValueError, ZoneInfoNotFoundError) as err:
+            raise ConfigError(f"{where}: unknown timezone {name!r} "
+                              "(use an IANA name such as 'Europe/Berlin')") from err
+        profile = replace(profile, timezone=name)
+    if "max_tool_rounds" in raw:
+        rounds = raw["max_tool_rounds"]
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 50:
+            raise ConfigError(f"{where}: max_tool_rounds must be an integer from 1 to 50")
+        profile = replace(profile, max_tool_rounds=rounds)
+    if "tool_timeout_seconds" in raw:
+        seconds = _number("tool_timeout_seconds", raw["tool_timeout_seconds"], where)
+        if not 0 < seconds <= 3600:
+            raise ConfigError(f"{where}: tool_timeout_seconds must lie in (0, 3600]")
+        profile = replace(profile, tool_timeout_seconds=seconds)
+    return profile
 
 
 def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None) -> Profile:
@@ -147,4 +182,4 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
-    return profile
+    return _tool_settings(profile, raw, where)

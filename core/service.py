@@ -21,7 +21,7 @@ from typing import TypeVar
 from weakref import WeakValueDictionary
 
 from core.answer_cap import cap_answer
-from core.context import build_messages
+from core.context import build_messages, rounds_done
 from core.errors import (
     ChatbridgeError,
     ImageError,
@@ -39,7 +39,9 @@ from core.model.base import ModelClient
 from core.profiles import Profile
 from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
 from core.store.queue import Claim
+from core.store.toolcalls import StoreJournal
 from core.tokens import TokenCounter, counter_for, message_tokens
+from core.tools import AgentLoop, Registry, Toolbox, ToolContext, ToolSettings
 from core.types import (
     Author,
     ChatRequest,
@@ -50,10 +52,12 @@ from core.types import (
     FinishChunk,
     Image,
     ModelCall,
+    ModelChunk,
     ReasoningChunk,
     ReplyEvent,
     StatusEvent,
     TextChunk,
+    ToolActivity,
     Usage,
 )
 from core.vision import Vision, note_unseen_images
@@ -103,6 +107,9 @@ class ServiceOptions:
     limits: Limits = field(default_factory=Limits)
     # Which models take images; shared with the model stack's ImageGate.
     vision: Vision = field(default_factory=Vision)
+    tools: Registry = field(default_factory=Registry)
+    turn_seconds: float | None = None
+    secrets: tuple[str, ...] = ()
 
 
 class ChatService:
@@ -117,6 +124,8 @@ class ChatService:
         self._rules = options.limits.rules()
         self._images = ImagePreparer(max_side=options.max_image_side,
                                      memory_bytes=options.image_memory_bytes)
+        self._agent = AgentLoop(model, secrets=options.secrets)
+        self._toolboxes: dict[str, Toolbox] = {}
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -126,6 +135,26 @@ class ChatService:
     def model_for(self, profile: Profile) -> str:
         """The model a profile uses."""
         return profile.model or self._options.model
+
+    def toolbox(self, profile: Profile) -> Toolbox:
+        """The tools ``profile`` may call."""
+        if profile.name not in self._toolboxes:
+            self._toolboxes[profile.name] = self._options.tools.select(profile.tools)
+        return self._toolboxes[profile.name]
+
+    def _chunks(self, call: ModelCall, start: TurnStart, profile: Profile,
+                history: tuple[StoredMessage, ...]) -> AsyncIterator[ModelChunk | ToolActivity]:
+        """The turn's model calls, with the tools the profile may use run in between."""
+        counter = self._counter(call.model)
+        seconds = self._options.turn_seconds
+        return self._agent.stream(
+            call, toolbox=self.toolbox(profile),
+            settings=ToolSettings(profile.max_tool_rounds, profile.tool_timeout_seconds),
+            context=ToolContext(profile.timezone, counter),
+            journal=StoreJournal(self._store, start, counter),
+            rounds_done=rounds_done(history, start.message_id), stream=self._options.stream,
+            deadline=None if seconds is None else time.monotonic() + seconds,
+        )
 
     def _counter(self, model: str) -> TokenCounter:
         if model not in self._counters:
@@ -405,10 +434,13 @@ class ChatService:
         reasoning: list[str] = []
         finish = FinishChunk("stop")
         try:
-            async for chunk in self._model.stream(call, stream=self._options.stream):
+            async for chunk in self._chunks(call, start, profile, history):
                 if isinstance(chunk, TextChunk):
                     answer.append(chunk.text)
                     yield DeltaEvent(chunk.text)
+                elif isinstance(chunk, ToolActivity):
+                    busy = chunk.status == "in_progress"
+                    yield StatusEvent(chunk.title if busy else "thinking…", tool=chunk)
                 elif isinstance(chunk, ReasoningChunk):
                     reasoning.append(chunk.text)
                 elif isinstance(chunk, FinishChunk):
@@ -429,6 +461,8 @@ class ChatService:
             await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
             yield ErrorEvent(err.kind, err.user_message, request.scope, detail=err.detail)
             return
+        except StoreError:
+            raise  # (a tool round's write) the database's or the lease's failure, said above
         except Exception as err:  # a bug or an unforeseen fault: still end the turn cleanly
             log.exception("turn failed in %s", request.scope)
             await self._fail(start, request, model, ChatbridgeError(type(err).__name__),

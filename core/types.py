@@ -6,10 +6,11 @@ which conversation is open under a key) is a storage concern and lives in ``core
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, read from the provider's cache
+    reasoning_tokens: int = 0  # of the completion tokens, spent thinking
     # Counted by chatbridge because the server reported none (llama.cpp streaming).
     estimated: bool = False
 
@@ -67,6 +70,31 @@ class Usage:
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens,
+                     self.cached_tokens + other.cached_tokens,
+                     self.reasoning_tokens + other.reasoning_tokens,
+                     self.estimated or other.estimated)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call the model asked for: its id, the tool's name, the arguments as JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as offered to the model: name, description, JSON Schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
 
 
 class ContextMessage(NamedTuple):
@@ -76,6 +104,8 @@ class ContextMessage(NamedTuple):
     text: str
     images: tuple[Image, ...] = ()
     author_name: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message asking for tools
+    tool_call_id: str = ""  # a tool message: the call it answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +125,8 @@ class ModelCall:
     model: str
     messages: tuple[ContextMessage, ...]
     sampling: Sampling = field(default_factory=Sampling)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | None = None  # "none": answer now, call no tool
 
 
 # ---- what a model client yields ------------------------------------------------------
@@ -123,17 +155,36 @@ class FinishChunk:
     model: str = ""
 
 
-ModelChunk = TextChunk | ReasoningChunk | FinishChunk
+@dataclass(frozen=True, slots=True)
+class ToolCallsChunk:
+    """The tools the model asks for, whole (streamed fragments already assembled)."""
+
+    calls: tuple[ToolCall, ...]
+
+
+ModelChunk = TextChunk | ReasoningChunk | ToolCallsChunk | FinishChunk
 
 
 # ---- what ChatService yields to adapters ----------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
+class ToolActivity:
+    """A tool call's progress, for platforms that show tasks (Slack's task_update)."""
+
+    call_id: str
+    name: str
+    status: Literal["in_progress", "complete", "error"]
+    title: str
+    url: str = ""  # the source a tool read, when it read one
+
+
+@dataclass(frozen=True, slots=True)
 class StatusEvent:
-    """Progress the person may be shown ("thinking…")."""
+    """Progress the person may be shown ("thinking…", "Reading example.com…")."""
 
     text: str
+    tool: ToolActivity | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from core.types import (
     ErrorEvent,
     FinalEvent,
     ReplyEvent,
+    StatusEvent,
 )
 
 __all__ = ["console_request", "error_line", "read_images", "run_ask"]
@@ -53,20 +54,38 @@ def usage_dict(event: FinalEvent) -> dict[str, int]:
     """Usage of a turn as JSON-ready numbers."""
     u = event.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
+            "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
+            "reasoning_tokens": u.reasoning_tokens}
+
+
+DIM, UNDIM = "\x1b[2m", "\x1b[0m"
+
+
+def status_stream() -> TextIO | None:
+    """Where tool status lines go: stderr when it is a terminal (a pipe stays clean)."""
+    return sys.stderr if sys.stderr.isatty() else None
 
 
 async def stream_turn(
-    service: ChatService, request: ChatRequest, out: TextIO | None
+    service: ChatService, request: ChatRequest, out: TextIO | None,
+    status: TextIO | None = None,
 ) -> FinalEvent | ErrorEvent:
-    """Run one turn, echoing text deltas to ``out`` as they arrive."""
+    """Run one turn, echoing text deltas to ``out`` as they arrive and what tools do to
+    ``status`` (one dim line each)."""
     last: ReplyEvent | None = None
     wrote = False
+    midline = False  # answer text was written since the last line break
     async for event in service.handle(request):
+        tool = event.tool if isinstance(event, StatusEvent) else None
+        if tool is not None and tool.status == "in_progress" and status is not None:
+            status.write(("\n" if midline else "") + f"{DIM}· {tool.title}{UNDIM}\n")
+            status.flush()
+            midline = False
         if isinstance(event, DeltaEvent) and out is not None:
             out.write(event.text)
             out.flush()
             wrote = True
+            midline = not event.text.endswith("\n")
         last = event
     if isinstance(last, ErrorEvent) and wrote and out is not None:
         out.write("\n[answer withdrawn]")  # e.g. moderation stopped it mid-stream
@@ -94,7 +113,8 @@ async def run_ask(
     images = read_images(image_paths)
     async with open_runtime(settings) as runtime:
         request = console_request(conversation, text, images)
-        result = await stream_turn(runtime.service, request, None if as_json else sys.stdout)
+        result = await stream_turn(runtime.service, request, None if as_json else sys.stdout,
+                                   None if as_json else status_stream())
     if isinstance(result, ErrorEvent):
         sys.stdout.flush()
         if as_json:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bots.console.ask import console_request, error_line, stream_turn
+from bots.console.ask import console_request, error_line, status_stream, stream_turn
 from bots.console.commands import HELP, parse
 from bots.runtime import open_runtime
 from bots.settings import Settings
@@ -158,7 +158,8 @@ async def run_chat(settings: Settings, *, conversation: str) -> int:
                 if interactive:
                     sys.stdout.write("bot> ")
                 turn = asyncio.ensure_future(stream_turn(
-                    service, console_request(conversation, command.arg, images), sys.stdout))
+                    service, console_request(conversation, command.arg, images), sys.stdout,
+                    status_stream()))
                 ctrl_c.turn = turn
                 try:
                     if not await ctrl_c.until(turn):

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -31,7 +32,15 @@ from bots.slack.errors import error_kind
 from bots.slack.text import Splitter
 from bots.slack.translate import ReplyTarget
 from core.inbox import LEASE_LOST
-from core.types import DeltaEvent, DuplicateEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
+from core.types import (
+    DeltaEvent,
+    DuplicateEvent,
+    ErrorEvent,
+    FinalEvent,
+    ReplyEvent,
+    StatusEvent,
+    ToolActivity,
+)
 
 __all__ = ["FEEDBACK_ACTION", "SEND_ERRORS", "Rendered", "feedback_blocks", "render_reply"]
 
@@ -67,6 +76,8 @@ class _Writer(Protocol):
     def ts(self) -> str | None: ...
 
     async def append(self, text: str) -> None: ...
+
+    async def tool(self, activity: ToolActivity) -> None: ...
 
     async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None: ...
 
@@ -107,20 +118,36 @@ class _StreamWriter:
                 log.info("chat.stopStream after a failure: %s", type(stop_err).__name__)
         return _StreamRefused(self.text, ts, self._shown)
 
+    async def _started(self) -> AsyncChatStream:
+        if self._stream is None:
+            assert self._target.thread_ts is not None
+            self._stream = await self._client.chat_stream(
+                channel=self._target.channel, thread_ts=self._target.thread_ts,
+                recipient_team_id=self._target.team, recipient_user_id=self._target.user,
+                buffer_size=self._buffer_size,
+            )
+        return self._stream
+
     async def append(self, text: str) -> None:
         self.text += text
         try:
-            if self._stream is None:
-                assert self._target.thread_ts is not None
-                self._stream = await self._client.chat_stream(
-                    channel=self._target.channel, thread_ts=self._target.thread_ts,
-                    recipient_team_id=self._target.team, recipient_user_id=self._target.user,
-                    buffer_size=self._buffer_size,
-                )
-            if await self._stream.append(markdown_text=text) is not None:
+            if await (await self._started()).append(markdown_text=text) is not None:
                 self._shown = self.text  # the buffer was flushed
         except SEND_ERRORS as err:
             raise await self._refused(err, "streaming") from err
+
+    async def tool(self, activity: ToolActivity) -> None:
+        """A ``task_update`` chunk: the tool's title and state, with its source when done."""
+        chunk: dict[str, Any] = {"type": "task_update", "id": activity.call_id[:64],
+                                 "title": activity.title, "status": activity.status}
+        if activity.url:
+            chunk["sources"] = [{"type": "url", "url": activity.url,
+                                 "text": urlsplit(activity.url).hostname or activity.url}]
+        try:
+            await (await self._started()).append(chunks=[chunk])
+            self._shown = self.text  # chunks flush the buffer with them
+        except SEND_ERRORS as err:
+            raise await self._refused(err, "streaming a task update") from err
 
     async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
         if self._stream is None:
@@ -186,6 +213,20 @@ class _UpdateWriter:
                 markdown_text=self.text,
             )
             self.ts, self._shown, self._last = str(resp["ts"]), self.text, time.monotonic()
+
+    async def tool(self, activity: ToolActivity) -> None:
+        """Until the answer starts, the message shows what the tool is doing."""
+        if self.text.strip() or activity.status != "in_progress":
+            return
+        line = f"_{activity.title}_"
+        if self.ts is None:
+            resp = await self._client.chat_postMessage(
+                channel=self._target.channel, thread_ts=self._target.thread_ts,
+                markdown_text=line)
+            self.ts, self._shown = str(resp["ts"]), line
+        elif await self._edit(markdown_text=line):
+            self._shown = line
+        self._last = time.monotonic()
 
     def _payload(self, blocks: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
         text = self.text.strip() or "…"
@@ -302,13 +343,32 @@ class _Renderer:
             else:
                 await self._guarded(op)
 
+    async def tool(self, activity: ToolActivity) -> None:
+        """Show a tool's progress: a task in a streamed message, else a status line."""
+        for _ in range(2):
+            try:
+                await self._writer.tool(activity)
+                return
+            except _StreamRefused as refused:
+                self._streaming = False
+                self._writer = _UpdateWriter(self._client, self._target, self._interval,
+                                             ts=refused.ts, text=refused.text,
+                                             shown=refused.shown)
+            except SEND_ERRORS as err:  # progress is a nicety: never the end of a turn
+                log.info("tool status not shown: %s", error_kind(err))
+                return
+
     async def status(self, event: StatusEvent) -> None:
+        if event.tool is not None:
+            await self.tool(event.tool)
+            if event.tool.status == "in_progress":
+                self._status_set = False  # the assistant status follows the tool
         if self._target.assistant and self._target.thread_ts and not self._status_set:
             self._status_set = True
             try:
                 await self._client.assistant_threads_setStatus(
                     channel_id=self._target.channel, thread_ts=self._target.thread_ts,
-                    status=f"is {event.text}")
+                    status=event.text if event.tool else f"is {event.text}")
             except Exception as err:  # a status is a nicety: never the end of a turn
                 log.info("assistant.threads.setStatus failed: %s", error_kind(err))
 

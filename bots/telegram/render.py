@@ -46,7 +46,7 @@ from telegram.warnings import PTBDeprecationWarning
 from bots.telegram.markdown import markdown_to_html, to_plain
 from bots.telegram.split import split_html
 from core.inbox import LEASE_LOST
-from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent
+from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
 
 __all__ = ["Blocked", "Replier", "Target", "retry_seconds"]
 
@@ -356,8 +356,9 @@ class Replier:
                         typing.cancel()
                 if isinstance(event, DeltaEvent):
                     text += event.text
-                if typing is not None and self._sent and not self._target.drafts:
-                    typing.cancel()  # the answer is on screen
+                if typing is not None and self._sent and not self._target.drafts \
+                        and text.strip():
+                    typing.cancel()  # the answer is on screen (not only a tool's status)
                     typing = None
         finally:
             if typing is not None:
@@ -367,7 +368,14 @@ class Replier:
         return last
 
     async def _on_event(self, event: ReplyEvent, before: str) -> None:
-        if isinstance(event, DeltaEvent):
+        if isinstance(event, StatusEvent) and event.tool is not None:
+            if event.tool.status == "in_progress":
+                # The draft or the edited message shows what runs, under any text so far.
+                line = f"<i>{html.escape(event.text, quote=False)}</i>"
+                shown = markdown_to_html(before) if before.strip() else ""
+                self._next = self._loop.time() + self._interval
+                await self._show_partial(split_html(f"{shown}\n\n{line}" if shown else line))
+        elif isinstance(event, DeltaEvent):
             text = before + event.text
             if text.strip() and self._loop.time() >= self._next:
                 self._next = self._loop.time() + self._interval

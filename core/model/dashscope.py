@@ -7,6 +7,7 @@ from typing import Any
 from core.model.http import HTTPModelClient, ModelRequest, Piece
 from core.model.openai import image_data_url, sends_thinking_flag
 from core.model.sse import ServerSentEvent
+from core.model.toolwire import chat_tool_message, chat_tools, fragments, parse_tool_calls
 from core.types import (
     ContextMessage,
     FinishChunk,
@@ -14,6 +15,7 @@ from core.types import (
     ModelChunk,
     ReasoningChunk,
     TextChunk,
+    ToolCallsChunk,
     Usage,
 )
 
@@ -56,7 +58,19 @@ def _status_of(comment: str) -> int:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0))
+    prompt = raw.get("prompt_tokens_details")
+    cached = int(prompt.get("cached_tokens") or 0) if isinstance(prompt, dict) else 0
+    return Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0), cached)
+
+
+def _messages(call: ModelCall, multimodal: bool) -> list[dict[str, Any]]:
+    names = {c.id: c.name for m in call.messages for c in m.tool_calls}
+    out: list[dict[str, Any]] = []
+    for m in call.messages:
+        # Older native docs name the tool on its result; send both (protocols-2 G.5).
+        wire = chat_tool_message(m, with_name=names.get(m.tool_call_id, ""))
+        out.append(wire or {"role": m.role, "content": _content(m, multimodal)})
+    return out
 
 
 class DashScopeClient(HTTPModelClient):
@@ -76,10 +90,15 @@ class DashScopeClient(HTTPModelClient):
                 parameters[name] = value
         body = {
             "model": call.model,
-            "input": {"messages": [{"role": m.role, "content": _content(m, multimodal)}
-                                   for m in call.messages]},
+            "input": {"messages": _messages(call, multimodal)},
             "parameters": parameters,
         }
+        if call.tools:
+            parameters["tools"] = chat_tools(call.tools)
+            if call.tool_choice:
+                parameters["tool_choice"] = call.tool_choice
+            else:
+                parameters["parallel_tool_calls"] = True
         headers = self._headers()
         if stream:
             headers["X-DashScope-SSE"] = "enable"
@@ -98,6 +117,8 @@ class DashScopeClient(HTTPModelClient):
         text = _text_of(message.get("content"))
         if text:
             chunks.append(TextChunk(text))
+        if message.get("tool_calls"):
+            chunks.append(ToolCallsChunk(parse_tool_calls(message["tool_calls"])))
         chunks.append(FinishChunk(choice.get("finish_reason") or "stop",
                                   _usage(body.get("usage")), model))
         return chunks
@@ -110,6 +131,8 @@ class DashScopeClient(HTTPModelClient):
             message = choice.get("message") or {}
             piece.reasoning += str(message.get("reasoning_content") or "")
             piece.text += _text_of(message.get("content"))
+            if message.get("tool_calls"):
+                piece.tools += fragments(message["tool_calls"])
             reason = choice.get("finish_reason")
             if reason and reason != "null":
                 piece.finish = reason

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -28,8 +28,17 @@ from core.errors import (
 )
 from core.model.faults import error_from_body, error_from_status, local_resource_fault
 from core.model.sse import ServerSentEvent, iter_sse
+from core.model.toolwire import ToolAssembler, ToolFragment
 from core.model.transport import describe, shown_url
-from core.types import FinishChunk, ModelCall, ModelChunk, ReasoningChunk, TextChunk, Usage
+from core.types import (
+    FinishChunk,
+    ModelCall,
+    ModelChunk,
+    ReasoningChunk,
+    TextChunk,
+    ToolCallsChunk,
+    Usage,
+)
 
 __all__ = ["HTTPModelClient", "ModelRequest", "Piece"]
 
@@ -68,6 +77,7 @@ class Piece:
     model: str = ""
     error: ModelError | None = None
     done: bool = False
+    tools: list[ToolFragment] = field(default_factory=list)
 
 
 class HTTPModelClient:
@@ -171,6 +181,7 @@ class HTTPModelClient:
         finish: str | None = None
         usage: Usage | None = None
         answered_model = model
+        tools = ToolAssembler()
         try:
             async for event in iter_sse(_lines(response.content)):
                 if event.data.strip() == "[DONE]":
@@ -199,6 +210,8 @@ class HTTPModelClient:
                 if piece.text:
                     text.append(piece.text)
                     yield TextChunk(piece.text)
+                for fragment in piece.tools:
+                    tools.add(fragment)
                 finish = piece.finish or finish
                 usage = piece.usage or usage
                 answered_model = piece.model or answered_model
@@ -214,6 +227,8 @@ class HTTPModelClient:
                 raise ModelUnavailable("the answer stream ended before any answer")
             raise ModelStreamBroken("stream ended without a finish reason",
                                     partial="".join(text))
+        if tools:  # only whole calls leave here: a stream cut mid-call runs nothing
+            yield ToolCallsChunk(tools.calls())
         yield FinishChunk(finish, usage, answered_model)
 
 

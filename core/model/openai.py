@@ -7,6 +7,7 @@ from typing import Any
 
 from core.model.http import HTTPModelClient, ModelRequest, Piece
 from core.model.sse import ServerSentEvent
+from core.model.toolwire import chat_tool_message, chat_tools, fragments, parse_tool_calls
 from core.types import (
     ContextMessage,
     FinishChunk,
@@ -14,6 +15,7 @@ from core.types import (
     ModelChunk,
     ReasoningChunk,
     TextChunk,
+    ToolCallsChunk,
     Usage,
 )
 
@@ -47,7 +49,18 @@ def _content(message: ContextMessage) -> str | list[dict[str, Any]]:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+    prompt = raw.get("prompt_tokens_details")
+    completion = raw.get("completion_tokens_details")
+    return Usage(
+        int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+        int((prompt or {}).get("cached_tokens") or 0) if isinstance(prompt, dict) else 0,
+        int((completion or {}).get("reasoning_tokens") or 0)
+        if isinstance(completion, dict) else 0,
+    )
+
+
+def _message(message: ContextMessage) -> dict[str, Any]:
+    return chat_tool_message(message) or {"role": message.role, "content": _content(message)}
 
 
 class OpenAIClient(HTTPModelClient):
@@ -56,9 +69,15 @@ class OpenAIClient(HTTPModelClient):
     def _body(self, call: ModelCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": call.model,
-            "messages": [{"role": m.role, "content": _content(m)} for m in call.messages],
+            "messages": [_message(m) for m in call.messages],
             "stream": stream,
         }
+        if call.tools:
+            body["tools"] = chat_tools(call.tools)
+            if call.tool_choice:
+                body["tool_choice"] = call.tool_choice
+            else:
+                body["parallel_tool_calls"] = True
         if stream:
             body["stream_options"] = {"include_usage": True}
         s = call.sampling
@@ -87,6 +106,8 @@ class OpenAIClient(HTTPModelClient):
             chunks.append(ReasoningChunk(message["reasoning_content"]))
         if message.get("content"):
             chunks.append(TextChunk(message["content"]))
+        if message.get("tool_calls"):
+            chunks.append(ToolCallsChunk(parse_tool_calls(message["tool_calls"])))
         chunks.append(FinishChunk(choice.get("finish_reason") or "stop",
                                   _usage(body.get("usage")), body.get("model") or model))
         return chunks
@@ -99,5 +120,7 @@ class OpenAIClient(HTTPModelClient):
             delta = choice.get("delta") or {}
             piece.reasoning += delta.get("reasoning_content") or ""
             piece.text += delta.get("content") or ""
+            if delta.get("tool_calls"):
+                piece.tools += fragments(delta["tool_calls"])
             piece.finish = choice.get("finish_reason") or piece.finish
         return piece

@@ -56,9 +56,11 @@ from core.store.models import (
     Message,
     MessageAttachment,
     ScopeSetting,
+    ToolCallRow,
     UsageCounter,
     utcnow,
 )
+from core.store.toolcalls import StoredTool, attach_tools
 from core.types import Author, Image, Usage
 
 __all__ = ["ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
@@ -75,6 +77,7 @@ _fb: Table = Feedback.__table__  # type: ignore[assignment]
 _scope: Table = ScopeSetting.__table__  # type: ignore[assignment]
 _usage: Table = UsageCounter.__table__  # type: ignore[assignment]
 _lease: Table = InboxLease.__table__  # type: ignore[assignment]
+_tools: Table = ToolCallRow.__table__  # type: ignore[assignment]
 
 # Built once, executed with parameters: building a statement per call costs more than
 # SQLite takes to run it.
@@ -139,6 +142,7 @@ class StoredMessage(NamedTuple):
     event_id: str = ""
     images: tuple[Image, ...] = ()
     sort_key: str = ""  # the platform's order of a user message ("" where it has none)
+    tools: tuple[StoredTool, ...] = ()  # the turn's tool calls (on its user message)
 
 
 def extend_lease(conn: Connection, fence: Fence) -> bool:
@@ -182,6 +186,7 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     estimated: int = 0  # turns whose tokens chatbridge estimated (no usage reported)
+    tool_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,6 +664,7 @@ class Store:
                 break
             used += message.token_count
             picked.append(message)
+        picked = attach_tools(conn, conversation_id, picked, limits.budget_tokens - used)
         recent_turns = [m for m in picked if m.role == "user"][: limits.image_turns]
         with_images = [m.id for m in recent_turns if m.image_count]
         images = self._images_for(conn, with_images) if with_images else {}
@@ -845,6 +851,8 @@ class Store:
         if by not in keys:
             raise ValueError(f"unknown grouping {by!r}")
         key = keys[by].label("key")
+        calls = (select(func.count()).select_from(_tools)
+                 .where(_tools.c.message_id == question.c.id).scalar_subquery())
         query = (
             select(
                 key,
@@ -854,6 +862,7 @@ class Store:
                 func.coalesce(func.sum(answer.c.completion_tokens), 0).label("completion"),
                 func.sum(case((answer.c.usage_estimated.is_(True), 1), else_=0)
                          ).label("estimated"),
+                func.coalesce(func.sum(calls), 0).label("tool_calls"),
             )
             .select_from(answer)
             .join(_conv, _conv.c.id == answer.c.conversation_id)
@@ -868,7 +877,7 @@ class Store:
 
         def work(conn: Connection) -> list[UsageRow]:
             return [UsageRow(str(r.key), int(r.turns), int(r.failed or 0), int(r.prompt),
-                             int(r.completion), int(r.estimated or 0))
+                             int(r.completion), int(r.estimated or 0), int(r.tool_calls))
                     for r in conn.execute(query)]
 
         rows = await self._tx(work, "read usage")

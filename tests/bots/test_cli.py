@@ -62,7 +62,8 @@ def test_ask_json(tmp_path: Path, fake_model: FakeModelServer) -> None:
     data = json.loads(result.stdout)
     assert data["reply"] == "42" and data["conversation"] == "default"
     assert data["model"] == "qwen-plus"
-    assert data["usage"] == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+    assert data["usage"] == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13,
+                             "cached_tokens": 0, "reasoning_tokens": 0}
 
 
 def test_ask_with_image(tmp_path: Path, fake_model: FakeModelServer) -> None:
@@ -314,13 +315,14 @@ def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:
     assert by_conv.returncode == 0, by_conv.stderr
     lines = by_conv.stdout.splitlines()
     assert lines[1].split() == ["conversation", "turns", "failed", "prompt", "tokens",
-                                "completion", "tokens", "total", "tokens", "estimated"]
+                                "completion", "tokens", "total", "tokens", "estimated",
+                                "tool", "calls"]
     rows = {line.split()[0]: line.split() for line in lines[2:-2]}
-    assert rows["console:console/two"][1:7] == ["2", "1", "20", "3", "23", "0"]
+    assert rows["console:console/two"][1:8] == ["2", "1", "20", "3", "23", "0", "0"]
     three = rows["console:console/three"]
     assert three[1:3] == ["1", "0"] and int(three[3]) > 0 and three[6] == "1"
     total = lines[-2].split()
-    assert total[:3] == ["total", "4", "1"] and total[6] == "1"
+    assert total[:3] == ["total", "4", "1"] and total[6] == "1" and total[7] == "0"
     assert lines[-1].startswith("estimated: the tokens of 1 turn(s) are chatbridge's own")
     by_model = run(tmp_path, fake_model, "usage", "--by", "model", "--since", "1h")
     assert "qwen-plus" in by_model.stdout

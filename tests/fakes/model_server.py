@@ -1,4 +1,4 @@
-"""Loopback fake of the Qwen model APIs: OpenAI-compatible and DashScope native.
+"""Loopback fake of the Qwen model APIs: Chat Completions, Responses and DashScope native.
 
 Standard library only; wire formats follow /work/shared/reference/protocols.md sections A and B.
 Tests: ``with FakeModelServer() as fake: fake.enqueue(Reply(...))``.  Script (benchmark):
@@ -58,10 +58,42 @@ class Reply:
     chunk_delay: float = 0.0  # seconds between streamed events (a long answer)
     finish_reason: str = "stop"
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    # Tool calls to ask for, as (name, arguments JSON text); streamed with the arguments
+    # split into ``chunk_size`` pieces. kind="drop" hangs up halfway through them.
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown Reply kind {self.kind!r}")
+        if self.tool_calls and self.finish_reason == "stop":
+            self.finish_reason = "tool_calls"
+
+    def call_ids(self) -> list[str]:
+        """Ids of the tool calls (stable per reply object)."""
+        if not hasattr(self, "_ids"):
+            self._ids = [f"call_{uuid.uuid4().hex[:22]}" for _ in self.tool_calls]
+        return self._ids
+
+    def wire_calls(self) -> list[dict[str, Any]]:
+        """The whole tool calls, as a non-streamed answer carries them."""
+        return [{"id": cid, "type": "function", "index": i,
+                 "function": {"name": name, "arguments": args}}
+                for i, (cid, (name, args)) in enumerate(
+                    zip(self.call_ids(), self.tool_calls, strict=True))]
+
+    def call_fragments(self) -> list[list[dict[str, Any]]]:
+        """Streamed ``tool_calls`` deltas: the name first (real id), then argument pieces
+        with ``id: ""`` (as Qwen sends them), then a trailing empty-arguments delta."""
+        out: list[list[dict[str, Any]]] = []
+        for i, (cid, (name, args)) in enumerate(zip(self.call_ids(), self.tool_calls,
+                                                    strict=True)):
+            out.append([{"index": i, "id": cid, "type": "function",
+                         "function": {"name": name, "arguments": ""}}])
+            out += [[{"index": i, "id": "", "type": "function", "function": {"arguments": p}}]
+                    for p in _pieces(args, self.chunk_size)]
+            out.append([{"function": {"arguments": ""}, "index": i, "id": "",
+                         "type": "function"}])
+        return out
 
     def streamed_text(self) -> str:
         """The answer text a stream carries: all of it, or the first half for cut-off kinds."""
@@ -205,6 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = rec.json if isinstance(rec.json, dict) else {}
         if rec.path.endswith("/chat/completions"):
             api, stream = "openai", body.get("stream") is True
+        elif rec.path.endswith("/responses"):
+            api, stream = "responses", body.get("stream") is True
         elif rec.path.endswith("-generation/generation"):
             api = "native"
             stream = (rec.headers.get("x-dashscope-sse", "").lower() == "enable"
@@ -232,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(api, reply, 400, OUTPUT_BLOCKED)
         elif api == "openai":
             self._openai(reply, body, stream)
+        elif api == "responses":
+            self._responses(reply, body, stream)
         else:
             self._native(reply, body, stream, multimodal)
 
@@ -245,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         msg, rid = message or msg, str(uuid.uuid4())
         if reply.body is not None:
             err: dict[str, Any] = reply.body
-        elif api == "openai":
+        elif api in ("openai", "responses"):
             err = {"error": {"message": msg, "type": etype, "param": None, "code": code},
                    "request_id": rid}
         else:
@@ -263,6 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
             message: dict[str, Any] = {"role": "assistant", "content": reply.text}
             if reply.reasoning:
                 message["reasoning_content"] = reply.reasoning
+            if reply.tool_calls:
+                message["tool_calls"] = reply.wire_calls()
             finish = None if reply.kind == "no_finish" else reply.finish_reason
             obj = {"choices": [{"message": message, "finish_reason": finish, "index": 0,
                                 "logprobs": None}],
@@ -286,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         events += [chunk({"content": None, "reasoning_content": p})
                    for p in _pieces(reply.reasoning, size)]
         events += [chunk({"content": p}) for p in _pieces(reply.streamed_text(), size)]
+        calls = [chunk({"content": None, "tool_calls": f}) for f in reply.call_fragments()]
+        events += calls[: len(calls) // 2] if reply.kind == "drop" else calls
         if reply.kind == "ok":
             events.append(chunk({"content": ""}, reply.finish_reason))
             if (body.get("stream_options") or {}).get("include_usage") and reply.report_usage:
@@ -296,14 +336,109 @@ class _Handler(BaseHTTPRequestHandler):
                                                  "param": None, "code": _INSPECT}}) + b"\n\n"
         self._stream(reply, "text/event-stream", events, tail)
 
+    # ---------------------------------------------------------------- Responses API (F)
+    def _responses(self, reply: Reply, body: dict[str, Any], stream: bool) -> None:
+        """Model Studio's Responses API: bare-UUID ids, ``msg_`` item ids, ``x_details``;
+        streamed as ``event:…`` / ``data:…`` with no space and no ``[DONE]``."""
+        model = str(body.get("model") or "qwen3.5-plus")
+        rid = str(uuid.uuid4())
+        prompt, completion = reply.usage
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 3},
+                 "output_tokens": completion,
+                 "output_tokens_details": {"reasoning_tokens": 2 if reply.reasoning else 0},
+                 "total_tokens": prompt + completion,
+                 "x_details": [{"input_tokens": prompt, "output_tokens": completion,
+                                "total_tokens": prompt + completion,
+                                "x_billing_type": "response_api"}]}
+        items: list[dict[str, Any]] = []
+        if reply.reasoning:
+            items.append({"id": f"msg_{uuid.uuid4()}", "type": "reasoning",
+                          "summary": [{"type": "summary_text", "text": reply.reasoning}],
+                          "content": None, "encrypted_content": None, "status": None})
+        text_item = {"id": f"msg_{uuid.uuid4()}", "type": "message", "role": "assistant",
+                     "status": "completed",
+                     "content": [{"type": "output_text", "text": reply.text, "annotations": []}]}
+        if reply.text or not reply.tool_calls:
+            items.append(text_item)
+        for cid, (name, args) in zip(reply.call_ids(), reply.tool_calls, strict=True):
+            items.append({"type": "function_call", "id": f"fc_{uuid.uuid4()}", "call_id": cid,
+                          "name": name, "arguments": args, "status": "completed"})
+        status = "incomplete" if reply.finish_reason == "length" else "completed"
+        whole: dict[str, Any] = {
+            "created_at": int(time.time()), "id": rid, "model": model, "object": "response",
+            "output": items, "parallel_tool_calls": False, "status": status,
+            "tool_choice": "auto", "tools": [], "usage": usage, "error": None}
+        if status == "incomplete":
+            whole["incomplete_details"] = {"reason": "max_output_tokens"}
+        if not stream:
+            self._send_json(200, whole, reply.headers, drop=reply.kind == "drop")
+            return
+        seq = iter(range(1, 1_000_000))
+
+        def event(kind: str, **fields: Any) -> bytes:
+            data = {"sequence_number": next(seq), "type": kind, **fields}
+            return b"event:%s\ndata:%s\n\n" % (kind.encode(), _dumps(data))
+
+        size = reply.chunk_size
+        events = [event("response.created", response={**whole, "status": "queued",
+                                                       "output": [], "usage": None}),
+                  event("response.in_progress", response={**whole, "status": "in_progress",
+                                                          "output": [], "usage": None})]
+        for index, item in enumerate(items):
+            skeleton = {**item, "status": "in_progress"}
+            if item["type"] == "message":
+                skeleton["content"] = []
+            events.append(event("response.output_item.added", output_index=index,
+                                item=skeleton))
+            if item["type"] == "reasoning":
+                # DashScope streams thinking as reasoning_text deltas (protocols-2 F.4).
+                events += [event("response.reasoning_text.delta", item_id=item["id"],
+                                 output_index=index, content_index=0, delta=p)
+                           for p in _pieces(reply.reasoning, size)]
+            elif item["type"] == "message":
+                events.append(event("response.content_part.added", item_id=item["id"],
+                                    output_index=index, content_index=0,
+                                    part={"type": "output_text", "text": "",
+                                          "annotations": []}))
+                events += [event("response.output_text.delta", item_id=item["id"],
+                                 output_index=index, content_index=0, delta=p, logprobs=[])
+                           for p in _pieces(reply.streamed_text(), size)]
+                if reply.kind != "ok":
+                    continue
+                events.append(event("response.output_text.done", item_id=item["id"],
+                                    output_index=index, content_index=0, text=reply.text))
+            else:
+                pieces = [event("response.function_call_arguments.delta", item_id=item["id"],
+                                output_index=index, delta=p)
+                          for p in _pieces(item["arguments"], size)]
+                events += pieces[: len(pieces) // 2] if reply.kind == "drop" else pieces
+                if reply.kind == "drop":
+                    break
+                events.append(event("response.function_call_arguments.done",
+                                    item_id=item["id"], output_index=index,
+                                    arguments=item["arguments"]))
+            events.append(event("response.output_item.done", output_index=index, item=item))
+        tail = b""
+        if reply.kind == "ok":
+            events.append(event("response.completed", response=whole))
+        elif reply.kind == "moderation_midstream":
+            tail = event("response.failed", response={
+                **whole, "status": "failed", "output": [], "usage": None,
+                "error": {"code": "data_inspection_failed", "message": OUTPUT_BLOCKED}})
+        self._stream(reply, "text/event-stream", events, tail)
+
     # ---------------------------------------------------------------- DashScope native (B)
     def _native(self, reply: Reply, body: dict[str, Any], stream: bool, multimodal: bool) -> None:
         rid = str(uuid.uuid4())
         prompt, completion = reply.usage
 
-        def result(content: str, reasoning: str, finish: str | None, out: int) -> dict[str, Any]:
+        def result(content: str, reasoning: str, finish: str | None, out: int,
+                   calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
             c: Any = ([{"text": content}] if content else []) if multimodal else content
-            msg = {"role": "assistant", "content": c, "reasoning_content": reasoning}
+            msg: dict[str, Any] = {"role": "assistant", "content": c,
+                                   "reasoning_content": reasoning}
+            if calls:
+                msg["tool_calls"] = calls
             return {"output": {"choices": [{"finish_reason": finish, "message": msg}]},
                     "usage": {"input_tokens": prompt, "output_tokens": out,
                               "total_tokens": prompt + out},
@@ -311,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         if not stream:
             finish = None if reply.kind == "no_finish" else reply.finish_reason
-            obj = result(reply.text, reply.reasoning, finish, completion)
+            obj = result(reply.text, reply.reasoning, finish, completion, reply.wire_calls())
             self._send_json(200, obj, reply.headers, drop=reply.kind == "drop")
             return
 
@@ -319,14 +454,20 @@ class _Handler(BaseHTTPRequestHandler):
         size, text = reply.chunk_size, reply.streamed_text()
         steps = [(p, "") for p in _pieces(reply.reasoning, size)]  # (reasoning, content) pieces
         steps += [("", p) for p in _pieces(text, size)] or [("", "")]
-        n, share = len(steps), 1.0 if reply.kind in ("ok", "no_finish") else 0.5
+        # Tool-call fragments ride on their own frames, after the text (incremental only).
+        calls = reply.call_fragments()
+        if reply.kind == "drop":
+            calls = calls[: len(calls) // 2]
+        frames: list[tuple[str, str, list[dict[str, Any]] | None]] = [
+            (r, c, None) for r, c in steps] + [("", "", f) for f in calls]
+        n, share = len(frames), 1.0 if reply.kind in ("ok", "no_finish") else 0.5
         events, reasoning_so_far, content_so_far = [], "", ""
-        for i, (r_piece, c_piece) in enumerate(steps, 1):
+        for i, (r_piece, c_piece, fragment) in enumerate(frames, 1):
             reasoning_so_far += r_piece
             content_so_far += c_piece
             finish = reply.finish_reason if reply.kind == "ok" and i == n else "null"
             out = round(completion * share * i / n)  # cumulative usage on every event
-            data = (result(c_piece, r_piece, finish, out) if incremental
+            data = (result(c_piece, r_piece, finish, out, fragment) if incremental
                     else result(content_so_far, reasoning_so_far, finish, out))
             events.append(b"id:%d\nevent:result\n:HTTP_STATUS/200\ndata:%s\n\n"
                           % (i, _dumps(data)))

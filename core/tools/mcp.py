@@ -273,7 +273,7 @@ class McpServers:
         try:
             await asyncio.gather(*(s.ready.wait() for s in self._servers))
             for name, why in self.failures.items():
-                log.warning("MCP server %r did not start (%s); its tools are left out",
+                log.error("MCP server %r did not start (%s); its tools are left out",
                             name, why)
             yield self
         finally:

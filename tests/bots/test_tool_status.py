@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-import httpx
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.console.ask import stream_turn
@@ -20,7 +20,7 @@ from tests.fakes.model_server import FakeModelServer, Reply
 
 async def test_console_prints_a_dim_status_line(engine: AsyncEngine,
                                                 fake_model: FakeModelServer) -> None:
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         model = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=5)
         service = ChatService(store=open_store(engine), model=model, options=ServiceOptions(
             model="qwen-plus", profiles={"default": Profile(tools=("current_time",))},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-import httpx
+import aiohttp
 import pytest
 from PIL import Image as PILImage
 
@@ -26,7 +26,7 @@ def _call(model: str) -> ModelCall:
                              ContextMessage("user", "what colour?", (image,))))
 
 
-def _gate(http: httpx.AsyncClient, fake: FakeModelServer, vision: Vision) -> ImageGate:
+def _gate(http: aiohttp.ClientSession, fake: FakeModelServer, vision: Vision) -> ImageGate:
     inner = OpenAIClient(http, base_url=fake.openai_base, api_key=None, timeout=5)
     return ImageGate(RetryingClient(inner, RetryPolicy(max_attempts=1)), vision)
 
@@ -46,7 +46,7 @@ def test_guesses_from_the_name(name: str, expected: bool | None) -> None:
     assert guess_takes_images(name) is expected
 
 
-async def test_text_only_model_gets_placeholders(http: httpx.AsyncClient,
+async def test_text_only_model_gets_placeholders(http: aiohttp.ClientSession,
                                                  fake_model: FakeModelServer) -> None:
     fake_model.enqueue(Reply(text="It is text."))
     chunks = await collect(_gate(http, fake_model, Vision({"qwen-max": False})).stream(
@@ -57,7 +57,7 @@ async def test_text_only_model_gets_placeholders(http: httpx.AsyncClient,
 
 
 async def test_unknown_model_that_refuses_images_is_asked_again_then_text_only(
-        http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     vision = Vision()
     fake_model.enqueue(
         Reply(kind="error", status=400,
@@ -73,7 +73,7 @@ async def test_unknown_model_that_refuses_images_is_asked_again_then_text_only(
 
 
 async def test_known_vision_model_outage_is_not_blamed_on_images(
-        http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     vision = Vision()
     fake_model.enqueue(Reply(kind="error", status=503))
     with pytest.raises(ModelUnavailable):

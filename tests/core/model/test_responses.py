@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import pytest
 
 from core.errors import ModelRefused, ModelUnavailable
@@ -26,7 +26,7 @@ from tests.fakes.model_server import FakeModelServer, Reply
 
 @pytest.fixture
 async def client(fake_model: FakeModelServer) -> AsyncIterator[ResponsesClient]:
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         yield ResponsesClient(http, base_url=fake_model.openai_base, api_key="sk-test", timeout=5)
 
 

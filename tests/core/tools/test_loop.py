@@ -1,4 +1,4 @@
-"""The tool loop end to end: ChatService, real store (both databases), real httpx, the
+"""The tool loop end to end: ChatService, real store (both databases), real aiohttp, the
 loopback model server scripting tool calls on Chat Completions and DashScope native."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -90,7 +90,8 @@ def tools() -> Tools:
     return Tools()
 
 
-def make_service(engine: AsyncEngine, fake: FakeModelServer, tools: Tools, http: httpx.AsyncClient,
+def make_service(engine: AsyncEngine, fake: FakeModelServer, tools: Tools,
+                 http: aiohttp.ClientSession,
                  *, api: str = "openai", stream: bool = True, **profile: Any) -> ChatService:
     if api == "openai":
         inner: Any = OpenAIClient(http, base_url=fake.openai_base, api_key="k", timeout=5)
@@ -111,8 +112,8 @@ def make_service(engine: AsyncEngine, fake: FakeModelServer, tools: Tools, http:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
         yield client
 
 
@@ -157,7 +158,7 @@ def context_of(body: dict[str, Any]) -> list[Any]:
 @pytest.mark.parametrize("api", ["openai", "dashscope"])
 async def test_call_split_over_chunks_then_second_round(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
-        http: httpx.AsyncClient, api: str) -> None:
+        http: aiohttp.ClientSession, api: str) -> None:
     service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 20, "b": 22}')], chunk_size=2),
                        Reply(text="It is 42."))
@@ -180,7 +181,7 @@ async def test_call_split_over_chunks_then_second_round(
 
 @pytest.mark.parametrize("api", APIS)
 async def test_non_streamed_tool_call(engine: AsyncEngine, fake_model: FakeModelServer,
-                                      tools: Tools, http: httpx.AsyncClient, api: str) -> None:
+                                      tools: Tools, http: aiohttp.ClientSession, api: str) -> None:
     service = make_service(engine, fake_model, tools, http, stream=False, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 1, "b": 2}')]),
                        Reply(text="3"))
@@ -191,7 +192,7 @@ async def test_non_streamed_tool_call(engine: AsyncEngine, fake_model: FakeModel
 
 @pytest.mark.parametrize("api", APIS)
 async def test_parallel_calls_run_concurrently(engine: AsyncEngine, fake_model: FakeModelServer,
-                                               tools: Tools, http: httpx.AsyncClient,
+                                               tools: Tools, http: aiohttp.ClientSession,
                                                api: str) -> None:
     service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[("meet", '{"who": "Ann"}'),
@@ -215,7 +216,7 @@ async def test_parallel_calls_run_concurrently(engine: AsyncEngine, fake_model: 
 @pytest.mark.parametrize("api", APIS)
 async def test_failures_are_results_the_model_reads(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
-        http: httpx.AsyncClient, call: tuple[str, str], expected: str, api: str) -> None:
+        http: aiohttp.ClientSession, call: tuple[str, str], expected: str, api: str) -> None:
     service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[call]), Reply(text="Sorry, that failed."))
     events = await ask(service, "try it")
@@ -229,7 +230,7 @@ async def test_failures_are_results_the_model_reads(
 @pytest.mark.parametrize("api", APIS)
 async def test_round_limit_gives_a_clear_message(engine: AsyncEngine,
                                                  fake_model: FakeModelServer, tools: Tools,
-                                                 http: httpx.AsyncClient, api: str) -> None:
+                                                 http: aiohttp.ClientSession, api: str) -> None:
     service = make_service(engine, fake_model, tools, http, max_tool_rounds=2, api=api)
     fake_model.default = Reply(text="", tool_calls=[("add", '{"a": 1, "b": 1}')])
     events = await ask(service, "loop forever")
@@ -245,7 +246,7 @@ async def test_round_limit_gives_a_clear_message(engine: AsyncEngine,
 @pytest.mark.parametrize("api", APIS)
 async def test_drop_mid_tool_call_runs_nothing_partial(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
-        http: httpx.AsyncClient, api: str) -> None:
+        http: aiohttp.ClientSession, api: str) -> None:
     service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(kind="drop", text="", tool_calls=[("add", '{"a": 5, "b": 6}')],
                              chunk_size=2),
@@ -258,7 +259,7 @@ async def test_drop_mid_tool_call_runs_nothing_partial(
 
 @pytest.mark.parametrize("api", APIS)
 async def test_moderation_after_a_tool_result(engine: AsyncEngine, fake_model: FakeModelServer,
-                                              tools: Tools, http: httpx.AsyncClient,
+                                              tools: Tools, http: aiohttp.ClientSession,
                                               api: str) -> None:
     service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 1, "b": 1}')]),
@@ -269,7 +270,7 @@ async def test_moderation_after_a_tool_result(engine: AsyncEngine, fake_model: F
 
 async def test_calls_are_stored_and_replayed_next_turn(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
-        http: httpx.AsyncClient) -> None:
+        http: aiohttp.ClientSession) -> None:
     service = make_service(engine, fake_model, tools, http)
     fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 1, "b": 2}'),
                                                   ("boom", "{}")]),
@@ -298,7 +299,7 @@ async def test_calls_are_stored_and_replayed_next_turn(
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_responses_api_runs_the_loop(engine: AsyncEngine, fake_model: FakeModelServer,
-                                           tools: Tools, http: httpx.AsyncClient,
+                                           tools: Tools, http: aiohttp.ClientSession,
                                            stream: bool) -> None:
     service = make_service(engine, fake_model, tools, http, api="responses", stream=stream)
     fake_model.enqueue(Reply(text="", tool_calls=[("add", '{"a": 2, "b": 2}')], chunk_size=2),
@@ -318,7 +319,7 @@ async def test_responses_api_runs_the_loop(engine: AsyncEngine, fake_model: Fake
 
 
 async def test_turn_deadline_bounds_the_loop(engine: AsyncEngine, fake_model: FakeModelServer,
-                                             tools: Tools, http: httpx.AsyncClient) -> None:
+                                             tools: Tools, http: aiohttp.ClientSession) -> None:
     service = make_service(engine, fake_model, tools, http, tool_timeout_seconds=30)
     service._options = replace(service._options, turn_seconds=0.5)
     fake_model.default = Reply(text="", tool_calls=[("slow", "{}")])
@@ -331,7 +332,7 @@ async def test_turn_deadline_bounds_the_loop(engine: AsyncEngine, fake_model: Fa
 
 
 async def test_thinking_with_tools_is_kept_apart(engine: AsyncEngine, fake_model: FakeModelServer,
-                                                 tools: Tools, http: httpx.AsyncClient) -> None:
+                                                 tools: Tools, http: aiohttp.ClientSession) -> None:
     service = make_service(engine, fake_model, tools, http)
     fake_model.enqueue(Reply(text="", reasoning="I should add them.",
                              tool_calls=[("add", '{"a": 1, "b": 2}')]),
@@ -348,7 +349,7 @@ async def test_thinking_with_tools_is_kept_apart(engine: AsyncEngine, fake_model
 
 async def test_old_tool_results_leave_the_budget_with_a_placeholder(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
-        http: httpx.AsyncClient) -> None:
+        http: aiohttp.ClientSession) -> None:
     service = make_service(engine, fake_model, tools, http, context_tokens=300)
     big = '{"a": 1, "b": 2}'
     fake_model.enqueue(Reply(text="", tool_calls=[("add", big)]), Reply(text="3"))
@@ -374,7 +375,7 @@ async def _big_add(args: dict[str, Any], ctx: ToolContext) -> str:
 @pytest.mark.parametrize("api", APIS)
 async def test_text_before_the_calls_is_replayed_with_its_round(
         engine: AsyncEngine, fake_model: FakeModelServer, tools: Tools,
-        http: httpx.AsyncClient, api: str) -> None:
+        http: aiohttp.ClientSession, api: str) -> None:
     service = make_service(engine, fake_model, tools, http, api=api)
     fake_model.enqueue(Reply(text="Let me add. ", tool_calls=[("add", '{"a": 1, "b": 2}')]),
                        Reply(text="It is 3."))

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -95,7 +95,7 @@ async def test_tools_are_listed_and_called_through_the_loop(
     assert "ctx" not in tools["t__whoami"].parameters["properties"]
     profile = Profile(tools=("mcp:t/add", "mcp:t/sleepy", "mcp:t/fail"),
                       tool_timeout_seconds=1.5)
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         model = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=10)
         service = ChatService(store=open_store(engine), model=model, options=ServiceOptions(
             model="qwen-plus", profiles={"default": profile},
@@ -123,7 +123,7 @@ async def test_tools_are_listed_and_called_through_the_loop(
 async def test_a_server_that_dies_mid_call_does_not_hang_the_turn(
         engine: AsyncEngine, fake_model: FakeModelServer) -> None:
     async with McpServers((stdio_config(),)).running() as servers, \
-            httpx.AsyncClient() as http:
+            aiohttp.ClientSession() as http:
         model = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=10)
         profile = Profile(tools=("mcp:t/*",), tool_timeout_seconds=10)
         service = ChatService(store=open_store(engine), model=model, options=ServiceOptions(
@@ -197,7 +197,7 @@ async def test_a_server_that_fails_to_start_is_one_line(caplog: pytest.LogCaptur
         assert "No such file" in servers.failures["broken"]
         assert servers.failures["mute"] == "no answer within 1 s"
         assert {t.source for t in servers.tools()} == {"mcp:t"}
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(w.startswith("MCP server 'broken' did not start") for w in warnings)
     assert all("\n" not in w for w in warnings)
 

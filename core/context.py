@@ -1,4 +1,5 @@
-"""Build what the model sees: the profile's system prompt, then the stored turns."""
+"""Build what the model sees: the profile's system prompt (+ the rolling summary), then the
+stored turns."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import Sequence
 
 from core.profiles import Profile
 from core.store import StoredMessage
+from core.store.summaries import SUMMARY_ROLE
 from core.types import ContextMessage, Role
 
-__all__ = ["build_messages"]
+__all__ = ["SUMMARY_HEADING", "build_messages"]
+
+SUMMARY_HEADING = "Summary of the earlier conversation (older messages are not shown):"
 
 
 def _placeholder(count: int) -> str:
@@ -20,7 +24,11 @@ def build_messages(
     profile: Profile, history: Sequence[StoredMessage], *, show_authors: bool = False
 ) -> tuple[ContextMessage, ...]:
     """System prompt plus history (oldest first); old images become a placeholder."""
-    messages = [ContextMessage("system", profile.system_prompt)]
+    system = profile.system_prompt
+    if history and history[0].role == SUMMARY_ROLE:
+        system = f"{system}\n\n{SUMMARY_HEADING}\n{history[0].text}"
+        history = history[1:]
+    messages = [ContextMessage("system", system)]
     for stored in history:
         text = stored.text
         if stored.image_count and len(stored.images) < stored.image_count:

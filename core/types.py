@@ -62,6 +62,9 @@ class Usage:
     completion_tokens: int = 0
     # Counted by chatbridge because the server reported none (llama.cpp streaming).
     estimated: bool = False
+    # Of prompt_tokens: read from the provider's context cache, and written into it.
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -95,6 +98,9 @@ class ModelCall:
     model: str
     messages: tuple[ContextMessage, ...]
     sampling: Sampling = field(default_factory=Sampling)
+    # Mark the stable prefix for the provider's context cache: True, False, or None (where
+    # the model has explicit caching, core.model.cache).
+    cache: bool | None = False
 
 
 # ---- what a model client yields ------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from core.model.cache import cached_usage
 from core.model.http import HTTPModelClient, Piece
 from core.model.openai import image_data_url, sends_thinking_flag
 from core.model.sse import ServerSentEvent
@@ -58,7 +59,9 @@ def _status_of(comment: str) -> int:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0))
+    cached, created = cached_usage(raw)
+    return Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0),
+                 cached_tokens=cached, cache_creation_tokens=created)
 
 
 class DashScopeClient(HTTPModelClient):

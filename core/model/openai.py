@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from core.model.cache import cached_usage, mark, uses_cache
 from core.model.http import HTTPModelClient, Piece
 from core.model.sse import ServerSentEvent
 from core.types import (
@@ -49,7 +50,21 @@ def _content(message: ContextMessage) -> str | list[dict[str, Any]]:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+    cached, created = cached_usage(raw)
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+                 cached_tokens=cached, cache_creation_tokens=created)
+
+
+def _messages(call: ModelCall) -> list[dict[str, Any]]:
+    """The messages of the body; with caching, the system message (prompt + summary) and
+    the newest user message are marked (the multi-turn recipe of protocols-2 H.2: the next
+    turn finds this one's prefix within 20 blocks back)."""
+    messages = [{"role": m.role, "content": _content(m)} for m in call.messages]
+    if uses_cache(call.model, call.cache) and messages:
+        users = [i for i, m in enumerate(call.messages) if m.role == "user"]
+        for i in sorted({0, *users[-1:]}):
+            mark(messages[i])
+    return messages
 
 
 class OpenAIClient(HTTPModelClient):
@@ -58,7 +73,7 @@ class OpenAIClient(HTTPModelClient):
     def _body(self, call: ModelCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": call.model,
-            "messages": [{"role": m.role, "content": _content(m)} for m in call.messages],
+            "messages": _messages(call),
             "stream": stream,
         }
         if stream:

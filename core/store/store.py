@@ -57,6 +57,7 @@ from core.store.models import (
     UsageCounter,
     utcnow,
 )
+from core.store.summaries import SUMMARY_ROLE, read_memory
 from core.types import Author, Image, Usage
 
 __all__ = ["ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow"]
@@ -222,7 +223,7 @@ class Store:
         self._engine = engine
         self._sync = sync_engine
         self._inline = inline_engine
-        self._windows: OrderedDict[int, tuple[int, list[StoredMessage]]] | None = (
+        self._windows: OrderedDict[int, tuple[tuple[int, int], list[StoredMessage]]] | None = (
             OrderedDict() if engine.dialect.name == "sqlite" else None
         )
         self._windows_lock = threading.Lock()
@@ -471,6 +472,8 @@ class Store:
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "usage_estimated": usage.estimated if usage else None,
+            "cached_tokens": usage.cached_tokens if usage else None,
+            "cache_creation_tokens": usage.cache_creation_tokens if usage else None,
             "latency_ms": latency_ms,
             "status": status,
             "error": error,
@@ -549,7 +552,7 @@ class Store:
         )
 
     def _window(
-        self, conn: Connection, conversation_id: int, limit: int
+        self, conn: Connection, conversation_id: int, limit: int, epoch: int = 0
     ) -> list[StoredMessage]:
         """The newest ``limit`` usable messages, newest first.
 
@@ -562,7 +565,8 @@ class Store:
             return [_stored(row) for row in conn.execute(_CONTEXT, params)]
         with self._windows_lock:
             cached = self._windows.get(conversation_id)
-        if cached is not None and cached[0] == limit:
+        # (epoch: prune/forget deleted messages of the conversation, maybe in another process)
+        if cached is not None and cached[0] == (limit, epoch):
             after = cached[1][0].id if cached[1] else 0
             fresh = [_stored(row)
                      for row in conn.execute(_CONTEXT_AFTER, {**params, "p_after": after})]
@@ -570,7 +574,7 @@ class Store:
         else:
             window = [_stored(row) for row in conn.execute(_CONTEXT, params)]
         with self._windows_lock:
-            self._windows[conversation_id] = (limit, window)
+            self._windows[conversation_id] = ((limit, epoch), window)
             self._windows.move_to_end(conversation_id)
             while len(self._windows) > WINDOW_CACHE_SIZE:
                 self._windows.popitem(last=False)
@@ -588,10 +592,19 @@ class Store:
         """
         picked: list[StoredMessage] = []
         used = 0
-        for message in self._window(conn, conversation_id, limits.max_messages):
+        # The rolling summary stands for the messages it covers (core.memory).
+        memory = read_memory(conn, conversation_id)
+        covers = memory.covers_message_id if memory else 0
+        summary = (StoredMessage(covers, SUMMARY_ROLE, memory.summary, "", memory.summary_tokens,
+                                 0) if memory and memory.summary else None)
+        budget = limits.budget_tokens - (summary.token_count if summary else 0)
+        for message in self._window(conn, conversation_id, limits.max_messages,
+                                    memory.epoch if memory else 0):
+            if message.id <= covers:
+                break
             if current_id is not None and message.role == "user" and message.id > current_id:
                 continue
-            if picked and used + message.token_count > limits.budget_tokens:
+            if picked and used + message.token_count > budget:
                 break
             used += message.token_count
             picked.append(message)
@@ -601,9 +614,10 @@ class Store:
         asked = {m.event_id: m.id for m in picked if m.role == "user" and m.event_id}
         picked.sort(key=lambda m: (asked.get(m.event_id, m.id) if m.role != "user" else m.id,
                                    m.role != "user", m.id))
-        if not images:
-            return picked
-        return [m._replace(images=tuple(images[m.id])) if m.id in images else m for m in picked]
+        if images:
+            picked = [m._replace(images=tuple(images[m.id])) if m.id in images else m
+                      for m in picked]
+        return [summary, *picked] if summary else picked
 
     @staticmethod
     def _images_for(conn: Connection, message_ids: list[int]) -> dict[int, list[Image]]:

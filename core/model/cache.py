@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EXPLICIT_CACHE_MODELS", "MARK", "cached_usage", "mark", "uses_cache"]
+from core.tokens import image_tokens
+from core.types import ContextMessage
+
+__all__ = [
+    "EXPLICIT_CACHE_MODELS", "MARK", "MIN_CACHE_TOKENS", "cached_usage", "mark", "uses_cache",
+    "worth_caching",
+]
 
 # protocols-2 H.2 (International): not the snapshot or -latest names of these models.
 EXPLICIT_CACHE_MODELS = frozenset({
@@ -12,6 +19,18 @@ EXPLICIT_CACHE_MODELS = frozenset({
     "qwen3-coder-plus", "qwen3-coder-flash", "qwen3-vl-plus", "deepseek-v3.2",
 })
 MARK: dict[str, str] = {"type": "ephemeral"}
+MIN_CACHE_TOKENS = 1024  # an explicit cache is created only for a prefix this long (H.1)
+
+
+def worth_caching(prefix: Sequence[ContextMessage]) -> bool:
+    """Whether a prefix may reach the cache's minimum: a text token is at least one
+    character, so a shorter one cannot (and is sent unmarked, as plain strings)."""
+    size = 0
+    for message in prefix:
+        size += len(message.text) + sum(image_tokens(i) for i in message.images)
+        if size >= MIN_CACHE_TOKENS:
+            return True
+    return False
 
 
 def uses_cache(model: str, setting: bool | None) -> bool:

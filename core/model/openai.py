@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from core.model.cache import cached_usage, mark, uses_cache
+from core.model.cache import cached_usage, mark, uses_cache, worth_caching
 from core.model.http import HTTPModelClient, Piece
 from core.model.sse import ServerSentEvent
 from core.types import (
@@ -63,7 +63,8 @@ def _messages(call: ModelCall) -> list[dict[str, Any]]:
     if uses_cache(call.model, call.cache) and messages:
         users = [i for i, m in enumerate(call.messages) if m.role == "user"]
         for i in sorted({0, *users[-1:]}):
-            mark(messages[i])
+            if worth_caching(call.messages[: i + 1]):
+                mark(messages[i])
     return messages
 
 

@@ -48,7 +48,8 @@ async def test_private_chat_streams_a_draft_then_sends_one_message(bot: Bot) -> 
     assert api.calls_to("sendChatAction")[0].get("action") == "typing"
     assert bot.model_texts() == ["hi there"]
     commands = api.calls_to("setMyCommands")[0].get("commands")
-    assert [c["command"] for c in commands] == ["start", "help", "reset", "model"]
+    assert [c["command"] for c in commands] == ["start", "help", "reset", "summary", "compact",
+                                               "model"]
     assert api.calls_to("getUpdates")[0].get("allowed_updates") == ["message",
                                                                    "business_message"]
 

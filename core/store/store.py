@@ -161,6 +161,9 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     estimated: int = 0  # turns whose tokens chatbridge estimated (no usage reported)
+    cached_tokens: int = 0  # of prompt_tokens: read from the provider's context cache
+    cache_creation_tokens: int = 0  # of prompt_tokens: written into it
+    model: str = ""  # the answers' model (rows come per key and model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -769,7 +772,8 @@ class Store:
         await self._tx(work, "store the model choice")
 
     async def usage(self, *, since: datetime, by: str) -> list[UsageRow]:
-        """Turns and tokens since ``since``, grouped by ``user``, ``conversation`` or ``model``.
+        """Turns and tokens since ``since``, grouped by ``user``, ``conversation`` or
+        ``model``, and within each by model (for the cost).
 
         A turn is an assistant message; its tokens are what the model reported, or our
         estimate where it reported none (counted in ``estimated``).
@@ -793,6 +797,9 @@ class Store:
                 func.coalesce(func.sum(answer.c.completion_tokens), 0).label("completion"),
                 func.sum(case((answer.c.usage_estimated.is_(True), 1), else_=0)
                          ).label("estimated"),
+                func.coalesce(func.sum(answer.c.cached_tokens), 0).label("cached"),
+                func.coalesce(func.sum(answer.c.cache_creation_tokens), 0).label("created"),
+                keys["model"].label("model"),
             )
             .select_from(answer)
             .join(_conv, _conv.c.id == answer.c.conversation_id)
@@ -800,14 +807,15 @@ class Store:
                                  question.c.event_id == answer.c.event_id,
                                  question.c.role == "user"), isouter=True)
             .where(answer.c.role == "assistant", answer.c.created_at >= since)
-            .group_by(key)
+            .group_by(key, keys["model"])
             .order_by(func.coalesce(func.sum(answer.c.prompt_tokens), 0)
                       + func.coalesce(func.sum(answer.c.completion_tokens), 0), key)
         )
 
         def work(conn: Connection) -> list[UsageRow]:
             return [UsageRow(str(r.key), int(r.turns), int(r.failed or 0), int(r.prompt),
-                             int(r.completion), int(r.estimated or 0))
+                             int(r.completion), int(r.estimated or 0), int(r.cached),
+                             int(r.created), str(r.model))
                     for r in conn.execute(query)]
 
         rows = await self._tx(work, "read usage")

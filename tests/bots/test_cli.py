@@ -310,13 +310,17 @@ def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:
     run(tmp_path, fake_model, "ask", "--conversation", "two", "again")
     run(tmp_path, fake_model, "ask", "--conversation", "three", "hi")  # no usage reported
     env = {"CHATBRIDGE_MODEL_BASE_URL": "https://example.invalid/v1"}  # no key needed here
+    (tmp_path / "chatbridge.toml").write_text(
+        '[prices.qwen-plus]\ninput = 1000\ncached_input = 100\noutput = 10000\n')
     by_conv = run(tmp_path, fake_model, "usage", "--by", "conversation", **env)
     assert by_conv.returncode == 0, by_conv.stderr
     lines = by_conv.stdout.splitlines()
     assert lines[1].split() == ["conversation", "turns", "failed", "prompt", "tokens",
-                                "completion", "tokens", "total", "tokens", "estimated"]
+                                "completion", "tokens", "total", "tokens", "estimated",
+                                "cached", "tokens", "cache", "writes", "cost"]
     rows = {line.split()[0]: line.split() for line in lines[2:-2]}
     assert rows["console:console/two"][1:7] == ["2", "1", "20", "3", "23", "0"]
+    assert rows["console:console/two"][7:] == ["0", "0", "0.050000"]  # 20 x 1000 + 3 x 10000
     three = rows["console:console/three"]
     assert three[1:3] == ["1", "0"] and int(three[3]) > 0 and three[6] == "1"
     total = lines[-2].split()
@@ -456,3 +460,47 @@ def test_help_describes_options_and_defaults() -> None:
     assert "(default: 8443)" in sub.choices["telegram"].format_help()
     assert "(default: 8080)" in sub.choices["local-model"].format_help()
     assert "Exit codes" in parser.format_help()
+
+
+def test_chat_summary_and_compact(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    fake_model.enqueue(Reply(text="noted"), Reply(text="it is 9"))
+    result = run(tmp_path, fake_model, "chat", "--conversation", "m",
+                 stdin="/summary\nFACT: the answer is 9\n/compact\n/summary\n/compact x\n"
+                 "what is the answer?\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "No summary yet" in out and "Compacted" in out
+    assert "FACT: the answer is 9" in out and "/compact takes nothing after it" in out
+    last = fake_model.requests[-1].json["messages"]
+    assert [m["role"] for m in last] == ["system", "user"]
+    assert "FACT: the answer is 9" in last[0]["content"]
+
+
+def test_prompt_cache_tokens_and_cost_in_usage(tmp_path: Path,
+                                                fake_model: FakeModelServer) -> None:
+    prompt = "You answer questions about the handbook. " + "Rule: be kind. " * 400
+    (tmp_path / "chatbridge.toml").write_text(
+        '[prices.qwen-plus]\ninput = 1000\ncached_input = 100\noutput = 10000\n'
+        '[prices."qwen-max"]\ninput = 1\noutput = 1\n')
+    for text in ("first question", "second question"):
+        result = run(tmp_path, fake_model, "ask", "--conversation", "c", "--json", text,
+                     CHATBRIDGE_SYSTEM_PROMPT=prompt)
+        assert result.returncode == 0, result.stderr
+    first, second = (r.json for r in fake_model.requests[-2:])
+    system = second["messages"][0]["content"]
+    assert system[-1]["cache_control"] == {"type": "ephemeral"}  # the stable prefix
+    assert second["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    out = run(tmp_path, fake_model, "usage", "--by", "model",
+              CHATBRIDGE_MODEL_BASE_URL="https://example.invalid/v1").stdout.splitlines()
+    row = next(line.split() for line in out if line.startswith("qwen-plus"))
+    prompt_tokens, cached, created = int(row[3]), int(row[7]), int(row[8])
+    assert cached > 1024 and created > 1024  # written by the first turn, read by the second
+    plain = prompt_tokens - cached - created
+    expected = (plain * 1000 + cached * 100 + created * 1250 + int(row[4]) * 10000) / 1e6
+    assert row[9] == f"{expected:.6f}"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "chatbridge.toml").write_text('[prices.qwen-plus]\ninput = "cheap"\noutput = 1\n')
+    failed = run(bad, fake_model, "usage")
+    assert failed.returncode == 2 and "[prices.qwen-plus]: input" in one_clean_line(
+        failed.stderr)

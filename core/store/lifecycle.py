@@ -141,6 +141,10 @@ async def prune(store: Store, *, before: datetime, dry_run: bool = False,
             break
     if profiles is None:
         await store.run(lambda c: _old_bookkeeping(c, before, removed), "prune old events")
+    for kind in ("messages", "attachments", "feedback", "conversations"):
+        removed.counts.setdefault(kind, 0)
+    if not keep_summaries:
+        removed.counts.setdefault("summaries", 0)
     return removed
 
 

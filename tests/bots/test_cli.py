@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import io
 import json
 import os
@@ -486,7 +487,7 @@ def test_prompt_cache_tokens_and_cost_in_usage(tmp_path: Path,
         result = run(tmp_path, fake_model, "ask", "--conversation", "c", "--json", text,
                      CHATBRIDGE_SYSTEM_PROMPT=prompt)
         assert result.returncode == 0, result.stderr
-    first, second = (r.json for r in fake_model.requests[-2:])
+    second = fake_model.requests[-1].json
     system = second["messages"][0]["content"]
     assert system[-1]["cache_control"] == {"type": "ephemeral"}  # the stable prefix
     assert second["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
@@ -504,3 +505,21 @@ def test_prompt_cache_tokens_and_cost_in_usage(tmp_path: Path,
     failed = run(bad, fake_model, "usage")
     assert failed.returncode == 2 and "[prices.qwen-plus]: input" in one_clean_line(
         failed.stderr)
+
+
+def test_prune_and_forget_commands(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    run(tmp_path, fake_model, "ask", "--conversation", "p", "hello there")
+    offline = {"CHATBRIDGE_MODEL_BASE_URL": "https://example.invalid/v1"}
+    dry = run(tmp_path, fake_model, "prune", "--older-than", "0d", "--dry-run", **offline)
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete 2 messages" in dry.stdout
+    user = getpass.getuser()
+    gone = run(tmp_path, fake_model, "forget", "--user", f"console:{user}", **offline)
+    assert gone.returncode == 0, gone.stderr
+    assert "deleted 2 messages" in gone.stdout and "deleted 0 feedback" in gone.stdout
+    pruned = run(tmp_path, fake_model, "prune", "--older-than", "0d", **offline)
+    assert "deleted 0 messages" in pruned.stdout and "inbound events" in pruned.stdout
+    bad = run(tmp_path, fake_model, "forget", "--user", "irc:bob", **offline)
+    assert bad.returncode == 2 and "PLATFORM:ID" in one_clean_line(bad.stderr)
+    bad = run(tmp_path, fake_model, "prune", "--older-than", "ninety", **offline)
+    assert bad.returncode == 2 and "--older-than" in one_clean_line(bad.stderr)

@@ -153,7 +153,9 @@ async def test_one_summariser_per_conversation_across_replicas(
     fake_model.summary_replies.append(Reply(kind="ok", text="FACT: first", delay=1.0))
     compacting = asyncio.create_task(one.compact(platform="console", scope=SCOPE,
                                                  profile=None))
-    while not summary_requests(fake_model):
+    for _ in range(1000):  # until the first replica's summary call reaches the model
+        if summary_requests(fake_model):
+            break
         await asyncio.sleep(0.01)
     answer = await two.compact(platform="console", scope=SCOPE, profile=None)
     assert "being written right now" in answer

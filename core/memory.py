@@ -34,6 +34,7 @@ from core.types import ContextMessage, ModelCall, Sampling, TextChunk
 __all__ = ["SUMMARY_INSTRUCTIONS", "MemoryOptions", "Outcome", "Summariser"]
 
 log = logging.getLogger(__name__)
+COVERED_KEPT = 10_000  # conversations whose newest summarised id is remembered here
 
 SUMMARY_INSTRUCTIONS = (
     "You keep the running summary of a chat between people and an assistant. Merge the "
@@ -80,6 +81,7 @@ class Summariser:
         self._counter = counter
         self._options = options or MemoryOptions()
         self._tasks: dict[int, asyncio.Task[Outcome]] = {}
+        self._covered: dict[int, int] = {}  # conversation → newest id summarised here
 
     @property
     def options(self) -> MemoryOptions:
@@ -93,8 +95,11 @@ class Summariser:
         o = self._options
         if not o.enabled or conversation_id in self._tasks:
             return False
-        tokens = sum(m.token_count for m in history)
-        count = sum(1 for m in history if m.role != SUMMARY_ROLE)
+        # A context loaded while a summary was being written still holds what it covers.
+        covered = self._covered.get(conversation_id, 0)
+        recent = [m for m in history if m.role == SUMMARY_ROLE or m.id > covered]
+        tokens = sum(m.token_count for m in recent)
+        count = sum(1 for m in recent if m.role != SUMMARY_ROLE)
         if tokens < o.threshold * budget and count < o.threshold * max_messages:
             return False
         task = asyncio.get_running_loop().create_task(self._background(
@@ -168,6 +173,10 @@ class Summariser:
                                                      "release the summary"))
             raise
         await self._store.run(lambda c: sql.release(c, claimed), "release the summary")
+        if written:
+            self._covered[conversation_id] = covers
+            while len(self._covered) > COVERED_KEPT:
+                self._covered.pop(next(iter(self._covered)))
         return Outcome("written" if written else "nothing", summary, covers)
 
     async def _failed(self, claimed: Claimed, err: ChatbridgeError) -> None:

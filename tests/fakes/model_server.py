@@ -142,8 +142,9 @@ def content_blocks(body: dict[str, Any]) -> list[tuple[str, Any, int, bool]]:
         if "cache_control" in message:
             raise ValueError("cache_control must be set on a content part")
         role, content = str(message.get("role")), message.get("content")
-        if isinstance(content, str) or content is None:
-            blocks.append((role, content or "", count_tokens(content or ""), False))
+        if isinstance(content, str) or content is None:  # the same tokens as one text part
+            text = content or ""
+            blocks.append((role, {"type": "text", "text": text}, count_tokens(text), False))
             continue
         for part in content:
             part = dict(part)
@@ -520,21 +521,24 @@ class FakeModelServer:
             sizes.append(total)
         now = time.monotonic()
         with self._lock:
-            live = {k: v for k, v in self._caches.items() if v[1] > now}
+            live = self._caches
+            if len(live) > 1000:  # expired entries go now and then, not on every request
+                for key in [k for k, v in live.items() if v[1] <= now]:
+                    del live[key]
             hit = 0
             for m in marked:
                 for j in range(m, max(-1, m - CACHE_LOOKBACK - 1), -1):
-                    if (model, keys[j]) in live:
+                    if live.get((model, keys[j]), (0, 0.0))[1] > now:
                         hit = max(hit, sizes[j])
                         live[(model, keys[j])] = (sizes[j], now + CACHE_TTL)  # reset on hit
                         break
             created, covered = 0, hit
             for m in sorted(marked):
-                if sizes[m] >= CACHE_MIN_TOKENS and (model, keys[m]) not in live:
+                if sizes[m] >= CACHE_MIN_TOKENS and live.get((model, keys[m]),
+                                                             (0, 0.0))[1] <= now:
                     created += max(0, sizes[m] - covered)
                     covered = max(covered, sizes[m])
                     live[(model, keys[m])] = (sizes[m], now + CACHE_TTL)
-            self._caches = live
         return hit, created
 
     def _next_reply(self) -> Reply:

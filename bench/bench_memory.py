@@ -8,7 +8,7 @@ Turn 1 says ``FACT: the vault code is 7391``; the last turn asks for it, and the
 checks that the model's request carries it in the summary (the system message) and not
 among the messages. chatbridge's own time per turn (the turn minus its model call; the
 summariser's calls run beside the turns, as in production) is the median over the first
-50 turns (10-100 messages), the 50 around 1,000 messages and the last 50.
+200 turns (up to 400 messages), the 200 around 1,000 messages and the last 200.
 
 Run:  .venv/bin/python -m bench.bench_memory [--turns 5000] [--database-url URL]
 """
@@ -34,6 +34,7 @@ from tests.fakes.model_server import FakeModelServer, Reply, is_summary_request
 FACT = "FACT: the vault code is 7391"
 AUTHOR = Author("bench", "Bench")
 _SUMMARY_START = SUMMARY_INSTRUCTIONS[:40]
+WINDOW = 200  # turns per median
 
 
 class TimedModel:
@@ -91,10 +92,11 @@ async def measure(url: str, turns: int) -> dict[str, object]:
         fake.stop()
         await engine.dispose()
     middle = min(500, turns // 2)
+    half = WINDOW // 2
     return {
-        "first": statistics.median(own[:50]) * 1000,
-        "middle": statistics.median(own[middle - 25:middle + 25]) * 1000,
-        "last": statistics.median(own[-50:]) * 1000,
+        "first": statistics.median(own[:WINDOW]) * 1000,
+        "middle": statistics.median(own[max(middle - half, 0):middle + half]) * 1000,
+        "last": statistics.median(own[-WINDOW:]) * 1000,
         "middle_messages": middle * 2,
         "summaries": summaries,
         "request": request,
@@ -122,8 +124,8 @@ def main() -> None:
     print(f"final request: {len(messages)} messages; fact in the summary: {in_summary}; "
           f"among the messages: {in_messages}")
     first, middle, last = (float(r[k]) for k in ("first", "middle", "last"))  # type: ignore[arg-type]
-    print("chatbridge's own time per turn (median of 50):")
-    print(f"  10-100 messages {first:.2f} ms · ~{r['middle_messages']:,} messages "
+    print(f"chatbridge's own time per turn (median of {WINDOW} turns):")
+    print(f"  first {WINDOW * 2} messages {first:.2f} ms · ~{r['middle_messages']:,} messages "
           f"{middle:.2f} ms · ~{args.turns * 2:,} messages {last:.2f} ms · "
           f"last/first {last / first:.2f}x")
     if not in_summary or in_messages:

@@ -450,6 +450,7 @@ class FakeModelServer:
         self.summary_replies: deque[Reply] = deque()  # scripted answers to summary requests
         self.count_tokens = False  # count prompt tokens from every request
         self._caches: dict[tuple[str, str], tuple[int, float]] = {}  # prefix: tokens, expiry
+        self._cache_swept = 0.0
         self.requests: list[Recorded] = []
         self.record = True  # False: keep no request log (long-running benchmark server)
         self.seen = 0  # model requests received (chat/generation POSTs)
@@ -522,7 +523,8 @@ class FakeModelServer:
         now = time.monotonic()
         with self._lock:
             live = self._caches
-            if len(live) > 1000:  # expired entries go now and then, not on every request
+            if now > self._cache_swept + 10:  # expired entries go now and then
+                self._cache_swept = now
                 for key in [k for k, v in live.items() if v[1] <= now]:
                     del live[key]
             hit = 0

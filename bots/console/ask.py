@@ -50,10 +50,14 @@ def console_request(
 
 
 def usage_dict(event: FinalEvent) -> dict[str, int]:
-    """Usage of a turn as JSON-ready numbers."""
+    """Usage of a turn as JSON-ready numbers (with the context cache's, when it was used)."""
     u = event.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
+    usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+             "total_tokens": u.total_tokens}
+    if u.cached_tokens or u.cache_creation_tokens:
+        usage |= {"cached_tokens": u.cached_tokens,
+                  "cache_creation_tokens": u.cache_creation_tokens}
+    return usage
 
 
 async def stream_turn(

@@ -487,6 +487,7 @@ def test_prompt_cache_tokens_and_cost_in_usage(tmp_path: Path,
         result = run(tmp_path, fake_model, "ask", "--conversation", "c", "--json", text,
                      CHATBRIDGE_SYSTEM_PROMPT=prompt)
         assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["usage"]["cached_tokens"] > 1024
     second = fake_model.requests[-1].json
     system = second["messages"][0]["content"]
     assert system[-1]["cache_control"] == {"type": "ephemeral"}  # the stable prefix

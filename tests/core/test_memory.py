@@ -177,3 +177,28 @@ async def test_compact_folds_everything_and_summary_shows_it(
     last = turn_requests(fake_model)[-1]
     assert "FACT: the meeting is on Friday" in system_text(last)
     assert [m["role"] for m in last["messages"]] == ["system", "user"]  # type: ignore[index]
+
+
+async def test_a_summariser_that_died_is_replaced_after_its_lease(
+        engine: AsyncEngine, http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+    from core.store import summaries as sql
+
+    service = make_service(engine, http, fake_model)
+    await say(service, "FACT: the door code is 1234")
+    conversation = await service.memory.conversation(platform="console", scope=SCOPE)
+    assert conversation is not None
+    store = open_store(engine)  # a replica that claims the conversation, then dies
+    claimed = await store.run(lambda c: sql.claim(c, store.upsert, conversation,
+                                                  owner="dead", lease_seconds=0.2),
+                              "claim")
+    assert claimed is not None
+    assert "being written" in await service.compact(platform="console", scope=SCOPE,
+                                                    profile=None)
+    await asyncio.sleep(0.3)
+    assert "Compacted" in await service.compact(platform="console", scope=SCOPE, profile=None)
+    # The dead replica's late result is refused: the claim is no longer its own.
+    assert not await store.run(lambda c: sql.save(
+        c, claimed=claimed, summary="stale", tokens=1, covers=1, model="m",
+        lease_seconds=1), "save")
+    assert "FACT: the door code is 1234" in await service.summary(platform="console",
+                                                                  scope=SCOPE)

@@ -83,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--by", choices=("user", "conversation", "model"), default="user",
                        help="what each line counts")
 
+    prune = command("prune", "delete messages older than AGE, and what only they used")
+    prune.add_argument("--older-than", required=True, metavar="AGE",
+                       help="90d, 12w, 36h or a date (YYYY-MM-DD)")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="count what would be deleted; delete nothing")
+    prune.add_argument("--keep-summaries", action="store_true",
+                       help="keep the rolling summaries of conversations that lose messages")
+    forget = command("forget", "delete one person's messages, attachments, feedback and usage")
+    forget.add_argument("--user", required=True, metavar="PLATFORM:ID",
+                        help="e.g. slack:U012AB3CD or telegram:123456789")
+
     outbox = command("outbox", "replies a platform would not take: list, re-send")
     outbox.add_argument("outbox_command", choices=("list", "retry"), metavar="list|retry",
                         help="list the pending replies, or send them again")
@@ -154,7 +165,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _local_model(args.port)
     from bots.settings import load_settings
 
-    settings = load_settings(model_required=args.command not in ("usage", "outbox", "tools"))
+    settings = load_settings(
+        model_required=args.command not in ("usage", "outbox", "tools", "prune", "forget"))
     if args.command == "tools":
         from bots.tools import run_tools_list
 
@@ -167,6 +179,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bots.usage import run_usage
 
         return asyncio.run(run_usage(settings, since=args.since, by=args.by))
+    if args.command == "prune":
+        from bots.lifecycle import run_prune
+
+        return asyncio.run(run_prune(settings, older_than=args.older_than,
+                                     dry_run=args.dry_run, keep_summaries=args.keep_summaries))
+    if args.command == "forget":
+        from bots.lifecycle import run_forget
+
+        return asyncio.run(run_forget(settings, user=args.user))
     if args.command == "outbox":
         from bots.outbox import run_outbox
 

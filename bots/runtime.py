@@ -6,6 +6,7 @@ and passed down; they are closed when the block ends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ import httpx
 
 from bots.db import create_engine, ensure_schema, open_store
 from bots.fdlimit import fit_descriptor_limit
+from bots.lifecycle import retention_job
 from bots.ops import Metrics
 from bots.settings import Settings
 from bots.tools import open_registry
@@ -36,6 +38,8 @@ from core.store import Store
 from core.vision import Vision
 
 __all__ = ["Runtime", "open_runtime"]
+
+SUMMARY_WAIT = 60.0  # seconds ask/chat wait, at exit, for a summary their last turn started
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,10 @@ def build_model(settings: Settings, http: aiohttp.ClientSession,
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Open the database and HTTP pool, and start the local model if asked to."""
+async def open_runtime(settings: Settings, *, bot: bool = False) -> AsyncIterator[Runtime]:
+    """Open the database and HTTP pool, and start the local model if asked to.
+
+    ``bot``: a long-running bot, which also runs the retention job (``retention_days``)."""
     fit_descriptor_limit(settings.concurrency)
     with contextlib.ExitStack() as stack:
         if settings.local_model:
@@ -111,9 +117,19 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 inbox = Inbox(store, lease_seconds=settings.lease_seconds,
                               concurrency=settings.concurrency,
                               poll_seconds=settings.inbox_poll)
+                retention = (asyncio.get_running_loop().create_task(
+                    retention_job(store, settings.profiles), name="retention")
+                    if bot else None)
                 try:
                     yield Runtime(settings, service, store, http, inbox, model_http)
                 finally:
+                    if retention is not None:
+                        retention.cancel()
+                        await asyncio.gather(retention, return_exceptions=True)
+                    if not bot:  # ask/chat: a summary a turn started is finished first
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(service.memory.wait(), SUMMARY_WAIT)
+                    await service.memory.stop()
                     await inbox.stop(0)
         finally:
             if store is not None:

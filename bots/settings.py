@@ -26,6 +26,7 @@ from bots.envcheck import (
 )
 from core.errors import ConfigError
 from core.limits import Limits
+from core.prices import Price, parse_prices
 from core.profiles import PRESETS, Profile, build_profile
 from core.tools.builtin import BUILTIN_NAMES
 from core.tools.fetch import FetchSettings, fetch_settings
@@ -92,6 +93,7 @@ class Settings:
     model_choices: tuple[str, ...] = ()
     model_fallbacks: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    prices: Mapping[str, Price] = field(default_factory=dict)
     turn_seconds: float = 300.0
     log_level: str = "WARNING"
     log_format: str = "plain"
@@ -315,6 +317,7 @@ def load_settings(
         shutdown_grace=number(env, "CHATBRIDGE_SHUTDOWN_GRACE", 25.0),
         model_choices=tuple(choices),
         limits=Limits.from_config(config.get("limits") or {}),
+        prices=parse_prices(config.get("prices")),
         model_fallbacks=_names(env, "CHATBRIDGE_MODEL_FALLBACKS"),
         turn_seconds=number(env, "CHATBRIDGE_TURN_SECONDS", 300.0, minimum=1),
         log_level=log_level,

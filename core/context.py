@@ -1,4 +1,5 @@
-"""Build what the model sees: the profile's system prompt, then the stored turns."""
+"""Build what the model sees: the profile's system prompt (+ the rolling summary), then the
+stored turns."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ from collections.abc import Sequence
 
 from core.profiles import Profile
 from core.store import StoredMessage
+from core.store.summaries import SUMMARY_ROLE
 from core.store.toolcalls import StoredTool
 from core.types import ContextMessage, Role, ToolCall
 
 INTERRUPTED = ("error: this call was interrupted (the bot restarted) and was not run again; "
                "call it again if you still need it")
 
-__all__ = ["build_messages"]
+__all__ = ["SUMMARY_HEADING", "build_messages"]
+
+SUMMARY_HEADING = "Summary of the earlier conversation (older messages are not shown):"
 
 
 def _placeholder(count: int) -> str:
@@ -24,7 +28,11 @@ def build_messages(
     profile: Profile, history: Sequence[StoredMessage], *, show_authors: bool = False
 ) -> tuple[ContextMessage, ...]:
     """System prompt plus history (oldest first); old images become a placeholder."""
-    messages = [ContextMessage("system", profile.system_prompt)]
+    system = profile.system_prompt
+    if history and history[0].role == SUMMARY_ROLE:
+        system = f"{system}\n\n{SUMMARY_HEADING}\n{history[0].text}"
+        history = history[1:]
+    messages = [ContextMessage("system", system)]
     said = ""  # what the model wrote before its tool calls: shown in the answer, replayed
     for stored in history:
         text = stored.text

@@ -75,6 +75,9 @@ class Profile:
     timezone: str | None = None  # IANA name, for current_time
     max_tool_rounds: int = 6
     tool_timeout_seconds: float = 20.0
+    summary_model: str | None = None  # writes the rolling summary; None: the turn's model
+    prompt_cache: bool | None = None  # explicit context cache; None: on where it exists
+    retention_days: int | None = None  # messages older than this are deleted (None: kept)
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -121,6 +124,7 @@ _KNOWN_KEYS = {
     "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
     "max_input_chars", "max_answer_chars", "tools", "timezone", "max_tool_rounds",
     "tool_timeout_seconds",
+    "summary_model", "prompt_cache", "retention_days",
 }
 
 
@@ -177,7 +181,17 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{where}: {key} must be an integer of at least {least}")
             profile = replace(profile, **{key: value})  # type: ignore[arg-type]
-    for key in ("system_prompt", "model"):
+    if "prompt_cache" in raw:
+        if not isinstance(raw["prompt_cache"], bool):
+            raise ConfigError(f"{where}: prompt_cache must be true or false")
+        profile = replace(profile, prompt_cache=raw["prompt_cache"])
+    if "retention_days" in raw:
+        days = raw["retention_days"]
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise ConfigError(f"{where}: retention_days must be a whole number of days, "
+                              "at least 1")
+        profile = replace(profile, retention_days=days)
+    for key in ("system_prompt", "model", "summary_model"):
         if key in raw:
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")

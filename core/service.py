@@ -34,7 +34,9 @@ from core.errors import (
 )
 from core.image_prep import DEFAULT_MEMORY_BYTES, ImagePreparer
 from core.images import DEFAULT_MAX_SIDE
+from core.inbox import replica_name
 from core.limits import Limits
+from core.memory import MemoryOptions, Outcome, Summariser
 from core.model.base import ModelClient
 from core.profiles import Profile
 from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
@@ -110,6 +112,7 @@ class ServiceOptions:
     tools: Registry = field(default_factory=Registry)
     turn_seconds: float | None = None
     secrets: tuple[str, ...] = ()
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
 
 
 class ChatService:
@@ -126,6 +129,8 @@ class ChatService:
                                      memory_bytes=options.image_memory_bytes)
         self._agent = AgentLoop(model, secrets=options.secrets)
         self._toolboxes: dict[str, Toolbox] = {}
+        self.memory = Summariser(store=store, model=model, owner=replica_name(),
+                                 counter=self._counter, options=options.memory)
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -160,6 +165,49 @@ class ChatService:
         if model not in self._counters:
             self._counters[model] = counter_for(model)
         return self._counters[model]
+
+    # ---- rolling summary (core.memory): /summary, /compact and the call after a turn ----
+
+    def _memory_limits(self, profile: Profile, model: str) -> tuple[str, int, int]:
+        budget = profile.budget_for(model) - self._counter(model).count(profile.system_prompt)
+        return profile.summary_model or model, max(budget, 1), profile.max_context_messages
+
+    async def summary(self, *, platform: str, scope: str) -> str:
+        """What ``/summary`` shows: the conversation's rolling summary, or why there is none."""
+        row = await self.memory.view(platform=platform, scope=scope)
+        if row is None or not row.covers_message_id:
+            return ("No summary yet: the whole conversation still fits in what the model "
+                    "reads. (/compact writes one now.)")
+        if not row.summary:
+            return "The summary is empty: nothing in the earlier messages needed keeping."
+        when = f" (written {row.updated_at:%Y-%m-%d %H:%M} UTC)" if row.updated_at else ""
+        return f"Summary of the earlier conversation{when}:\n{row.summary}"
+
+    async def compact(self, *, platform: str, scope: str, profile: str | None) -> str:
+        """What ``/compact`` answers: every message so far is folded into the summary now."""
+        conversation = await self.memory.conversation(platform=platform, scope=scope)
+        if conversation is None:
+            return "Nothing to compact yet: the conversation is empty."
+        model = await self.current_model(platform=platform, scope=scope, profile=profile)
+        summary_model, budget, count = self._memory_limits(self.profile(profile), model)
+        outcome: Outcome = await self.memory.summarise(
+            conversation, summary_model=summary_model, budget=budget, max_messages=count,
+            force=True)
+        if outcome.status == "written":
+            return ("Compacted: the conversation so far is now a summary (/summary shows "
+                    "it); the next answers start from it.")
+        if outcome.status == "nothing":
+            return "Nothing new to compact: the summary already covers the conversation."
+        if outcome.status == "busy":
+            return "A summary is being written right now; try /compact again in a minute."
+        return ("The summary could not be written now (the model did not answer); it is "
+                "tried again later. The conversation is unchanged.")
+
+    def _summarise_later(self, start: TurnStart, profile: Profile, model: str,
+                         history: tuple[StoredMessage, ...]) -> None:
+        summary_model, budget, count = self._memory_limits(profile, model)
+        self.memory.consider(start.conversation_id, history, summary_model=summary_model,
+                             budget=budget, max_messages=count)
 
     async def reset(self, *, platform: str, scope: str) -> bool:
         """Close the conversation under this key; the next message starts a new one."""
@@ -428,7 +476,7 @@ class ChatService:
         counter = self._counter(model)
         call = ModelCall(
             model, build_messages(profile, history, show_authors=request.shared),
-            profile.sampling,
+            profile.sampling, cache=profile.prompt_cache,
         )
         answer: list[str] = []
         reasoning: list[str] = []
@@ -505,6 +553,7 @@ class ChatService:
             status="ok", reasoning="".join(reasoning), model=finish.model or model,
             usage=usage, latency_ms=latency,
         )
+        self._summarise_later(start, profile, model, history)  # in the background
         notices = ["(The answer hit the length limit.)"] if finish.reason == "length" else []
         notices += [f"(Not read: {why})" for why in skipped]
         notice = " ".join(notices)

@@ -65,6 +65,7 @@ class Usage:
     reasoning_tokens: int = 0  # of the completion tokens, spent thinking
     # Counted by chatbridge because the server reported none (llama.cpp streaming).
     estimated: bool = False
+    cache_creation_tokens: int = 0  # of the prompt tokens, written into the provider's cache
 
     @property
     def total_tokens(self) -> int:
@@ -76,7 +77,8 @@ class Usage:
                      self.completion_tokens + other.completion_tokens,
                      self.cached_tokens + other.cached_tokens,
                      self.reasoning_tokens + other.reasoning_tokens,
-                     self.estimated or other.estimated)
+                     self.estimated or other.estimated,
+                     self.cache_creation_tokens + other.cache_creation_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,9 @@ class ModelCall:
     sampling: Sampling = field(default_factory=Sampling)
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str | None = None  # "none": answer now, call no tool
+    # Mark the stable prefix for the provider's context cache: True, False, or None (where
+    # the model has explicit caching, core.model.cache).
+    cache: bool | None = False
 
 
 # ---- what a model client yields ------------------------------------------------------

@@ -15,7 +15,7 @@ from bots import db
 from core.store.models import Base
 
 TABLES = {"conversations", "messages", "attachments", "message_attachments", "inbound_events",
-          "feedback", "scope_settings", "usage_counters"}
+          "feedback", "scope_settings", "usage_counters", "conversation_memory"}
 
 
 def test_head_constant_matches_scripts() -> None:

@@ -51,11 +51,14 @@ def console_request(
 
 
 def usage_dict(event: FinalEvent) -> dict[str, int]:
-    """Usage of a turn as JSON-ready numbers."""
+    """Usage of a turn as JSON-ready numbers (with the context cache's, when it was used)."""
     u = event.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
-            "reasoning_tokens": u.reasoning_tokens}
+    usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+             "total_tokens": u.total_tokens, "cached_tokens": u.cached_tokens,
+             "reasoning_tokens": u.reasoning_tokens}
+    if u.cache_creation_tokens:
+        usage["cache_creation_tokens"] = u.cache_creation_tokens
+    return usage
 
 
 DIM, UNDIM = "\x1b[2m", "\x1b[0m"

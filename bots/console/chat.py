@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from bots.console.ask import console_request, error_line, status_stream, stream_turn
 from bots.console.commands import HELP, parse
+from bots.console.memory import memory_command
 from bots.runtime import open_runtime
 from bots.settings import Settings
 from core.errors import InputError
@@ -144,6 +145,9 @@ async def run_chat(settings: Settings, *, conversation: str) -> int:
                     await service.reset(platform="console", scope=f"console/{conversation}")
                     pending.clear()
                     print("(started a new conversation)")
+                    continue
+                if command.name in ("summary", "compact"):
+                    print(await memory_command(service, command.name, conversation))
                     continue
                 if command.name == "image":
                     try:

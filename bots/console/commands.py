@@ -9,12 +9,14 @@ __all__ = ["HELP", "Command", "parse"]
 HELP = """Type a message and press Enter. Commands:
   /image PATH   attach an image to your next message
   /reset        start a new conversation (the old one is kept)
+  /summary      show the summary of the earlier conversation the model reads
+  /compact      fold the conversation so far into that summary now
   /help         this help
   /exit         leave (Ctrl-D works too)
 Ctrl-C stops an answer being written (what was written is kept); Ctrl-C at the prompt leaves.
 To send a message that starts with "/", write "//" (//etc/hosts is sent as /etc/hosts)."""
 
-_NO_ARGS = ("reset", "help", "exit", "quit")
+_NO_ARGS = ("reset", "summary", "compact", "help", "exit", "quit")
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ async def _serve(settings: Settings, config: SlackConfig, port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime, aiohttp.ClientSession() as session:
+    async with open_runtime(settings, bot=True) as runtime, aiohttp.ClientSession() as session:
         client = make_client(config, session)
         who = await check_auth(client)
         bot = SlackBot(runtime=runtime, config=config, client=client)

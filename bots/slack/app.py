@@ -141,6 +141,8 @@ def help_text(config: SlackConfig) -> str:
         f"each). I read {READABLE}; other files I can't read.\n"
         f"• *Start over:* write `reset` in a direct message (or use `{config.reset_command}`), "
         "or mention me with `reset` in a thread.\n"
+        "• *Memory:* `summary` shows what I keep of the earlier conversation; `compact` "
+        "folds the conversation so far into it now.\n"
         "• Rate answers with the thumbs under them."
     )
 
@@ -424,8 +426,14 @@ class SlackBot:
             return
         target = msg.target()
         if word == "malformed":
-            await self._post(target, "`reset` and `help` take nothing after them: send just "
-                             "`reset` to start a new conversation, or `help`.")
+            await self._post(target, "`reset`, `summary`, `compact` and `help` take nothing "
+                             "after them: send just `reset` to start a new conversation, or "
+                             "`help`.")
+        elif word in ("summary", "compact"):
+            service = self.runtime.service
+            await self._post(target, await service.summary(platform=PLATFORM, scope=msg.scope)
+                             if word == "summary" else await service.compact(
+                                 platform=PLATFORM, scope=msg.scope, profile=self._profile(msg)))
         elif word == "reset":
             await self.runtime.service.reset(platform=PLATFORM, scope=msg.scope)
             await self._post(target, "Done: I started a new conversation and forgot what "

@@ -46,15 +46,18 @@ def plain_text(text: str, *, name_of: Callable[[str], str | None], drop_user: st
     return html.unescape(_ANGLE.sub(one, text)).strip()
 
 
+COMMAND_WORDS = ("reset", "help", "summary", "compact")
+
+
 def command_word(text: str) -> str | None:
-    """``reset`` or ``help`` when that (or ``/reset``, ``/help``) is the whole message;
-    ``"malformed"`` for ``/reset …`` or ``/help …`` with words after it; else ``None``."""
+    """``reset``, ``help``, ``summary`` or ``compact`` when that (or ``/reset``…) is the
+    whole message; ``"malformed"`` for ``/reset …`` (…) with words after it; else ``None``."""
     word = text.strip().strip(".!?").lower()
     if word.startswith("/"):
         name, _, rest = word[1:].partition(" ")
-        if name in ("reset", "help"):
+        if name in COMMAND_WORDS:
             return "malformed" if rest.strip() else name
-    return word if word in ("reset", "help") else None
+    return word if word in COMMAND_WORDS else None
 
 
 class Splitter:

@@ -36,7 +36,7 @@ async def _serve(settings: Settings, config: TelegramConfig, *, webhook: bool,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime, \
+    async with open_runtime(settings, bot=True) as runtime, \
             running_bot(runtime, config, webhook=webhook, port=port) as app:
         how = f"webhook on port {port} ({config.webhook_url})" if webhook else "long polling"
         print(f"chatbridge telegram: @{app.bot.username} is running ({how}); "

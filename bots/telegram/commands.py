@@ -1,4 +1,4 @@
-"""The bot's commands: /start, /help, /reset, /model.
+"""The bot's commands: /start, /help, /reset, /summary, /compact, /model.
 
 The caller claims the command's answer first (``ChatService.first_time``), so a command
 answered again (a retried claim) has no second effect; here a command only runs and
@@ -20,6 +20,8 @@ COMMANDS = (
     BotCommand("start", "Say hello"),
     BotCommand("help", "What I can read and do"),
     BotCommand("reset", "Start a new conversation"),
+    BotCommand("summary", "Show the summary of our earlier conversation"),
+    BotCommand("compact", "Fold our conversation so far into that summary"),
     BotCommand("model", "Show or switch the model"),
 )
 NAMES = frozenset(c.command for c in COMMANDS)
@@ -29,6 +31,7 @@ HELP = (
     "In groups I answer when you mention me, reply to one of my messages, or use a command; "
     "each forum topic is its own conversation.\n\n"
     "/reset starts a new conversation (the old one is kept)\n"
+    "/summary shows what I keep of our earlier conversation; /compact folds it all in now\n"
     "/model shows the model{switch}\n"
     "/help shows this"
 )
@@ -56,6 +59,13 @@ class Commands:
         elif name == "reset" and args:
             await replier.say("/reset takes nothing after it: send just /reset to start a "
                               "new conversation.")
+        elif name in ("summary", "compact") and args:
+            await replier.say(f"/{name} takes nothing after it: send just /{name}.")
+        elif name == "summary":
+            await replier.say(await service.summary(platform=self._platform, scope=scope))
+        elif name == "compact":
+            await replier.say(await service.compact(platform=self._platform, scope=scope,
+                                                    profile=profile))
         elif name == "start":
             await replier.say(self._config.greeting_for(profile))
         elif name == "help":

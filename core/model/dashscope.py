@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.model.cache import cached_usage
 from core.model.http import HTTPModelClient, ModelRequest, Piece
 from core.model.openai import image_data_url, sends_thinking_flag
 from core.model.sse import ServerSentEvent
@@ -58,9 +59,9 @@ def _status_of(comment: str) -> int:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    prompt = raw.get("prompt_tokens_details")
-    cached = int(prompt.get("cached_tokens") or 0) if isinstance(prompt, dict) else 0
-    return Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0), cached)
+    cached, created = cached_usage(raw)
+    return Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0),
+                 cached_tokens=cached, cache_creation_tokens=created)
 
 
 def _messages(call: ModelCall, multimodal: bool) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from core.model.cache import cached_usage, mark, uses_cache, worth_caching
 from core.model.http import HTTPModelClient, ModelRequest, Piece
 from core.model.sse import ServerSentEvent
 from core.model.toolwire import chat_tool_message, chat_tools, fragments, parse_tool_calls
@@ -49,18 +50,29 @@ def _content(message: ContextMessage) -> str | list[dict[str, Any]]:
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    prompt = raw.get("prompt_tokens_details")
+    cached, created = cached_usage(raw)
     completion = raw.get("completion_tokens_details")
-    return Usage(
-        int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
-        int((prompt or {}).get("cached_tokens") or 0) if isinstance(prompt, dict) else 0,
-        int((completion or {}).get("reasoning_tokens") or 0)
-        if isinstance(completion, dict) else 0,
-    )
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+                 cached_tokens=cached, cache_creation_tokens=created,
+                 reasoning_tokens=int(completion.get("reasoning_tokens") or 0)
+                 if isinstance(completion, dict) else 0)
 
 
 def _message(message: ContextMessage) -> dict[str, Any]:
     return chat_tool_message(message) or {"role": message.role, "content": _content(message)}
+
+
+def _messages(call: ModelCall) -> list[dict[str, Any]]:
+    """The messages of the body; with caching, the system message (prompt + summary) and
+    the newest user message are marked (the multi-turn recipe of protocols-2 H.2: the next
+    turn finds this one's prefix within 20 blocks back)."""
+    messages = [_message(m) for m in call.messages]
+    if uses_cache(call.model, call.cache) and messages:
+        users = [i for i, m in enumerate(call.messages) if m.role == "user"]
+        for i in sorted({0, *users[-1:]}):
+            if worth_caching(call.messages[: i + 1]):
+                mark(messages[i])
+    return messages
 
 
 class OpenAIClient(HTTPModelClient):
@@ -69,7 +81,7 @@ class OpenAIClient(HTTPModelClient):
     def _body(self, call: ModelCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": call.model,
-            "messages": [_message(m) for m in call.messages],
+            "messages": _messages(call),
             "stream": stream,
         }
         if call.tools:

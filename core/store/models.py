@@ -99,6 +99,9 @@ class Message(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     # True when the tokens above are chatbridge's estimate (the server reported none).
     usage_estimated: Mapped[bool | None] = mapped_column(Boolean)
+    # Of prompt_tokens: read from the provider's context cache / written into it.
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)
+    cache_creation_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="ok")
     error: Mapped[str | None] = mapped_column(Text)
@@ -113,7 +116,36 @@ class Message(Base):
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_platform_ref", "platform_ref"),
         Index("ix_messages_event_id", "event_id"),  # an answer found by its event
+        Index("ix_messages_author_id", "author_id"),  # forget --user
+        Index("ix_messages_created_at", "created_at"),  # prune, retention
     )
+
+
+class ConversationMemory(Base):
+    """A conversation's rolling summary and who is writing the next one.
+
+    ``covers_message_id``: the newest message the summary covers; the context is the
+    summary plus messages after it. ``lease_owner``/``lease_until``: the one summariser at
+    work (across replicas). ``epoch`` rises when prune/forget delete messages, so cached
+    context windows of the conversation are dropped.
+    """
+
+    __tablename__ = "conversation_memory"
+
+    conversation_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    summary: Mapped[str] = mapped_column(Text, default="")
+    summary_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    covers_message_id: Mapped[int] = mapped_column(BigId, default=0)
+    model: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed in a row
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Attachment(Base):

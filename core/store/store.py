@@ -60,6 +60,7 @@ from core.store.models import (
     UsageCounter,
     utcnow,
 )
+from core.store.summaries import SUMMARY_ROLE, read_memory
 from core.store.toolcalls import StoredTool, attach_tools
 from core.types import Author, Image, Usage
 
@@ -187,6 +188,9 @@ class UsageRow:
     completion_tokens: int
     estimated: int = 0  # turns whose tokens chatbridge estimated (no usage reported)
     tool_calls: int = 0
+    cached_tokens: int = 0  # of prompt_tokens: read from the provider's context cache
+    cache_creation_tokens: int = 0  # of prompt_tokens: written into it
+    model: str = ""  # the answers' model (rows come per key and model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +254,7 @@ class Store:
         self._engine = engine
         self._sync = sync_engine
         self._inline = inline_engine
-        self._windows: OrderedDict[int, tuple[int, list[StoredMessage]]] | None = (
+        self._windows: OrderedDict[int, tuple[tuple[int, int], list[StoredMessage]]] | None = (
             OrderedDict() if engine.dialect.name == "sqlite" else None
         )
         self._windows_lock = threading.Lock()
@@ -513,6 +517,8 @@ class Store:
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "usage_estimated": usage.estimated if usage else None,
+            "cached_tokens": usage.cached_tokens if usage else None,
+            "cache_creation_tokens": usage.cache_creation_tokens if usage else None,
             "latency_ms": latency_ms,
             "status": status,
             "error": error,
@@ -618,7 +624,7 @@ class Store:
         )
 
     def _window(
-        self, conn: Connection, conversation_id: int, limit: int
+        self, conn: Connection, conversation_id: int, limit: int, epoch: int = 0
     ) -> list[StoredMessage]:
         """The newest ``limit`` usable messages, newest first.
 
@@ -631,7 +637,8 @@ class Store:
             return [_stored(row) for row in conn.execute(_CONTEXT, params)]
         with self._windows_lock:
             cached = self._windows.get(conversation_id)
-        if cached is not None and cached[0] == limit:
+        # (epoch: prune/forget deleted messages of the conversation, maybe in another process)
+        if cached is not None and cached[0] == (limit, epoch):
             after = cached[1][0].id if cached[1] else 0
             fresh = [_stored(row)
                      for row in conn.execute(_CONTEXT_AFTER, {**params, "p_after": after})]
@@ -639,7 +646,7 @@ class Store:
         else:
             window = [_stored(row) for row in conn.execute(_CONTEXT, params)]
         with self._windows_lock:
-            self._windows[conversation_id] = (limit, window)
+            self._windows[conversation_id] = ((limit, epoch), window)
             self._windows.move_to_end(conversation_id)
             while len(self._windows) > WINDOW_CACHE_SIZE:
                 self._windows.popitem(last=False)
@@ -657,10 +664,19 @@ class Store:
         """
         picked: list[StoredMessage] = []
         used = 0
-        for message in self._window(conn, conversation_id, limits.max_messages):
+        # The rolling summary stands for the messages it covers (core.memory).
+        memory = read_memory(conn, conversation_id)
+        covers = memory.covers_message_id if memory else 0
+        summary = (StoredMessage(covers, SUMMARY_ROLE, memory.summary, "", memory.summary_tokens,
+                                 0) if memory and memory.summary else None)
+        budget = limits.budget_tokens - (summary.token_count if summary else 0)
+        for message in self._window(conn, conversation_id, limits.max_messages,
+                                    memory.epoch if memory else 0):
+            if message.id <= covers:
+                break
             if current_id is not None and message.role == "user" and message.id > current_id:
                 continue
-            if picked and used + message.token_count > limits.budget_tokens:
+            if picked and used + message.token_count > budget:
                 break
             used += message.token_count
             picked.append(message)
@@ -675,9 +691,10 @@ class Store:
         picked.sort(key=lambda m: (
             (m.sort_key, m.id) if m.role == "user" else place.get(m.event_id, ("", m.id)),
             m.role != "user", m.id))
-        if not images:
-            return picked
-        return [m._replace(images=tuple(images[m.id])) if m.id in images else m for m in picked]
+        if images:
+            picked = [m._replace(images=tuple(images[m.id])) if m.id in images else m
+                      for m in picked]
+        return [summary, *picked] if summary else picked
 
     @staticmethod
     def _images_for(conn: Connection, message_ids: list[int]) -> dict[int, list[Image]]:
@@ -836,7 +853,8 @@ class Store:
         await self._tx(work, "store the model choice")
 
     async def usage(self, *, since: datetime, by: str) -> list[UsageRow]:
-        """Turns and tokens since ``since``, grouped by ``user``, ``conversation`` or ``model``.
+        """Turns and tokens since ``since``, grouped by ``user``, ``conversation`` or
+        ``model``, and within each by model (for the cost).
 
         A turn is an assistant message; its tokens are what the model reported, or our
         estimate where it reported none (counted in ``estimated``).
@@ -863,6 +881,9 @@ class Store:
                 func.sum(case((answer.c.usage_estimated.is_(True), 1), else_=0)
                          ).label("estimated"),
                 func.coalesce(func.sum(calls), 0).label("tool_calls"),
+                func.coalesce(func.sum(answer.c.cached_tokens), 0).label("cached"),
+                func.coalesce(func.sum(answer.c.cache_creation_tokens), 0).label("created"),
+                keys["model"].label("model"),
             )
             .select_from(answer)
             .join(_conv, _conv.c.id == answer.c.conversation_id)
@@ -870,14 +891,16 @@ class Store:
                                  question.c.event_id == answer.c.event_id,
                                  question.c.role == "user"), isouter=True)
             .where(answer.c.role == "assistant", answer.c.created_at >= since)
-            .group_by(key)
+            .group_by(key, keys["model"])
             .order_by(func.coalesce(func.sum(answer.c.prompt_tokens), 0)
                       + func.coalesce(func.sum(answer.c.completion_tokens), 0), key)
         )
 
         def work(conn: Connection) -> list[UsageRow]:
             return [UsageRow(str(r.key), int(r.turns), int(r.failed or 0), int(r.prompt),
-                             int(r.completion), int(r.estimated or 0), int(r.tool_calls))
+                             int(r.completion), int(r.estimated or 0),
+                             tool_calls=int(r.tool_calls), cached_tokens=int(r.cached),
+                             cache_creation_tokens=int(r.created), model=str(r.model))
                     for r in conn.execute(query)]
 
         rows = await self._tx(work, "read usage")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import io
 import json
 import os
@@ -311,14 +312,17 @@ def test_usage_table(tmp_path: Path, fake_model: FakeModelServer) -> None:
     run(tmp_path, fake_model, "ask", "--conversation", "two", "again")
     run(tmp_path, fake_model, "ask", "--conversation", "three", "hi")  # no usage reported
     env = {"CHATBRIDGE_MODEL_BASE_URL": "https://example.invalid/v1"}  # no key needed here
+    (tmp_path / "chatbridge.toml").write_text(
+        '[prices.qwen-plus]\ninput = 1000\ncached_input = 100\noutput = 10000\n')
     by_conv = run(tmp_path, fake_model, "usage", "--by", "conversation", **env)
     assert by_conv.returncode == 0, by_conv.stderr
     lines = by_conv.stdout.splitlines()
     assert lines[1].split() == ["conversation", "turns", "failed", "prompt", "tokens",
                                 "completion", "tokens", "total", "tokens", "estimated",
-                                "tool", "calls"]
+                                "tool", "calls", "cached", "tokens", "cache", "writes", "cost"]
     rows = {line.split()[0]: line.split() for line in lines[2:-2]}
     assert rows["console:console/two"][1:8] == ["2", "1", "20", "3", "23", "0", "0"]
+    assert rows["console:console/two"][8:] == ["0", "0", "0.050000"]  # 20 x 1000 + 3 x 10000
     three = rows["console:console/three"]
     assert three[1:3] == ["1", "0"] and int(three[3]) > 0 and three[6] == "1"
     total = lines[-2].split()
@@ -458,3 +462,66 @@ def test_help_describes_options_and_defaults() -> None:
     assert "(default: 8443)" in sub.choices["telegram"].format_help()
     assert "(default: 8080)" in sub.choices["local-model"].format_help()
     assert "Exit codes" in parser.format_help()
+
+
+def test_chat_summary_and_compact(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    fake_model.enqueue(Reply(text="noted"), Reply(text="it is 9"))
+    result = run(tmp_path, fake_model, "chat", "--conversation", "m",
+                 stdin="/summary\nFACT: the answer is 9\n/compact\n/summary\n/compact x\n"
+                 "what is the answer?\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "No summary yet" in out and "Compacted" in out
+    assert "FACT: the answer is 9" in out and "/compact takes nothing after it" in out
+    last = fake_model.requests[-1].json["messages"]
+    assert [m["role"] for m in last] == ["system", "user"]
+    assert "FACT: the answer is 9" in last[0]["content"]
+
+
+def test_prompt_cache_tokens_and_cost_in_usage(tmp_path: Path,
+                                                fake_model: FakeModelServer) -> None:
+    prompt = "You answer questions about the handbook. " + "Rule: be kind. " * 400
+    (tmp_path / "chatbridge.toml").write_text(
+        '[prices.qwen-plus]\ninput = 1000\ncached_input = 100\noutput = 10000\n'
+        '[prices."qwen-max"]\ninput = 1\noutput = 1\n')
+    for text in ("first question", "second question"):
+        result = run(tmp_path, fake_model, "ask", "--conversation", "c", "--json", text,
+                     CHATBRIDGE_SYSTEM_PROMPT=prompt)
+        assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["usage"]["cached_tokens"] > 1024
+    second = fake_model.requests[-1].json
+    system = second["messages"][0]["content"]
+    assert system[-1]["cache_control"] == {"type": "ephemeral"}  # the stable prefix
+    assert second["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    out = run(tmp_path, fake_model, "usage", "--by", "model",
+              CHATBRIDGE_MODEL_BASE_URL="https://example.invalid/v1").stdout.splitlines()
+    row = next(line.split() for line in out if line.startswith("qwen-plus"))
+    prompt_tokens, cached, created = int(row[3]), int(row[7]), int(row[8])
+    assert cached > 1024 and created > 1024  # written by the first turn, read by the second
+    plain = prompt_tokens - cached - created
+    expected = (plain * 1000 + cached * 100 + created * 1250 + int(row[4]) * 10000) / 1e6
+    assert row[9] == f"{expected:.6f}"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "chatbridge.toml").write_text('[prices.qwen-plus]\ninput = "cheap"\noutput = 1\n')
+    failed = run(bad, fake_model, "usage")
+    assert failed.returncode == 2 and "[prices.qwen-plus]: input" in one_clean_line(
+        failed.stderr)
+
+
+def test_prune_and_forget_commands(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    run(tmp_path, fake_model, "ask", "--conversation", "p", "hello there")
+    offline = {"CHATBRIDGE_MODEL_BASE_URL": "https://example.invalid/v1"}
+    dry = run(tmp_path, fake_model, "prune", "--older-than", "0d", "--dry-run", **offline)
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete 2 messages" in dry.stdout
+    user = getpass.getuser()
+    gone = run(tmp_path, fake_model, "forget", "--user", f"console:{user}", **offline)
+    assert gone.returncode == 0, gone.stderr
+    assert "deleted 2 messages" in gone.stdout and "deleted 0 feedback" in gone.stdout
+    pruned = run(tmp_path, fake_model, "prune", "--older-than", "0d", **offline)
+    assert "deleted 0 messages" in pruned.stdout and "inbound events" in pruned.stdout
+    bad = run(tmp_path, fake_model, "forget", "--user", "irc:bob", **offline)
+    assert bad.returncode == 2 and "PLATFORM:ID" in one_clean_line(bad.stderr)
+    bad = run(tmp_path, fake_model, "prune", "--older-than", "ninety", **offline)
+    assert bad.returncode == 2 and "--older-than" in one_clean_line(bad.stderr)

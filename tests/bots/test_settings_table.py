@@ -107,3 +107,47 @@ def test_a_bad_value_is_one_line_naming_the_setting(
     assert len(lines) == 1 and name in lines[0], out.err
     if name.endswith(("_KEY", "_TOKEN", "_SECRET")):
         assert value not in out.err  # a secret's value is never repeated
+
+
+# The config-file keys of "Memory, caching, prices and retention": a bad value of each.
+BAD_CONFIG: dict[str, tuple[str, str]] = {
+    "summary_model": ('[defaults]\nsummary_model = ""\n', "summary_model"),
+    "prompt_cache": ('[profiles.support]\nprompt_cache = "yes"\n', "prompt_cache"),
+    "retention_days": ('[defaults]\nretention_days = 0\n', "retention_days"),
+    "[prices.MODEL]": ('[prices.qwen-plus]\ninput = "cheap"\noutput = 1\n',
+                       "[prices.qwen-plus]: input"),
+}
+
+
+def config_keys_in_readme() -> list[str]:
+    """The keys in the first column of the README's table of config-file keys."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n### Memory, caching, prices and retention\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return [line.split("|")[1].strip().strip("`") for line in section.splitlines()
+            if line.startswith("| `")]
+
+
+def test_the_config_table_lists_the_keys_this_test_knows() -> None:
+    assert set(config_keys_in_readme()) == set(BAD_CONFIG)
+
+
+@pytest.mark.parametrize("key", config_keys_in_readme())
+def test_a_bad_config_value_is_one_line_naming_the_key(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import os
+
+    for var in list(os.environ):
+        if var.startswith(("CHATBRIDGE_", "DASHSCOPE_", "SLACK_", "TELEGRAM_")):
+            monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+    toml, named = BAD_CONFIG[key]
+    (tmp_path / "chatbridge.toml").write_text(toml)
+    monkeypatch.setenv("CHATBRIDGE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cb.db")
+    code = main(["usage"])
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert code == 2, out.out + out.err
+    assert len(lines) == 1 and named in lines[0], out.err

@@ -6,6 +6,15 @@ Tests: ``with FakeModelServer() as fake: fake.enqueue(Reply(...))``.  Script (be
 ``S`` seconds) until killed; ``GET /_fake/stats`` reports the requests it has seen and the
 ones it is still answering (``{"requests": n, "in_flight": n}``), ``GET /_fake/last`` when
 the newest model request arrived (``{"at": time.monotonic()}``).
+
+Also scripted (protocols-2 H): a summary request (system prompt about a "running summary")
+is answered, without using the reply queue, by keeping the lines of its input that start
+with ``FACT:`` (``summary_replies`` scripts faults instead); explicit context caching follows
+Model Studio's rules — ``cache_control: {"type": "ephemeral"}`` on content parts, at most 4
+counted, lookup ≤ 20 blocks back from each marker, ≥ 1024 tokens, created after the
+response, 5 minutes — and usage reports ``cached_tokens`` / ``cache_creation_input_tokens``.
+Prompt tokens are counted from the request (≈ 4 characters a token) when a request carries
+markers or ``count_tokens`` is set.
 """
 
 from __future__ import annotations
@@ -117,6 +126,67 @@ def _dumps(obj: Any) -> bytes:
 def _pieces(text: str, size: int) -> list[str]:
     size = max(1, size)
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+
+SUMMARY_MARK = "running summary"
+CACHE_MIN_TOKENS, CACHE_LOOKBACK, CACHE_MARKERS, CACHE_TTL = 1024, 20, 4, 300.0
+
+
+def is_summary_request(body: dict[str, Any]) -> bool:
+    """Whether a chat request is chatbridge's summariser asking for a summary."""
+    messages = body.get("messages") or []
+    first = messages[0] if messages and isinstance(messages[0], dict) else {}
+    return first.get("role") == "system" and SUMMARY_MARK in _text(first.get("content"))
+
+
+def summarise(body: dict[str, Any]) -> str:
+    """The scripted summary: every distinct line starting with ``FACT:``, in order."""
+    seen: list[str] = []
+    for message in body.get("messages") or []:
+        for line in _text(message.get("content")).splitlines():
+            line = line.strip()
+            if line.startswith("FACT:") and line not in seen:
+                seen.append(line)
+    return "\n".join(seen) or "No facts yet."
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def count_tokens(text: str) -> int:
+    """The fake's token count: about four characters a token."""
+    return (len(text) + 3) // 4
+
+
+def content_blocks(body: dict[str, Any]) -> list[tuple[str, Any, int, bool]]:
+    """(role, part without marker, tokens, marked) for every content block, in order.
+
+    Raises ``ValueError`` for markers the protocol does not allow."""
+    blocks: list[tuple[str, Any, int, bool]] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        if "cache_control" in message:
+            raise ValueError("cache_control must be set on a content part")
+        role, content = str(message.get("role")), message.get("content")
+        if isinstance(content, str) or content is None:  # the same tokens as one text part
+            text = content or ""
+            blocks.append((role, {"type": "text", "text": text}, count_tokens(text), False))
+            continue
+        for part in content:
+            part = dict(part)
+            mark = part.pop("cache_control", None)
+            if mark is not None and mark != {"type": "ephemeral"}:
+                raise ValueError(f"unsupported cache_control {mark!r}")
+            size = count_tokens(str(part.get("text", ""))) if part.get("type") == "text" else 85
+            blocks.append((role, part, size, mark is not None))
+    return blocks
 
 
 class _Server(ThreadingHTTPServer):
@@ -253,9 +323,45 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             fake._count(-1)
 
+    def _usage_of(self, fake: FakeModelServer, reply: Reply, body: dict[str, Any]
+                  ) -> dict[str, Any]:
+        """Chat Completions usage: scripted, or counted with the context cache's rules."""
+        prompt, completion = reply.usage
+        try:
+            blocks = content_blocks(body)
+        except ValueError:
+            blocks = []
+        marked = [i for i, b in enumerate(blocks) if b[3]][-CACHE_MARKERS:]
+        if not marked and not fake.count_tokens:
+            return {"prompt_tokens": prompt, "completion_tokens": completion,
+                    "total_tokens": prompt + completion}
+        prompt = sum(b[2] for b in blocks) + 5  # the backend's own few uncached tokens
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                                 "total_tokens": prompt + completion}
+        if not marked:
+            return usage
+        hit, created = fake._cache_lookup(str(body.get("model")), blocks, marked)
+        usage["prompt_tokens_details"] = {
+            "text_tokens": prompt, "cached_tokens": hit,
+            "cache_creation_input_tokens": created,
+            "cache_creation": {"ephemeral_5m_input_tokens": created},
+            "cache_type": "ephemeral"}
+        return usage
+
     def _reply(self, fake: FakeModelServer, api: str, body: dict[str, Any], stream: bool,
                multimodal: bool) -> None:
-        reply = fake._next_reply()
+        if api == "openai":
+            try:
+                content_blocks(body)
+            except ValueError as err:
+                self._error(api, Reply(kind="error"), 400, str(err))
+                return
+        if api == "openai" and is_summary_request(body):
+            reply = fake._next_summary_reply()
+            if reply is None:
+                reply = Reply(text=summarise(body))
+        else:
+            reply = fake._next_reply()
         if (reply.delay > 0 and fake._stopping.wait(reply.delay)) or reply.kind == "hang":
             fake._stopping.wait()  # hang: never answer; released by stop()
             self._drop()
@@ -292,9 +398,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai(self, reply: Reply, body: dict[str, Any], stream: bool) -> None:
         model = str(body.get("model") or "qwen-plus")
         cid, created = f"chatcmpl-{uuid.uuid4()}", int(time.time())
-        prompt, completion = reply.usage
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                 "total_tokens": prompt + completion}
+        usage = self._usage_of(self.server.fake, reply, body)
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": reply.text}
             if reply.reasoning:
@@ -311,7 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         def chunk(delta: dict[str, Any] | None, finish: str | None = None,
-                  use: dict[str, int] | None = None) -> bytes:
+                  use: dict[str, Any] | None = None) -> bytes:
             choices = [] if delta is None else [
                 {"delta": delta, "finish_reason": finish, "index": 0, "logprobs": None}]
             return b"data: " + _dumps({
@@ -488,6 +592,10 @@ class FakeModelServer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.default = Reply()
+        self.summary_replies: deque[Reply] = deque()  # scripted answers to summary requests
+        self.count_tokens = False  # count prompt tokens from every request
+        self._caches: dict[tuple[str, str], tuple[int, float]] = {}  # prefix: tokens, expiry
+        self._cache_swept = 0.0
         self.requests: list[Recorded] = []
         self.record = True  # False: keep no request log (long-running benchmark server)
         self.seen = 0  # model requests received (chat/generation POSTs)
@@ -537,7 +645,49 @@ class FakeModelServer:
         with self._lock:
             self._queue.clear()
             self.requests.clear()
+            self.summary_replies.clear()
+            self._caches.clear()
+            self.count_tokens = False
             self.default = Reply()
+
+    def _next_summary_reply(self) -> Reply | None:
+        with self._lock:
+            return self.summary_replies.popleft() if self.summary_replies else None
+
+    def _cache_lookup(self, model: str, blocks: list[tuple[str, Any, int, bool]],
+                      marked: list[int]) -> tuple[int, int]:
+        """(cached, created) tokens of a request with markers at ``marked``; the caches it
+        creates exist from now on (the response is about to be sent)."""
+        import hashlib
+
+        keys, sizes, digest, total = [], [], hashlib.sha256(model.encode()), 0
+        for role, part, size, _ in blocks:
+            digest.update(_dumps([role, part]))
+            keys.append(digest.hexdigest())
+            total += size
+            sizes.append(total)
+        now = time.monotonic()
+        with self._lock:
+            live = self._caches
+            if now > self._cache_swept + 10:  # expired entries go now and then
+                self._cache_swept = now
+                for key in [k for k, v in live.items() if v[1] <= now]:
+                    del live[key]
+            hit = 0
+            for m in marked:
+                for j in range(m, max(-1, m - CACHE_LOOKBACK - 1), -1):
+                    if live.get((model, keys[j]), (0, 0.0))[1] > now:
+                        hit = max(hit, sizes[j])
+                        live[(model, keys[j])] = (sizes[j], now + CACHE_TTL)  # reset on hit
+                        break
+            created, covered = 0, hit
+            for m in sorted(marked):
+                if sizes[m] >= CACHE_MIN_TOKENS and live.get((model, keys[m]),
+                                                             (0, 0.0))[1] <= now:
+                    created += max(0, sizes[m] - covered)
+                    covered = max(covered, sizes[m])
+                    live[(model, keys[m])] = (sizes[m], now + CACHE_TTL)
+        return hit, created
 
     def _next_reply(self) -> Reply:
         with self._lock:

@@ -323,3 +323,55 @@ def test_stats_count_open_requests(fake: FakeModelServer, client: httpx.Client) 
     client.post(fake.openai_base + OAI, json={})
     assert client.get(fake.url + "/_fake/stats").json() == {
         "requests": before["requests"] + 1, "in_flight": before["in_flight"]}
+
+
+def _cached_body(extra: list[dict[str, Any]] | None = None,
+                 mark: dict[str, Any] | None = None) -> dict[str, Any]:
+    marker = mark or {"type": "ephemeral"}
+    system = {"role": "system", "content": [
+        {"type": "text", "text": "rule. " * 1000, "cache_control": marker}]}
+    return {"model": "qwen-plus", "stream": False,
+            "messages": [system, {"role": "user", "content": "hi"}, *(extra or [])]}
+
+
+def test_explicit_cache_is_written_then_read(fake: FakeModelServer,
+                                             client: httpx.Client) -> None:
+    url = fake.openai_base + OAI
+    first = client.post(url, json=_cached_body()).json()["usage"]
+    details = first["prompt_tokens_details"]
+    assert details["cached_tokens"] == 0 and details["cache_creation_input_tokens"] > 1024
+    assert details["cache_type"] == "ephemeral"
+    assert first["prompt_tokens"] > details["cache_creation_input_tokens"]  # + uncached
+    second = client.post(url, json=_cached_body([{"role": "user", "content": "more"}]))
+    hit = second.json()["usage"]["prompt_tokens_details"]
+    assert hit["cached_tokens"] == details["cache_creation_input_tokens"]
+    assert hit["cache_creation_input_tokens"] == 0
+    other_model = dict(_cached_body(), model="qwen-max")  # caches are per model
+    assert client.post(url, json=other_model).json()["usage"]["prompt_tokens_details"][
+        "cached_tokens"] == 0
+
+
+def test_short_prefix_is_not_cached_and_bad_markers_are_refused(
+        fake: FakeModelServer, client: httpx.Client) -> None:
+    url = fake.openai_base + OAI
+    body = {"model": "qwen-plus", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "short", "cache_control": {"type": "ephemeral"}}]}]}
+    usage = client.post(url, json=body).json()["usage"]["prompt_tokens_details"]
+    assert usage["cache_creation_input_tokens"] == 0
+    assert client.post(url, json=_cached_body(mark={"type": "persistent"})).status_code == 400
+    on_message = {"model": "qwen-plus", "messages": [
+        {"role": "user", "content": "x", "cache_control": {"type": "ephemeral"}}]}
+    assert client.post(url, json=on_message).status_code == 400
+
+
+def test_summary_requests_keep_fact_lines_without_using_the_queue(
+        fake: FakeModelServer, client: httpx.Client) -> None:
+    fake.enqueue(Reply(text="for the turn"))
+    body = {"model": "qwen-flash", "messages": [
+        {"role": "system", "content": "You keep the running summary of a chat."},
+        {"role": "user", "content": "Summary so far:\nFACT: a\n\n[user]\nFACT: b\nhello"}]}
+    reply = client.post(fake.openai_base + OAI, json=body).json()
+    assert reply["choices"][0]["message"]["content"] == "FACT: a\nFACT: b"
+    turn = client.post(fake.openai_base + OAI, json={"model": "qwen-plus", "messages": [
+        {"role": "user", "content": "hi"}]}).json()
+    assert turn["choices"][0]["message"]["content"] == "for the turn"

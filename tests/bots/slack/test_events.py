@@ -422,3 +422,22 @@ async def test_reset_with_words_after_it_gets_a_hint(harness: Harness) -> None:
     })
     assert status == 200 and "takes nothing after it" in text
     assert h.model.requests == []
+
+
+async def test_summary_and_compact_words(harness: Harness) -> None:
+    h = harness
+    await h.event(message("FACT: the budget is 300 euros", channel="D1", channel_type="im"))
+    await h.idle()
+    await h.event(message("compact", channel="D1", channel_type="im"))
+    await h.idle()
+    assert "Compacted" in h.slack.of("chat.postMessage")[-1].args["markdown_text"]
+    await h.event(message("summary", channel="D1", channel_type="im"))
+    await h.idle()
+    shown = h.slack.of("chat.postMessage")[-1].args["markdown_text"]
+    assert "FACT: the budget is 300 euros" in shown
+    await h.event(message("what is the budget?", channel="D1", channel_type="im"))
+    await h.idle()
+    turn = [r.json for r in h.model.requests if r.json and "running summary" not in
+            str(r.json["messages"][0]["content"])][-1]
+    assert "FACT: the budget is 300 euros" in turn["messages"][0]["content"]
+    assert [m["role"] for m in turn["messages"]] == ["system", "user"]

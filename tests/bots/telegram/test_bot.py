@@ -48,7 +48,8 @@ async def test_private_chat_streams_a_draft_then_sends_one_message(bot: Bot) -> 
     assert api.calls_to("sendChatAction")[0].get("action") == "typing"
     assert bot.model_texts() == ["hi there"]
     commands = api.calls_to("setMyCommands")[0].get("commands")
-    assert [c["command"] for c in commands] == ["start", "help", "reset", "model"]
+    assert [c["command"] for c in commands] == ["start", "help", "reset", "summary", "compact",
+                                               "model"]
     assert api.calls_to("getUpdates")[0].get("allowed_updates") == ["message",
                                                                    "business_message"]
 
@@ -384,3 +385,21 @@ async def test_unknown_and_malformed_commands_get_a_hint_not_the_model(bot: Bot)
     await bot.answered(chat, 3)
     assert len(bot.model.requests) == 1 and bot.model_texts() == ["hello"]
     assert len(await bot.answered(GROUP["id"])) == 1
+
+
+async def test_summary_and_compact_commands(bot: Bot) -> None:
+    chat = ALICE["id"]
+    bot.send(message("/summary"))
+    assert "No summary yet" in (await bot.answered(chat))[0]
+    bot.send(message("FACT: my dog is called Rex"))
+    await bot.answered(chat, 2)
+    bot.send(message("/compact"))
+    assert "Compacted" in (await bot.answered(chat, 3))[2]
+    bot.send(message("/summary"))
+    assert "FACT: my dog is called Rex" in (await bot.answered(chat, 4))[3]
+    bot.send(message("/compact now"))
+    assert "takes nothing after it" in (await bot.answered(chat, 5))[4]
+    from tests.fakes.model_server import is_summary_request
+
+    turns = [r for r in bot.model.requests if not is_summary_request(r.json)]
+    assert len(turns) == 1  # the commands started no turn (only the summary call)

@@ -144,3 +144,30 @@ async def test_unreachable_endpoint_is_unavailable(http: aiohttp.ClientSession) 
     dead = OpenAIClient(http, base_url="http://127.0.0.1:9/v1", api_key=None, timeout=2)
     with pytest.raises(ModelUnavailable):
         await collect(dead.stream(call()))
+
+
+async def test_cache_markers_and_cached_usage(fake_model: FakeModelServer) -> None:
+    from core.types import ContextMessage, ModelCall, Usage
+
+    long = "policy line. " * 400
+    call = ModelCall("qwen-plus", (ContextMessage("system", long),
+                                   ContextMessage("user", "first"),
+                                   ContextMessage("assistant", "ok"),
+                                   ContextMessage("user", "second")), cache=None)
+    async with aiohttp.ClientSession() as http:
+        client = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=5)
+        usages = []
+        for _ in range(2):
+            chunks = [c async for c in client.stream(call)]
+            usages.append(chunks[-1].usage)
+        sent = fake_model.requests[-1].json["messages"]
+        assert sent[0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+        assert sent[-1]["content"][0]["cache_control"] == {"type": "ephemeral"}
+        assert sent[1]["content"] == "first" and sent[2]["content"] == "ok"
+        first, second = usages
+        assert isinstance(first, Usage) and first.cache_creation_tokens > 1024
+        assert second is not None and second.cached_tokens == first.cache_creation_tokens
+        for model, cache in (("qwen-max", None), ("qwen-plus", False)):  # no explicit cache
+            fake_model.clear()
+            [c async for c in client.stream(ModelCall(model, call.messages, cache=cache))]
+            assert fake_model.requests[-1].json["messages"][0]["content"] == long

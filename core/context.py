@@ -17,10 +17,13 @@ def _placeholder(count: int) -> str:
 
 
 def build_messages(
-    profile: Profile, history: Sequence[StoredMessage], *, show_authors: bool = False
+    profile: Profile, history: Sequence[StoredMessage], *, show_authors: bool = False,
+    knowledge: str = "",
 ) -> tuple[ContextMessage, ...]:
-    """System prompt plus history (oldest first); old images become a placeholder."""
-    messages = [ContextMessage("system", profile.system_prompt)]
+    """System prompt (+ knowledge-base passages) plus history (oldest first); old images
+    become a placeholder."""
+    system = f"{profile.system_prompt}\n\n{knowledge}" if knowledge else profile.system_prompt
+    messages = [ContextMessage("system", system)]
     for stored in history:
         text = stored.text
         if stored.image_count and len(stored.images) < stored.image_count:

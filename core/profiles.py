@@ -7,6 +7,7 @@ here, as a ``ConfigError``, never at the first message.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -67,6 +68,11 @@ class Profile:
     image_turns: int = 3
     max_context_messages: int = 200
     max_input_chars: int = 32_000
+    # Knowledge bases answered from; "auto": their best passages go into every turn,
+    # "tool": the model calls kb_search.
+    knowledge: tuple[str, ...] = ()
+    kb_mode: str = "auto"
+    kb_passages: int = 4
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -111,8 +117,36 @@ def _sampling(raw: Mapping[str, Any], where: str) -> Sampling:
 _KNOWN_KEYS = {
     "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
     "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
-    "max_input_chars",
+    "max_input_chars", "knowledge", "kb_mode", "kb_passages",
 }
+_KB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _knowledge(profile: Profile, raw: Mapping[str, Any], where: str) -> Profile:
+    """The profile's knowledge-base settings, checked."""
+    if "knowledge" in raw:
+        names = raw["knowledge"]
+        if not isinstance(names, list) or not all(
+                isinstance(n, str) and _KB_NAME.fullmatch(n) for n in names):
+            raise ConfigError(f"{where}: knowledge must be a list of knowledge base names "
+                              '(letters, digits, "-", "_", "."), e.g. ["shop-faq"]')
+        profile = replace(profile, knowledge=tuple(names))
+    if "kb_mode" in raw:
+        from core.knowledge.tool import TOOL_MODE_READY
+
+        mode = raw["kb_mode"]
+        if mode not in ("auto", "tool"):
+            raise ConfigError(f'{where}: kb_mode must be "auto" or "tool", not {mode!r}')
+        if mode == "tool" and not TOOL_MODE_READY:
+            raise ConfigError(f'{where}: kb_mode = "tool" needs tool calling, which this '
+                              'version does not have yet; use kb_mode = "auto"')
+        profile = replace(profile, kb_mode=mode)
+    if "kb_passages" in raw:
+        count = raw["kb_passages"]
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 20:
+            raise ConfigError(f"{where}: kb_passages must be an integer from 1 to 20")
+        profile = replace(profile, kb_passages=count)
+    return profile
 
 
 def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None) -> Profile:
@@ -142,4 +176,4 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
-    return profile
+    return _knowledge(profile, raw, where)

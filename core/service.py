@@ -25,6 +25,8 @@ from core.errors import (
     StoreError,
 )
 from core.images import DEFAULT_MAX_SIDE, prepare_image
+from core.knowledge.cite import NOT_FOUND, cited, context_block, store_sources
+from core.knowledge.search import Passage, Searcher
 from core.limits import Limits
 from core.model.base import ModelClient
 from core.profiles import Profile
@@ -92,8 +94,10 @@ class ServiceOptions:
 class ChatService:
     """Runs turns: record, serialize per conversation, build context, call, persist."""
 
-    def __init__(self, *, store: Store, model: ModelClient, options: ServiceOptions) -> None:
+    def __init__(self, *, store: Store, model: ModelClient, options: ServiceOptions,
+                 knowledge: Searcher | None = None) -> None:
         self._store = store
+        self._knowledge = knowledge
         self._model = model
         self._options = options
         self._locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
@@ -339,8 +343,18 @@ class ChatService:
         began = time.monotonic()
         yield StatusEvent("thinking…")
         counter = self._counter(model)
+        passages = await self._passages(profile, request)
+        if passages == []:  # a profile with a knowledge base that has nothing on this
+            await self._store.finish_turn(
+                start, event_id=request.event_id, platform=request.platform, text=NOT_FOUND,
+                token_count=message_tokens(counter, NOT_FOUND), status="ok", model=model,
+                latency_ms=int((time.monotonic() - began) * 1000))
+            yield FinalEvent(NOT_FOUND, request.scope, model, Usage(),
+                             int((time.monotonic() - began) * 1000))
+            return
         call = ModelCall(
-            model, build_messages(profile, history, show_authors=request.shared),
+            model, build_messages(profile, history, show_authors=request.shared,
+                                  knowledge=context_block(passages) if passages else ""),
             profile.sampling,
         )
         answer: list[str] = []
@@ -412,12 +426,21 @@ class ChatService:
             token_count=answer_tokens,
             status="ok", reasoning="".join(reasoning), model=finish.model or model,
             usage=usage, latency_ms=latency,
+            also=(lambda conn, message_id: store_sources(conn, message_id, passages))
+            if passages else None,
         )
         notices = ["(The answer hit the length limit.)"] if finish.reason == "length" else []
         notices += [f"(Not read: {why})" for why in skipped]
         notice = " ".join(notices)
         yield FinalEvent(text, request.scope, finish.model or model, usage, latency,
-                         notice=notice)
+                         notice=notice, sources=cited(text, passages or ()))
+
+    async def _passages(self, profile: Profile, request: ChatRequest) -> list[Passage] | None:
+        """Knowledge-base passages for this turn (``None``: the profile answers without)."""
+        if self._knowledge is None or not profile.knowledge or profile.kb_mode != "auto":
+            return None
+        return await self._knowledge.search(profile.knowledge, request.text,
+                                            k=profile.kb_passages)
 
     async def _fail(
         self, start: TurnStart, request: ChatRequest, model: str, err: ChatbridgeError,

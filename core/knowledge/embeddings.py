@@ -87,8 +87,8 @@ class EmbeddingClient:
             raise failed from err
         if len(vectors) != len(texts) or any(
                 not v or not all(math.isfinite(x) for x in v) for v in vectors):
-            failed = ModelError(f"the embedding endpoint returned {len(vectors)} usable "
-                                f"vectors for {len(texts)} texts")
-            failed.endpoint = where
-            raise failed
+            wrong = ModelError(f"the embedding endpoint returned {len(vectors)} usable "
+                               f"vectors for {len(texts)} texts")
+            wrong.endpoint = where
+            raise wrong
         return vectors

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from core.errors import ConfigError
@@ -20,11 +20,11 @@ from core.knowledge.models import KnowledgeBase, KnowledgeChunk, KnowledgeDocume
 from core.store import Store
 from core.store.models import utcnow
 
-__all__ = ["BaseInfo", "DocumentInfo", "KnowledgeIndex", "LANGUAGES", "check_name"]
+__all__ = ["LANGUAGES", "BaseInfo", "DocumentInfo", "KnowledgeIndex", "check_name"]
 
-_bases = KnowledgeBase.__table__
-_docs = KnowledgeDocument.__table__
-_chunks = KnowledgeChunk.__table__
+_bases: Table = KnowledgeBase.__table__  # type: ignore[assignment]
+_docs: Table = KnowledgeDocument.__table__  # type: ignore[assignment]
+_chunks: Table = KnowledgeChunk.__table__  # type: ignore[assignment]
 
 # PostgreSQL's built-in text-search configurations (SQLite's FTS5 uses one Porter
 # stemmer and Unicode tokenizer for every base).

@@ -10,28 +10,33 @@ Without an embedding model everything works on full-text alone.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Table, select, text
 from sqlalchemy.engine import Connection
 
+from core.errors import ModelError
 from core.knowledge.embeddings import EmbeddingClient
 from core.knowledge.models import KnowledgeBase, KnowledgeChunk, KnowledgeDocument
 from core.store import Store
 
 __all__ = ["MODES", "Passage", "Searcher", "fts_terms"]
 
+log = logging.getLogger(__name__)
+
 MODES = ("hybrid", "fulltext", "dense")
 RRF_K = 60  # the usual constant of reciprocal-rank fusion
 DEFAULT_MIN_SIMILARITY = 0.35
 
-_bases = KnowledgeBase.__table__
-_docs = KnowledgeDocument.__table__
-_chunks = KnowledgeChunk.__table__
+_bases: Table = KnowledgeBase.__table__  # type: ignore[assignment]
+_docs: Table = KnowledgeDocument.__table__  # type: ignore[assignment]
+_chunks: Table = KnowledgeChunk.__table__  # type: ignore[assignment]
 
 # Words too common to say what a question is about (SQLite has no stop list of its own).
 _STOP = frozenset("""a about am an and any are as at be been but by can could did do does
@@ -123,8 +128,13 @@ class Searcher:
         embedder = self._embedder
         embedded = [b for b in bases if embedder and b.embed_model == embedder.model]
         if mode != "fulltext" and embedder is not None and embedded:
-            vector = (await embedder.embed([query]))[0]
-            dense = await self._nearest(embedded, vector, pool)
+            try:
+                vector = (await embedder.embed([query]))[0]
+            except ModelError as err:
+                # The full-text ranking still answers; the operator learns why not both.
+                log.warning("embedding the question failed, full-text only: %s", err.detail)
+            else:
+                dense = await self._nearest(embedded, vector, pool)
         fused: dict[int, dict[str, float]] = {}
         for name, ranking in (("fts", fts), ("dense", dense)):
             for rank, (chunk_id, score) in enumerate(ranking, 1):
@@ -175,8 +185,7 @@ class Searcher:
         for base in bases:
             cached = self._vectors.get(base.id)
             if cached is None or cached[0] != base.updated_at:
-                cached = await self._store.run(lambda conn, b=base: _load(conn, b),
-                                               "read the vectors")
+                cached = await self._store.run(partial(_load, base=base), "read the vectors")
                 self._vectors[base.id] = cached
             _, ids, matrix = cached
             if len(ids) == 0 or matrix.shape[1] != query.shape[0]:

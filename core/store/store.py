@@ -502,8 +502,12 @@ class Store:
         usage: Usage | None = None,
         latency_ms: int | None = None,
         error: str | None = None,
+        also: Callable[[Connection, int], None] | None = None,
     ) -> int:
-        """Store the assistant's answer (or the failure) and close the inbound event."""
+        """Store the assistant's answer (or the failure) and close the inbound event.
+
+        ``also`` runs in the same transaction with the answer's id (its sources…).
+        """
 
         def work(conn: Connection) -> int:
             if start.fence is not None:
@@ -531,6 +535,8 @@ class Store:
                     "p_platform": platform, "p_event": closed, "p_now": now,
                     "p_status": "failed" if status == "failed" else "done",
                 })
+            if also is not None:
+                also(conn, message_id)
             return message_id
 
         return await self._tx(work, "store the answer")

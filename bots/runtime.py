@@ -16,6 +16,8 @@ from bots.db import create_engine, ensure_schema, open_store
 from bots.ops import Metrics
 from bots.settings import Settings
 from core.inbox import Inbox
+from core.knowledge.embeddings import EmbeddingClient
+from core.knowledge.search import Searcher
 from core.model import (
     CircuitBreaker,
     DashScopeClient,
@@ -28,7 +30,7 @@ from core.model import (
 from core.service import ChatService, ServiceOptions
 from core.store import Store
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime", "build_searcher", "open_runtime"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,20 @@ class Runtime:
     http: httpx.AsyncClient
     inbox: Inbox
     metrics: Metrics = field(default_factory=Metrics)
+
+
+def build_searcher(settings: Settings, store: Store, http: httpx.AsyncClient) -> Searcher:
+    """Knowledge-base search: full-text, plus dense vectors when a model is configured."""
+    embedder = None
+    if settings.embedding_model:
+        base = settings.embedding_base_url or settings.model_base_url
+        if settings.model_api == "dashscope" and not settings.embedding_base_url:
+            base = base.replace("/api/v1", "/compatible-mode/v1")  # /embeddings lives there
+        embedder = EmbeddingClient(
+            http, base_url=base,
+            api_key=settings.model_api_key, model=settings.embedding_model,
+            dimensions=settings.embedding_dimensions)
+    return Searcher(store, embedder)
 
 
 def build_model(settings: Settings, http: httpx.AsyncClient) -> ModelClient:
@@ -77,7 +93,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     limits=settings.limits,
                 )
                 service = ChatService(store=store, model=build_model(settings, http),
-                                      options=options)
+                                      options=options,
+                                      knowledge=build_searcher(settings, store, http))
                 inbox = Inbox(store, lease_seconds=settings.lease_seconds,
                               concurrency=settings.concurrency,
                               poll_seconds=settings.inbox_poll)

@@ -349,6 +349,7 @@ class ChatService:
                 start, event_id=request.event_id, platform=request.platform, text=NOT_FOUND,
                 token_count=message_tokens(counter, NOT_FOUND), status="ok", model=model,
                 latency_ms=int((time.monotonic() - began) * 1000))
+            yield DeltaEvent(NOT_FOUND)
             yield FinalEvent(NOT_FOUND, request.scope, model, Usage(),
                              int((time.monotonic() - began) * 1000))
             return

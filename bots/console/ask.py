@@ -37,15 +37,15 @@ def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
 
 
 def console_request(
-    conversation: str, text: str, images: tuple[bytes, ...] = ()
+    conversation: str, text: str, images: tuple[bytes, ...] = (), profile: str | None = None,
 ) -> ChatRequest:
-    """A core request from the terminal."""
+    """A core request from the terminal (answered as ``profile``, or the default one)."""
     import getpass
 
     return ChatRequest(
         platform="console", scope=f"console/{conversation}",
         author=Author(getpass.getuser(), getpass.getuser()), text=text,
-        event_id=f"console-{uuid.uuid4()}", images=images,
+        event_id=f"console-{uuid.uuid4()}", images=images, profile=profile,
     )
 
 
@@ -76,6 +76,13 @@ async def stream_turn(
     return ErrorEvent("duplicate", "This message was already answered.")
 
 
+def sources_text(result: FinalEvent) -> str:
+    """The cited knowledge-base sources, one a line (empty when none)."""
+    lines = [f"[{c.number}] {c.title}" + (f" — {c.heading}" if c.heading else "")
+             + f" ({c.source})" for c in result.sources]
+    return "\n".join(["Sources:", *lines]) if lines else ""
+
+
 # Turns that failed on what the person gave (exit 2), not on a service (exit 1).
 INPUT_KINDS = frozenset({"bad_input", "bad_image"})
 
@@ -88,12 +95,12 @@ def error_line(result: ErrorEvent) -> str:
 
 async def run_ask(
     settings: Settings, *, conversation: str, text: str, image_paths: Sequence[str],
-    as_json: bool,
+    as_json: bool, profile: str | None = None,
 ) -> int:
     """Ask once; print the reply (or one error line on stderr) and return the exit code."""
     images = read_images(image_paths)
     async with open_runtime(settings) as runtime:
-        request = console_request(conversation, text, images)
+        request = console_request(conversation, text, images, profile)
         result = await stream_turn(runtime.service, request, None if as_json else sys.stdout)
     if isinstance(result, ErrorEvent):
         sys.stdout.flush()

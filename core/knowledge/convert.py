@@ -91,9 +91,13 @@ def _html(data: bytes, source: str) -> Document:
 
 
 def _pdf(data: bytes, source: str) -> Document:
+    import logging
+
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
+    # pypdf logs each oddity of a damaged file; the one line of DocumentError says enough.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):

@@ -103,6 +103,11 @@ class Searcher:
         self._vectors: dict[int, tuple[datetime, Any, Any]] = {}
 
     @property
+    def embedder(self) -> EmbeddingClient | None:
+        """The embedding client, if a model is configured."""
+        return self._embedder
+
+    @property
     def dense(self) -> bool:
         """Whether an embedding model is configured."""
         return self._embedder is not None

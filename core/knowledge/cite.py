@@ -30,7 +30,11 @@ _INSTRUCTIONS = (
 
 
 def _label(p: Passage | Citation) -> str:
-    return f"{p.title} — {p.heading}" if p.heading and p.heading != p.title else p.title
+    """ "Title — Section > Subsection" (the title not repeated when it heads the path)."""
+    heading = p.heading
+    if heading == p.title or heading.startswith(f"{p.title} > "):
+        heading = heading[len(p.title):].removeprefix(" > ")
+    return f"{p.title} — {heading}" if heading else p.title
 
 
 def context_block(passages: Sequence[Passage]) -> str:

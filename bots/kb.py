@@ -17,6 +17,7 @@ from bots.runtime import build_searcher
 from bots.settings import Settings
 from core.errors import ChatbridgeError, ConfigError, ModelError
 from core.knowledge.chunking import split_markdown
+from core.knowledge.cite import label
 from core.knowledge.convert import Document, DocumentError, convert, find_files
 from core.knowledge.embeddings import BATCH, pack
 from core.knowledge.index import KnowledgeIndex, check_name
@@ -251,8 +252,7 @@ async def _search(settings: Settings, kbs: Sequence[str], text: str, limit: int,
         print("nothing found")
         return 1
     for n, p in enumerate(passages, 1):
-        where = f"{p.title} — {p.heading}" if p.heading else p.title
-        print(f"{n}. {p.score:.4f}  {where}  ({p.source})  [{_ranks(p)}]")
+        print(f"{n}. {p.score:.4f}  {label(p)}  ({p.source})  [{_ranks(p)}]")
         body = " ".join(p.text.split())
         print(f"   {body[:300]}{'…' if len(body) > 300 else ''}")
     return 0

@@ -115,9 +115,13 @@ async def run_ask(
             "reply": result.text, "conversation": conversation, "model": result.model,
             "usage": usage_dict(result), "latency_ms": result.latency_ms,
             "partial": result.partial,
+            "sources": [{"n": c.number, "title": c.title, "heading": c.heading,
+                         "source": c.source} for c in result.sources],
         }, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
+        if result.sources:
+            print(sources_text(result))
     if result.notice:
         print(f"chatbridge: {result.notice}", file=sys.stderr)
     return 0

@@ -12,7 +12,7 @@ from core.knowledge.models import MessageSource
 from core.knowledge.search import Passage
 from core.types import Citation
 
-__all__ = ["NOT_FOUND", "cited", "context_block", "load_sources", "sources_markdown",
+__all__ = ["NOT_FOUND", "cited", "context_block", "label", "load_sources", "sources_markdown",
            "store_sources"]
 
 _sources: Table = MessageSource.__table__  # type: ignore[assignment]
@@ -29,8 +29,8 @@ _INSTRUCTIONS = (
 )
 
 
-def _label(p: Passage | Citation) -> str:
-    """ "Title — Section > Subsection" (the title not repeated when it heads the path)."""
+def label(p: Passage | Citation) -> str:
+    """"Title — Section > Subsection" (the title not repeated when it heads the path)."""
     heading = p.heading
     if heading == p.title or heading.startswith(f"{p.title} > "):
         heading = heading[len(p.title):].removeprefix(" > ")
@@ -41,7 +41,7 @@ def context_block(passages: Sequence[Passage]) -> str:
     """What is added to the system prompt: instructions, then ``[n]`` passages."""
     parts = [_INSTRUCTIONS, ""]
     for number, p in enumerate(passages, 1):
-        parts.append(f"[{number}] {_label(p)} ({p.source})\n{p.text}\n")
+        parts.append(f"[{number}] {label(p)} ({p.source})\n{p.text}\n")
     return "\n".join(parts).rstrip()
 
 
@@ -58,7 +58,7 @@ def sources_markdown(citations: Sequence[Citation]) -> str:
         return ""
     items = []
     for c in citations:
-        label = _label(c).replace("[", "(").replace("]", ")")
+        label = label(c).replace("[", "(").replace("]", ")")
         items.append(f"[{c.number}] [{label}]({c.url})" if c.url else f"[{c.number}] {label}")
     return "Sources: " + "; ".join(items)
 

@@ -58,8 +58,8 @@ def sources_markdown(citations: Sequence[Citation]) -> str:
         return ""
     items = []
     for c in citations:
-        label = label(c).replace("[", "(").replace("]", ")")
-        items.append(f"[{c.number}] [{label}]({c.url})" if c.url else f"[{c.number}] {label}")
+        name = label(c).replace("[", "(").replace("]", ")")
+        items.append(f"[{c.number}] [{name}]({c.url})" if c.url else f"[{c.number}] {name}")
     return "Sources: " + "; ".join(items)
 
 

@@ -31,5 +31,5 @@ async def test_answer_cites_the_right_passage(tmp_path: Path, bot_api: FakeBotAp
         edits = [c.params.get("text", "") for c in bot_api.calls_to("editMessageText")]
         shown = edits[-1] if edits else html
         assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in shown
-    [(answer, number, heading, source)] = await stored_sources(db_url)
+    [(_, number, heading, source)] = await stored_sources(db_url)
     assert (number, heading, source) == (1, "Shop FAQ > Shipping", FAQ_URL)

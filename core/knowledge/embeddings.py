@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -17,7 +17,7 @@ from core.errors import ModelError, ModelUnavailable
 from core.model.faults import error_from_response
 from core.model.transport import describe, shown_url
 
-__all__ = ["BATCH", "EmbeddingClient", "pack", "unpack"]
+__all__ = ["BATCH", "EmbeddingClient", "Embedder", "pack", "unpack"]
 
 BATCH = 10
 
@@ -36,6 +36,16 @@ def unpack(data: bytes) -> list[float]:
     import numpy as np
 
     return [float(x) for x in np.frombuffer(data, dtype="<f4")]
+
+
+class Embedder(Protocol):
+    """What search needs of an embedding model: its name and vectors for texts."""
+
+    model: str
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        ...
 
 
 class EmbeddingClient:

@@ -22,7 +22,7 @@ from sqlalchemy import Table, select, text
 from sqlalchemy.engine import Connection
 
 from core.errors import ModelError
-from core.knowledge.embeddings import EmbeddingClient
+from core.knowledge.embeddings import Embedder
 from core.knowledge.models import KnowledgeBase, KnowledgeChunk, KnowledgeDocument
 from core.store import Store
 
@@ -95,15 +95,17 @@ class _Base:
 class Searcher:
     """Ranks passages of one or more bases for a question."""
 
-    def __init__(self, store: Store, embedder: EmbeddingClient | None = None, *,
-                 min_similarity: float = DEFAULT_MIN_SIMILARITY) -> None:
+    def __init__(self, store: Store, embedder: Embedder | None = None, *,
+                 min_similarity: float = DEFAULT_MIN_SIMILARITY,
+                 weights: tuple[float, float] = (1.0, 1.0)) -> None:
         self._store = store
+        self._weights = {"fts": weights[0], "dense": weights[1]}
         self._embedder = embedder
         self._min = min_similarity
         self._vectors: dict[int, tuple[datetime, Any, Any]] = {}
 
     @property
-    def embedder(self) -> EmbeddingClient | None:
+    def embedder(self) -> Embedder | None:
         """The embedding client, if a model is configured."""
         return self._embedder
 
@@ -144,7 +146,7 @@ class Searcher:
         for name, ranking in (("fts", fts), ("dense", dense)):
             for rank, (chunk_id, score) in enumerate(ranking, 1):
                 entry = fused.setdefault(chunk_id, {"rrf": 0.0})
-                entry["rrf"] += 1.0 / (RRF_K + rank)
+                entry["rrf"] += self._weights[name] / (RRF_K + rank)
                 entry[f"{name}_rank"], entry[f"{name}_score"] = rank, score
         best = sorted(fused, key=lambda cid: -fused[cid]["rrf"])[:k]
         if not best:

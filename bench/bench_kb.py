@@ -43,10 +43,9 @@ from typing import Any
 from bots.db import create_engine, open_store, upgrade
 from core.knowledge.chunking import Chunk, split_markdown
 from core.knowledge.convert import Document
-from core.knowledge.embeddings import EmbeddingClient, Embedder, pack
+from core.knowledge.embeddings import Embedder, EmbeddingClient, pack
 from core.knowledge.index import KnowledgeIndex
 from core.knowledge.search import Searcher
-
 
 WEIGHTS = (1.0, 1.0)
 

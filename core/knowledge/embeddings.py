@@ -17,7 +17,7 @@ from core.errors import ModelError, ModelUnavailable
 from core.model.faults import error_from_response
 from core.model.transport import describe, shown_url
 
-__all__ = ["BATCH", "EmbeddingClient", "Embedder", "pack", "unpack"]
+__all__ = ["BATCH", "Embedder", "EmbeddingClient", "pack", "unpack"]
 
 BATCH = 10
 

@@ -12,6 +12,7 @@ from typing import TextIO
 from bots.runtime import open_runtime
 from bots.settings import Settings
 from core.errors import InputError
+from core.knowledge.cite import label
 from core.service import ChatService
 from core.types import (
     Author,
@@ -78,8 +79,7 @@ async def stream_turn(
 
 def sources_text(result: FinalEvent) -> str:
     """The cited knowledge-base sources, one a line (empty when none)."""
-    lines = [f"[{c.number}] {c.title}" + (f" — {c.heading}" if c.heading else "")
-             + f" ({c.source})" for c in result.sources]
+    lines = [f"[{c.number}] {label(c)} ({c.source})" for c in result.sources]
     return "\n".join(["Sources:", *lines]) if lines else ""
 
 

@@ -343,7 +343,13 @@ class ChatService:
         began = time.monotonic()
         yield StatusEvent("thinking…")
         counter = self._counter(model)
-        passages = await self._passages(profile, request)
+        try:
+            passages = await self._passages(profile, request)
+        except ChatbridgeError as err:  # the database failed while searching
+            log.error("knowledge-base search failed in %s: %s", request.scope, err)
+            await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
+            yield ErrorEvent(err.kind, err.user_message, request.scope)
+            return
         if passages == []:  # a profile with a knowledge base that has nothing on this
             await self._store.finish_turn(
                 start, event_id=request.event_id, platform=request.platform, text=NOT_FOUND,

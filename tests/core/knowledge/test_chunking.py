@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from core.knowledge.chunking import split_markdown
 
 
@@ -25,7 +27,7 @@ def test_long_sections_are_split_with_overlap() -> None:
     assert len(chunks) > 1
     assert all(len(c.text) <= 800 + 100 for c in chunks)
     assert all(c.heading == "Long" for c in chunks)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.text.split("\n\n")[0] in before.text  # starts with the end of the last
     joined = " ".join(c.text for c in chunks)
     assert all(f"Paragraph {i} " in joined for i in range(10))

@@ -23,6 +23,10 @@ from core.model.faults import redact
 
 __all__ = ["main"]
 
+# numpy's BLAS (knowledge-base vector search) would start a thread per core for each
+# product; called from the event loop on a shared machine, that costs far more than it saves.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 # Exit codes, the same in every command (README "Exit codes").
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130

@@ -287,7 +287,14 @@ async def main_async(args: argparse.Namespace) -> None:
         await http.aclose()
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwind, so the throwaway PostgreSQL cluster is stopped
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", default="sqlite,postgres",
                         type=lambda s: [x for x in s.split(",") if x])

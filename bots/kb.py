@@ -131,9 +131,11 @@ class _Progress:
 
     def chunks(self, count: int, embedding: bool) -> None:
         if self._bar is not None:
-            self._bar.advance(self._chunks, count)
-            task = self._bar.tasks[self._embeds]
+            # Passages are known a file at a time: the totals grow as files are read.
+            done = self._bar.tasks[self._chunks]
+            self._bar.update(self._chunks, total=(done.total or 0) + count, advance=count)
             if embedding:
+                task = self._bar.tasks[self._embeds]
                 self._bar.update(self._embeds, total=(task.total or 0) + count)
 
     def embedded(self, count: int) -> None:

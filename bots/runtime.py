@@ -7,6 +7,7 @@ and passed down; they are closed when the block ends.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
@@ -17,6 +18,7 @@ from bots.ops import Metrics
 from bots.settings import Settings
 from core.inbox import Inbox
 from core.knowledge.embeddings import EmbeddingClient
+from core.knowledge.index import KnowledgeIndex
 from core.knowledge.search import Searcher
 from core.model import (
     CircuitBreaker,
@@ -30,7 +32,9 @@ from core.model import (
 from core.service import ChatService, ServiceOptions
 from core.store import Store
 
-__all__ = ["Runtime", "build_searcher", "open_runtime"]
+__all__ = ["Runtime", "build_searcher", "open_runtime", "warn_missing_bases"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,20 @@ class Runtime:
     http: httpx.AsyncClient
     inbox: Inbox
     metrics: Metrics = field(default_factory=Metrics)
+
+
+async def warn_missing_bases(settings: Settings, index: KnowledgeIndex) -> list[str]:
+    """Log each knowledge base a profile names that has no documents (yet); their names."""
+    wanted = {kb: name for name, p in settings.profiles.items() for kb in p.knowledge}
+    if not wanted:
+        return []
+    have = {b.name for b in await index.bases() if b.documents}
+    missing = sorted(set(wanted) - have)
+    for kb in missing:
+        log.warning("profile %r answers from knowledge base %r, which has no documents yet: "
+                    "every question gets \"I don't know\" (chatbridge kb add --kb %s PATH|URL)",
+                    wanted[kb], kb, kb)
+    return missing
 
 
 def build_searcher(settings: Settings, store: Store, http: httpx.AsyncClient) -> Searcher:
@@ -86,6 +104,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=20)
             async with httpx.AsyncClient(limits=limits) as http:
                 store = open_store(engine)
+                await warn_missing_bases(settings, KnowledgeIndex(store))
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,

@@ -174,3 +174,26 @@ def test_ask_with_a_profile_answers_from_its_knowledge_base(
 
     wrong = run(tmp_path, fake_model, "ask", "--profile", "nope", "hi")
     assert wrong.returncode == 2 and "no profile 'nope'" in wrong.stderr
+
+
+async def test_start_up_warns_of_a_profile_whose_base_is_empty(
+        tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from bots.db import create_engine, open_store, upgrade
+    from bots.runtime import warn_missing_bases
+    from bots.settings import load_settings
+    from core.knowledge.index import KnowledgeIndex
+
+    (tmp_path / "chatbridge.toml").write_text(
+        '[profiles.shop]\nknowledge = ["shop-faq"]\n[profiles.plain]\n')
+    settings = load_settings({"CHATBRIDGE_DATABASE_URL": sqlite_url,
+                              "CHATBRIDGE_MODEL_BASE_URL": "http://127.0.0.1:9/v1",
+                              "CHATBRIDGE_MODEL_API_KEY": ""}, cwd=tmp_path)
+    engine = create_engine(sqlite_url)
+    await upgrade(engine)
+    store = open_store(engine)
+    try:
+        assert await warn_missing_bases(settings, KnowledgeIndex(store)) == ["shop-faq"]
+        assert "profile 'shop' answers from knowledge base 'shop-faq'" in caplog.text
+    finally:
+        store.close()
+        await engine.dispose()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -55,6 +55,32 @@ _PG_FTS = (
     "'&', '|') AS tsquery) AS q) AS q "
     "WHERE c.kb_id IN ({ids}) AND c.tsv @@ q.q ORDER BY score DESC LIMIT :n"
 )
+
+
+# A word found in more passages than this says little about any of them, and ranking
+# every passage it matches is what makes a big base slow: such words are left out of
+# the query (when every word is that common, the least common one is kept).
+TERM_CAP = 1000
+_COUNT_CAP = 4 * TERM_CAP
+_SQLITE_COUNT = ("SELECT count(*) FROM (SELECT rowid FROM kb_chunks_fts "
+                 f"WHERE kb_chunks_fts MATCH :t LIMIT {_COUNT_CAP})")
+_PG_COUNT = ("SELECT count(*) FROM (SELECT 1 FROM kb_chunks WHERE kb_id IN ({ids}) AND "
+             "tsv @@ plainto_tsquery(CAST(:cfg AS regconfig), :t) "
+             f"LIMIT {_COUNT_CAP}) AS s")
+
+
+def _discriminating(conn: Connection, terms: list[str], count_sql: str,
+                    params: Callable[[str], dict[str, str]]) -> list[str]:
+    if len(terms) < 2:
+        return terms
+    statement = text(count_sql)
+    counts = {t: int(conn.execute(statement, params(t)).scalar_one()) for t in terms}
+    kept = [t for t in terms if counts[t] <= TERM_CAP]
+    return kept or [min(terms, key=lambda t: counts[t])]
+
+
+def _pg_params(term: str, cfg: str) -> dict[str, str]:
+    return {"t": term, "cfg": cfg}
 
 
 def fts_terms(query: str) -> list[str]:
@@ -168,14 +194,17 @@ class Searcher:
                   pool: int) -> list[tuple[int, float]]:
         ids = ", ".join(str(int(b.id)) for b in bases)
         if conn.dialect.name == "sqlite":
+            terms = _discriminating(conn, terms, _SQLITE_COUNT, lambda t: {"t": f'"{t}"'})
             match = " OR ".join(f'"{t}"' for t in terms)
             rows = conn.execute(text(_SQLITE_FTS.format(ids=ids)), {"q": match, "n": pool})
             return [(int(r.id), -float(r.score)) for r in rows]
         found: list[tuple[int, float]] = []
         for language in sorted({b.language for b in bases}):
             group = ", ".join(str(int(b.id)) for b in bases if b.language == language)
+            kept = _discriminating(conn, terms, _PG_COUNT.format(ids=group),
+                                   partial(_pg_params, cfg=language))
             rows = conn.execute(text(_PG_FTS.format(ids=group)),
-                                {"cfg": language, "q": " ".join(terms), "n": pool})
+                                {"cfg": language, "q": " ".join(kept), "n": pool})
             found += [(int(r.id), float(r.score)) for r in rows]
         return sorted(found, key=lambda item: -item[1])[:pool]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -77,3 +78,18 @@ async def test_reindex_replaces_chunks_and_remove_empties_the_index(engine: Asyn
             rows = await conn.execute(text(
                 "SELECT count(*) FROM kb_chunks_fts WHERE kb_chunks_fts MATCH 'refund'"))
             assert rows.scalar() == 0
+
+
+async def test_words_in_too_many_passages_are_left_out(
+        engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.knowledge.search as search
+
+    _, searcher = await index_faq(engine)
+    question = "working days visa"
+    every = {p.heading for p in await searcher.search(["shop-faq"], question)}
+    assert every == {"Shop FAQ > Returns", "Shop FAQ > Shipping", "Shop FAQ > Payment"}
+    monkeypatch.setattr(search, "TERM_CAP", 1)  # "days" is in two passages: too common
+    rare = {p.heading for p in await searcher.search(["shop-faq"], question)}
+    assert rare == {"Shop FAQ > Shipping", "Shop FAQ > Payment"}
+    # Only common words: the least common one is kept.
+    assert [p.heading for p in await searcher.search(["shop-faq"], "days")] != []

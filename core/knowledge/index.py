@@ -147,7 +147,8 @@ class KnowledgeIndex:
             if chunks:
                 conn.execute(insert(_chunks), [
                     {"kb_id": kb_id, "document_id": doc_id, "ordinal": i,
-                     "heading": c.heading, "text": c.text, "embedding": v}
+                     "heading": c.heading or document.title, "text": c.text,
+                     "embedding": v}
                     for i, (c, v) in enumerate(zip(chunks, embeddings, strict=True))
                 ])
             if conn.dialect.name == "postgresql":

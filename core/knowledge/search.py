@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -62,25 +62,24 @@ _PG_FTS = (
 # the query (when every word is that common, the least common one is kept).
 TERM_CAP = 1000
 _COUNT_CAP = 4 * TERM_CAP
-_SQLITE_COUNT = ("SELECT count(*) FROM (SELECT rowid FROM kb_chunks_fts "
-                 f"WHERE kb_chunks_fts MATCH :t LIMIT {_COUNT_CAP})")
-_PG_COUNT = ("SELECT count(*) FROM (SELECT 1 FROM kb_chunks WHERE kb_id IN ({ids}) AND "
-             "tsv @@ plainto_tsquery(CAST(:cfg AS regconfig), :t) "
-             f"LIMIT {_COUNT_CAP}) AS s")
+_SQLITE_COUNT = ("(SELECT count(*) FROM (SELECT rowid FROM kb_chunks_fts "
+                 f"WHERE kb_chunks_fts MATCH :t{{n}} LIMIT {_COUNT_CAP}))")
+_PG_COUNT = ("(SELECT count(*) FROM (SELECT 1 FROM kb_chunks WHERE kb_id IN ({ids}) AND "
+             "tsv @@ plainto_tsquery(CAST(:cfg AS regconfig), :t{n}) "
+             f"LIMIT {_COUNT_CAP}) AS s{{n}})")
 
 
 def _discriminating(conn: Connection, terms: list[str], count_sql: str,
-                    params: Callable[[str], dict[str, str]]) -> list[str]:
+                    params: dict[str, str], quote: bool = False) -> list[str]:
+    """``terms`` without those found in more than ``TERM_CAP`` passages (one statement)."""
     if len(terms) < 2:
         return terms
-    statement = text(count_sql)
-    counts = {t: int(conn.execute(statement, params(t)).scalar_one()) for t in terms}
+    columns = ", ".join(count_sql.replace("{n}", str(n)) for n in range(len(terms)))
+    values = {f"t{n}": f'"{t}"' if quote else t for n, t in enumerate(terms)}
+    row = conn.execute(text(f"SELECT {columns}"), {**params, **values}).one()
+    counts = dict(zip(terms, (int(c) for c in row), strict=True))
     kept = [t for t in terms if counts[t] <= TERM_CAP]
     return kept or [min(terms, key=lambda t: counts[t])]
-
-
-def _pg_params(term: str, cfg: str) -> dict[str, str]:
-    return {"t": term, "cfg": cfg}
 
 
 def fts_terms(query: str) -> list[str]:
@@ -146,19 +145,26 @@ class Searcher:
         pool = max(4 * k, 20)
         terms = fts_terms(query)
 
-        def first(conn: Connection) -> tuple[list[_Base], list[tuple[int, float]]]:
+        embedder = self._embedder
+
+        def first(conn: Connection) -> tuple[list[_Base], list[tuple[int, float]],
+                                             dict[int, Passage] | None]:
             rows = conn.execute(select(_bases.c.id, _bases.c.name, _bases.c.language,
                                        _bases.c.embed_model, _bases.c.updated_at)
                                 .where(_bases.c.name.in_(list(kbs)))).all()
             bases = [_Base(r.id, r.name, r.language, r.embed_model, r.updated_at)
                      for r in rows]
             if mode == "dense" or not bases or not terms:
-                return bases, []
-            return bases, self._fulltext(conn, bases, terms, query, pool)
+                return bases, [], None
+            fts = self._fulltext(conn, bases, terms, query, pool)
+            if mode == "fulltext" or not any(embedder and b.embed_model == embedder.model
+                                             for b in bases):
+                # Full-text alone decides: the passages are read in the same transaction.
+                return bases, fts, _details(conn, [cid for cid, _ in fts[:k]]) if fts else {}
+            return bases, fts, None
 
-        bases, fts = await self._store.run(first, "search the knowledge base")
+        bases, fts, known = await self._store.run(first, "search the knowledge base")
         dense: list[tuple[int, float]] = []
-        embedder = self._embedder
         embedded = [b for b in bases if embedder and b.embed_model == embedder.model]
         if mode != "fulltext" and embedder is not None and embedded:
             try:
@@ -177,8 +183,8 @@ class Searcher:
         best = sorted(fused, key=lambda cid: -fused[cid]["rrf"])[:k]
         if not best:
             return []
-        found = await self._store.run(lambda conn: _details(conn, best),
-                                      "read the passages")
+        found = known if known is not None and all(c in known for c in best) else (
+            await self._store.run(lambda conn: _details(conn, best), "read the passages"))
         out = []
         for cid in best:
             if cid not in found:
@@ -194,15 +200,15 @@ class Searcher:
                   pool: int) -> list[tuple[int, float]]:
         ids = ", ".join(str(int(b.id)) for b in bases)
         if conn.dialect.name == "sqlite":
-            terms = _discriminating(conn, terms, _SQLITE_COUNT, lambda t: {"t": f'"{t}"'})
+            terms = _discriminating(conn, terms, _SQLITE_COUNT, {}, quote=True)
             match = " OR ".join(f'"{t}"' for t in terms)
             rows = conn.execute(text(_SQLITE_FTS.format(ids=ids)), {"q": match, "n": pool})
             return [(int(r.id), -float(r.score)) for r in rows]
         found: list[tuple[int, float]] = []
         for language in sorted({b.language for b in bases}):
             group = ", ".join(str(int(b.id)) for b in bases if b.language == language)
-            kept = _discriminating(conn, terms, _PG_COUNT.format(ids=group),
-                                   partial(_pg_params, cfg=language))
+            kept = _discriminating(conn, terms, _PG_COUNT.replace("{ids}", group),
+                                   {"cfg": language})
             rows = conn.execute(text(_PG_FTS.format(ids=group)),
                                 {"cfg": language, "q": " ".join(kept), "n": pool})
             found += [(int(r.id), float(r.score)) for r in rows]

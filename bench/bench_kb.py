@@ -173,6 +173,7 @@ async def build(url: str, faq: list[dict[str, Any]], size: int,
     for start in range(0, len(extra), 100):
         part = extra[start:start + 100]
         await put(Document(f"filler/{start // 100}", "Filler", f"filler {start}"), part)
+    await index.analyze()  # as `kb add` does
     return (engine, store), Searcher(store, embedder, min_similarity=-1.0, weights=WEIGHTS)
 
 

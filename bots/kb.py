@@ -186,6 +186,8 @@ async def _add(settings: Settings, kb: str, inputs: Sequence[str], language: str
                 progress.file_done()
         finally:
             progress.stop()
+        if tally.indexed:
+            await index.analyze()
     summary = (f"{kb}: {tally.indexed} document(s) indexed ({tally.chunks} chunks"
                + (f", {tally.embedded} embedded" if settings.embedding_model else "")
                + f"), {tally.unchanged} unchanged, {len(tally.failed)} failed")

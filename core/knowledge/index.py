@@ -159,6 +159,13 @@ class KnowledgeIndex:
 
         await self._store.run(work, "store the document")
 
+    async def analyze(self) -> None:
+        """Refresh the planner's statistics after a large change (PostgreSQL; SQLite's
+        FTS5 needs none), so searches use the GIN index from the first question on."""
+        if self._store.engine.dialect.name == "postgresql":
+            await self._store.run(lambda conn: conn.execute(text("ANALYZE kb_chunks")),
+                                  "analyze the knowledge base")
+
     async def remove_sources(self, name: str, sources: Sequence[str]) -> int:
         """Remove documents from a base; how many were there."""
 

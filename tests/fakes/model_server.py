@@ -5,6 +5,9 @@ Tests: ``with FakeModelServer() as fake: fake.enqueue(Reply(...))``.  Script (be
 ``python -m tests.fakes.model_server --port N [--delay S]`` serves the default reply (after
 ``S`` seconds) until killed; ``GET /_fake/stats`` reports the requests it has seen and the
 ones it is still answering (``{"requests": n, "in_flight": n}``).
+``POST …/embeddings`` (protocols-2 section I) answers deterministic vectors (``embed_text``:
+hashed words, so texts sharing words are close), at most 10 inputs a request, floats or
+base64; ``embedding_status`` makes it answer an HTTP error instead.
 """
 
 from __future__ import annotations

@@ -51,9 +51,20 @@ _SQLITE_FTS = (
 )
 _PG_FTS = (
     "SELECT c.id, ts_rank(c.tsv, q.q, 1) AS score FROM kb_chunks c, "
-    "(SELECT CAST(replace(CAST(plainto_tsquery(CAST(:cfg AS regconfig), :q) AS text), "
-    "'&', '|') AS tsquery) AS q) AS q "
+    "(SELECT CAST(:q AS tsquery) AS q) AS q "
     "WHERE c.kb_id IN ({ids}) AND c.tsv @@ q.q ORDER BY score DESC LIMIT :n"
+)
+# The question's lexemes (stemmed in the base's configuration) and how many passages
+# each is in, estimated from the planner's statistics of kb_chunks.tsv (kept fresh by
+# ANALYZE after `kb add` and by autovacuum): counting them exactly costs more than the search.
+_PG_LEXEMES = (
+    "WITH s AS (SELECT CAST(CAST(most_common_elems AS text) AS text[]) AS e, "
+    "most_common_elem_freqs AS f FROM pg_stats "
+    "WHERE tablename = 'kb_chunks' AND attname = 'tsv' LIMIT 1), "
+    "n AS (SELECT greatest(reltuples, 0) AS n FROM pg_class WHERE relname = 'kb_chunks' LIMIT 1) "
+    "SELECT q.lex, coalesce((SELECT s.f[array_position(s.e, q.lex)] FROM s), 0) "
+    "* coalesce((SELECT n FROM n), 0) AS df "
+    "FROM unnest(tsvector_to_array(to_tsvector(CAST(:cfg AS regconfig), :q))) AS q(lex)"
 )
 
 
@@ -64,9 +75,6 @@ TERM_CAP = 1000
 _COUNT_CAP = 4 * TERM_CAP
 _SQLITE_COUNT = ("(SELECT count(*) FROM (SELECT rowid FROM kb_chunks_fts "
                  f"WHERE kb_chunks_fts MATCH :t{{n}} LIMIT {_COUNT_CAP}))")
-_PG_COUNT = ("(SELECT count(*) FROM (SELECT 1 FROM kb_chunks WHERE kb_id IN ({ids}) AND "
-             "tsv @@ plainto_tsquery(CAST(:cfg AS regconfig), :t{n}) "
-             f"LIMIT {_COUNT_CAP}) AS s{{n}})")
 
 
 def _discriminating(conn: Connection, terms: list[str], count_sql: str,
@@ -207,10 +215,15 @@ class Searcher:
         found: list[tuple[int, float]] = []
         for language in sorted({b.language for b in bases}):
             group = ", ".join(str(int(b.id)) for b in bases if b.language == language)
-            kept = _discriminating(conn, terms, _PG_COUNT.replace("{ids}", group),
-                                   {"cfg": language})
+            counts = {r.lex: float(r.df) for r in conn.execute(
+                text(_PG_LEXEMES), {"cfg": language, "q": " ".join(terms)})}
+            if not counts:
+                continue  # only stop words of this language
+            kept = [lex for lex, df in counts.items() if df <= TERM_CAP] or [
+                min(counts, key=lambda lex: counts[lex])]
+            tsquery = " | ".join("'" + lex.replace("'", "''") + "'" for lex in kept)
             rows = conn.execute(text(_PG_FTS.format(ids=group)),
-                                {"cfg": language, "q": " ".join(kept), "n": pool})
+                                {"q": tsquery, "n": pool})
             found += [(int(r.id), float(r.score)) for r in rows]
         return sorted(found, key=lambda item: -item[1])[:pool]
 

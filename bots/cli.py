@@ -23,6 +23,10 @@ from core.model.faults import redact
 
 __all__ = ["main"]
 
+# numpy's BLAS (knowledge-base vector search) would start a thread per core for each
+# product; called from the event loop on a shared machine, that costs far more than it saves.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 # Exit codes, the same in every command (README "Exit codes").
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
@@ -53,12 +57,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--conversation", default="default", metavar="NAME",
                          help="the conversation to continue, kept in the database by name")
 
+    def profile(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--profile", default=None, metavar="NAME",
+                         help="answer as this profile of the config file (its prompt, model, "
+                         "knowledge bases) instead of the default one")
+
     chat = command("chat", "interactive terminal conversation (Ctrl-C stops an answer, "
                    "Ctrl-C at the prompt or Ctrl-D leaves)")
     conversation(chat)
+    profile(chat)
 
     ask = command("ask", "one turn: print the reply and exit")
     conversation(ask)
+    profile(ask)
     ask.add_argument("--image", action="append", default=[], metavar="PATH",
                      help="attach an image file (PNG, JPEG, WebP, GIF, BMP, TIFF); repeat "
                      "for several")
@@ -77,6 +88,40 @@ def _parser() -> argparse.ArgumentParser:
     db_sub.add_parser("current", help="print the database's revision")
 
     command("check", "check settings, database, model and platform tokens")
+
+    kb = command("kb", "knowledge bases that profiles answer from: add, list, remove, search")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
+
+    def kb_name(cmd: argparse.ArgumentParser, *, required: bool, many: bool = False) -> None:
+        cmd.add_argument("--kb", required=required, action="append", metavar="NAME",
+                         help="the knowledge base" + (" (repeat to search several)"
+                                                      if many else ""))
+
+    kb_add = kb_sub.add_parser("add", formatter_class=_Formatter,
+                               help="index files, folders (recursively) and web pages; only "
+                               "what changed is indexed again")
+    kb_name(kb_add, required=True)
+    kb_add.add_argument("--language", default="english",
+                        help="the documents' language (PostgreSQL text-search configuration; "
+                        "used when the base is created)")
+    kb_add.add_argument("inputs", nargs="+", metavar="PATH|URL",
+                        help="Markdown, text, HTML, PDF or DOCX files, folders, or URLs")
+    kb_list = kb_sub.add_parser("list", formatter_class=_Formatter,
+                                help="the knowledge bases (with --kb: its documents)")
+    kb_name(kb_list, required=False)
+    kb_rm = kb_sub.add_parser("remove", formatter_class=_Formatter,
+                              help="remove a knowledge base, or only the documents named")
+    kb_name(kb_rm, required=True)
+    kb_rm.add_argument("sources", nargs="*", metavar="PATH|URL",
+                       help="documents to remove (default: the whole base)")
+    kb_search = kb_sub.add_parser("search", formatter_class=_Formatter,
+                                  help="ranked passages with their scores, for tuning")
+    kb_name(kb_search, required=True, many=True)
+    kb_search.add_argument("--limit", type=int, default=5, help="how many passages")
+    kb_search.add_argument("--mode", choices=("hybrid", "fulltext", "dense"), default="hybrid",
+                           help="hybrid fuses full-text and dense rankings (dense needs "
+                           "CHATBRIDGE_EMBEDDING_MODEL)")
+    kb_search.add_argument("text", nargs="+", metavar="TEXT", help="the question")
 
     usage = command("usage", "turns and tokens per user, conversation or model")
     usage.add_argument("--since", default="7d", help="7d, 12h, 30m, 2w or a date")
@@ -165,8 +210,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _local_model(args.port)
     from bots.settings import load_settings
 
-    settings = load_settings(
-        model_required=args.command not in ("usage", "outbox", "tools", "prune", "forget"))
+    settings = load_settings(model_required=args.command not in (
+        "usage", "outbox", "tools", "prune", "forget", "kb"))
+    if args.command == "kb":
+        from bots.kb import run_kb
+
+        return run_kb(settings, args)
+    if getattr(args, "profile", None) is not None and args.profile not in settings.profiles:
+        known = ", ".join(sorted(settings.profiles))
+        raise ConfigError(f"no profile {args.profile!r} (profiles: {known}; they are the "
+                          "[profiles.NAME] tables of the config file)")
     if args.command == "tools":
         from bots.tools import run_tools_list
 
@@ -206,10 +259,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(run_ask(settings, conversation=args.conversation,
                                    text=" ".join(args.text), image_paths=args.image,
-                                   as_json=args.json))
+                                   as_json=args.json, profile=args.profile))
     from bots.console import run_chat
 
-    return asyncio.run(run_chat(settings, conversation=args.conversation))
+    return asyncio.run(run_chat(settings, conversation=args.conversation,
+                                profile=args.profile))
 
 
 def _secrets() -> tuple[str, ...]:

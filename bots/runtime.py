@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
@@ -21,6 +22,9 @@ from bots.ops import Metrics
 from bots.settings import Settings
 from bots.tools import open_registry
 from core.inbox import Inbox
+from core.knowledge.embeddings import EmbeddingClient
+from core.knowledge.index import KnowledgeIndex
+from core.knowledge.search import Searcher
 from core.model import (
     CircuitBreaker,
     DashScopeClient,
@@ -37,7 +41,9 @@ from core.service import ChatService, ServiceOptions
 from core.store import Store
 from core.vision import Vision
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime", "build_searcher", "open_runtime", "warn_missing_bases"]
+
+log = logging.getLogger(__name__)
 
 SUMMARY_WAIT = 60.0  # seconds ask/chat wait, at exit, for a summary their last turn started
 
@@ -53,6 +59,34 @@ class Runtime:
     inbox: Inbox
     model_http: aiohttp.ClientSession  # the model client's pool
     metrics: Metrics = field(default_factory=Metrics)
+
+
+async def warn_missing_bases(settings: Settings, index: KnowledgeIndex) -> list[str]:
+    """Log each knowledge base a profile names that has no documents (yet); their names."""
+    wanted = {kb: name for name, p in settings.profiles.items() for kb in p.knowledge}
+    if not wanted:
+        return []
+    have = {b.name for b in await index.bases() if b.documents}
+    missing = sorted(set(wanted) - have)
+    for kb in missing:
+        log.warning("profile %r answers from knowledge base %r, which has no documents yet: "
+                    "every question gets \"I don't know\" (chatbridge kb add --kb %s PATH|URL)",
+                    wanted[kb], kb, kb)
+    return missing
+
+
+def build_searcher(settings: Settings, store: Store, http: httpx.AsyncClient) -> Searcher:
+    """Knowledge-base search: full-text, plus dense vectors when a model is configured."""
+    embedder = None
+    if settings.embedding_model:
+        base = settings.embedding_base_url or settings.model_base_url
+        if settings.model_api == "dashscope" and not settings.embedding_base_url:
+            base = base.replace("/api/v1", "/compatible-mode/v1")  # /embeddings lives there
+        embedder = EmbeddingClient(
+            http, base_url=base,
+            api_key=settings.model_api_key, model=settings.embedding_model,
+            dimensions=settings.embedding_dimensions)
+    return Searcher(store, embedder)
 
 
 def model_session(settings: Settings) -> aiohttp.ClientSession:
@@ -104,6 +138,7 @@ async def open_runtime(settings: Settings, *, bot: bool = False) -> AsyncIterato
                         open_registry(settings) as registry):
                 store = open_store(engine)
                 vision = Vision(settings.vision)
+                await warn_missing_bases(settings, KnowledgeIndex(store))
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
@@ -113,7 +148,8 @@ async def open_runtime(settings: Settings, *, bot: bool = False) -> AsyncIterato
                     turn_seconds=settings.turn_seconds, secrets=settings.secrets(),
                 )
                 service = ChatService(store=store, model=build_model(settings, model_http, vision),
-                                      options=options)
+                                      options=options,
+                                      knowledge=build_searcher(settings, store, http))
                 inbox = Inbox(store, lease_seconds=settings.lease_seconds,
                               concurrency=settings.concurrency,
                               poll_seconds=settings.inbox_poll)

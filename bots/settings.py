@@ -101,6 +101,10 @@ class Settings:
     vision: Mapping[str, bool] = field(default_factory=dict)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     mcp: tuple[McpServerConfig, ...] = ()
+    # Knowledge bases: dense vectors when a model is named (else full-text alone).
+    embedding_model: str | None = None
+    embedding_dimensions: int | None = None
+    embedding_base_url: str | None = None  # None: the model's base URL
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -285,6 +289,13 @@ def load_settings(
     else:
         database_url = default_database_url()
     log_level, log_format = check_log(env)
+    embedding_model = env.get("CHATBRIDGE_EMBEDDING_MODEL", "").strip() or None
+    if embedding_model:
+        check_name("CHATBRIDGE_EMBEDDING_MODEL", embedding_model)
+    embedding_base = env.get("CHATBRIDGE_EMBEDDING_BASE_URL", "").strip() or None
+    if embedding_base:
+        check_http_url("CHATBRIDGE_EMBEDDING_BASE_URL", embedding_base)
+    dimensions = integer(env, "CHATBRIDGE_EMBEDDING_DIMENSIONS", 0, minimum=1) or None
     config, config_path = _config(env, cwd)
     profiles = _profiles(env, config, local=base == LOCAL)
     servers = mcp_servers(config.get("mcp"))
@@ -323,5 +334,8 @@ def load_settings(
         log_level=log_level,
         log_format=log_format,
         vision=_vision(env, config, model or Settings.model, local=base == LOCAL),
+        embedding_model=embedding_model,
+        embedding_dimensions=dimensions,
+        embedding_base_url=embedding_base,
         env=env,
     )

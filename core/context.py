@@ -25,13 +25,17 @@ def _placeholder(count: int) -> str:
 
 
 def build_messages(
-    profile: Profile, history: Sequence[StoredMessage], *, show_authors: bool = False
+    profile: Profile, history: Sequence[StoredMessage], *, show_authors: bool = False,
+    knowledge: str = "",
 ) -> tuple[ContextMessage, ...]:
-    """System prompt plus history (oldest first); old images become a placeholder."""
+    """System prompt (+ the rolling summary, + knowledge-base passages) plus history
+    (oldest first); old images become a placeholder."""
     system = profile.system_prompt
     if history and history[0].role == SUMMARY_ROLE:
         system = f"{system}\n\n{SUMMARY_HEADING}\n{history[0].text}"
         history = history[1:]
+    if knowledge:
+        system = f"{system}\n\n{knowledge}"
     messages = [ContextMessage("system", system)]
     said = ""  # what the model wrote before its tool calls: shown in the answer, replayed
     for stored in history:

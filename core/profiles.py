@@ -7,6 +7,7 @@ here, as a ``ConfigError``, never at the first message.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -78,6 +79,11 @@ class Profile:
     summary_model: str | None = None  # writes the rolling summary; None: the turn's model
     prompt_cache: bool | None = None  # explicit context cache; None: on where it exists
     retention_days: int | None = None  # messages older than this are deleted (None: kept)
+    # Knowledge bases answered from; "auto": their best passages go into every turn,
+    # "tool": the model calls kb_search.
+    knowledge: tuple[str, ...] = ()
+    kb_mode: str = "auto"
+    kb_passages: int = 4
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -125,7 +131,36 @@ _KNOWN_KEYS = {
     "max_input_chars", "max_answer_chars", "tools", "timezone", "max_tool_rounds",
     "tool_timeout_seconds",
     "summary_model", "prompt_cache", "retention_days",
+    "knowledge", "kb_mode", "kb_passages",
 }
+_KB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _knowledge(profile: Profile, raw: Mapping[str, Any], where: str) -> Profile:
+    """The profile's knowledge-base settings, checked."""
+    if "knowledge" in raw:
+        names = raw["knowledge"]
+        if not isinstance(names, list) or not all(
+                isinstance(n, str) and _KB_NAME.fullmatch(n) for n in names):
+            raise ConfigError(f"{where}: knowledge must be a list of knowledge base names "
+                              '(letters, digits, "-", "_", "."), e.g. ["shop-faq"]')
+        profile = replace(profile, knowledge=tuple(names))
+    if "kb_mode" in raw:
+        from core.knowledge.tool import TOOL_MODE_READY
+
+        mode = raw["kb_mode"]
+        if mode not in ("auto", "tool"):
+            raise ConfigError(f'{where}: kb_mode must be "auto" or "tool", not {mode!r}')
+        if mode == "tool" and not TOOL_MODE_READY:
+            raise ConfigError(f'{where}: kb_mode = "tool" needs tool calling, which this '
+                              'version does not have yet; use kb_mode = "auto"')
+        profile = replace(profile, kb_mode=mode)
+    if "kb_passages" in raw:
+        count = raw["kb_passages"]
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 20:
+            raise ConfigError(f"{where}: kb_passages must be an integer from 1 to 20")
+        profile = replace(profile, kb_passages=count)
+    return profile
 
 
 def _tool_settings(profile: Profile, raw: Mapping[str, Any], where: str) -> Profile:
@@ -196,4 +231,4 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
-    return _tool_settings(profile, raw, where)
+    return _knowledge(_tool_settings(profile, raw, where), raw, where)

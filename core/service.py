@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from weakref import WeakValueDictionary
 
+from sqlalchemy import Connection
+
 from core.answer_cap import cap_answer
 from core.context import build_messages, rounds_done
 from core.errors import (
@@ -35,6 +37,8 @@ from core.errors import (
 from core.image_prep import DEFAULT_MEMORY_BYTES, ImagePreparer
 from core.images import DEFAULT_MAX_SIDE
 from core.inbox import replica_name
+from core.knowledge.cite import NOT_FOUND, cited, context_block, store_sources
+from core.knowledge.search import Passage, Searcher
 from core.limits import Limits
 from core.memory import MemoryOptions, Outcome, Summariser
 from core.model.base import ModelClient
@@ -118,8 +122,10 @@ class ServiceOptions:
 class ChatService:
     """Runs turns: record, serialize per conversation, build context, call, persist."""
 
-    def __init__(self, *, store: Store, model: ModelClient, options: ServiceOptions) -> None:
+    def __init__(self, *, store: Store, model: ModelClient, options: ServiceOptions,
+                 knowledge: Searcher | None = None) -> None:
         self._store = store
+        self._knowledge = knowledge
         self._model = model
         self._options = options
         self._locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
@@ -474,8 +480,26 @@ class ChatService:
         began = time.monotonic()
         yield StatusEvent("thinking…")
         counter = self._counter(model)
+        try:
+            passages = await self._passages(profile, request)
+        except ChatbridgeError as err:  # the database failed while searching
+            log.error("knowledge-base search failed in %s: %s", request.scope, err)
+            await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
+            yield ErrorEvent(err.kind, err.user_message, request.scope)
+            return
+        if passages == []:  # a profile with a knowledge base that has nothing on this
+            await self._finish(
+                start, queued, event_id=request.event_id, platform=request.platform,
+                text=NOT_FOUND,
+                token_count=message_tokens(counter, NOT_FOUND), status="ok", model=model,
+                latency_ms=int((time.monotonic() - began) * 1000))
+            yield DeltaEvent(NOT_FOUND)
+            yield FinalEvent(NOT_FOUND, request.scope, model, Usage(),
+                             int((time.monotonic() - began) * 1000))
+            return
         call = ModelCall(
-            model, build_messages(profile, history, show_authors=request.shared),
+            model, build_messages(profile, history, show_authors=request.shared,
+                                  knowledge=context_block(passages) if passages else ""),
             profile.sampling, cache=profile.prompt_cache,
         )
         answer: list[str] = []
@@ -552,13 +576,22 @@ class ChatService:
             token_count=answer_tokens,
             status="ok", reasoning="".join(reasoning), model=finish.model or model,
             usage=usage, latency_ms=latency,
+            also=(lambda conn, message_id: store_sources(conn, message_id, passages))
+            if passages else None,
         )
         self._summarise_later(start, profile, model, history)  # in the background
         notices = ["(The answer hit the length limit.)"] if finish.reason == "length" else []
         notices += [f"(Not read: {why})" for why in skipped]
         notice = " ".join(notices)
         yield FinalEvent(text, request.scope, finish.model or model, usage, latency,
-                         notice=notice)
+                         notice=notice, sources=cited(text, passages or ()))
+
+    async def _passages(self, profile: Profile, request: ChatRequest) -> list[Passage] | None:
+        """Knowledge-base passages for this turn (``None``: the profile answers without)."""
+        if self._knowledge is None or not profile.knowledge or profile.kb_mode != "auto":
+            return None
+        return await self._knowledge.search(profile.knowledge, request.text,
+                                            k=profile.kb_passages)
 
     async def _fail(
         self, start: TurnStart, request: ChatRequest, model: str, err: ChatbridgeError,
@@ -574,10 +607,12 @@ class ChatService:
         self, start: TurnStart, queued: bool, *, event_id: str, platform: str, text: str,
         token_count: int, status: str, reasoning: str | None = None, model: str | None = None,
         usage: Usage | None = None, latency_ms: int | None = None, error: str | None = None,
+        also: Callable[[Connection, int], None] | None = None,
     ) -> None:
         """Store the turn's end; a queued turn waits out a database outage (the answer
-        is kept in memory meanwhile and shown as final only once it is stored)."""
+        is kept in memory meanwhile and shown as final only once it is stored).
+        ``also``: more to write in the same transaction (the knowledge passages used)."""
         await self._durably(queued, lambda: self._store.finish_turn(
             start, event_id=event_id, platform=platform, text=text, token_count=token_count,
             status=status, reasoning=reasoning, model=model, usage=usage,
-            latency_ms=latency_ms, error=error), "storing the answer")
+            latency_ms=latency_ms, error=error, also=also), "storing the answer")

@@ -200,6 +200,21 @@ class DeltaEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Citation:
+    """A knowledge-base passage an answer cites as ``[number]``."""
+
+    number: int
+    title: str
+    source: str  # a URL, or the path of the file it was indexed from
+    heading: str = ""
+
+    @property
+    def url(self) -> str | None:
+        """The source when people can open it (a web page)."""
+        return self.source if self.source.startswith(("http://", "https://")) else None
+
+
+@dataclass(frozen=True, slots=True)
 class FinalEvent:
     """The turn is done: the whole answer and what it cost."""
 
@@ -210,6 +225,8 @@ class FinalEvent:
     latency_ms: int
     partial: bool = False
     notice: str = ""
+    # Knowledge-base passages the answer cites, to be shown as links or source names.
+    sources: tuple[Citation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from bots.db import migration_engine
+from core.knowledge.models import schema_filter
 from core.store.models import Base
 
 config = context.config
@@ -34,6 +35,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=schema_filter,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -12,10 +12,12 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots import db
+from core.knowledge.models import schema_filter
 from core.store.models import Base
 
 TABLES = {"conversations", "messages", "attachments", "message_attachments", "inbound_events",
-          "feedback", "scope_settings", "usage_counters", "conversation_memory"}
+          "feedback", "scope_settings", "usage_counters", "conversation_memory", "kb_bases",
+          "kb_documents", "kb_chunks", "message_sources"}
 
 
 def test_head_constant_matches_scripts() -> None:
@@ -36,8 +38,10 @@ async def test_up_down_up_from_blank(db_url: str) -> None:
         await db.upgrade(engine)
         assert await db.current(engine) == db.HEAD
         assert TABLES <= await _tables(engine)
+        if db_url.startswith("sqlite"):
+            assert "kb_chunks_fts" in await _tables(engine)
         await db.downgrade(engine, "base")
-        assert not TABLES & await _tables(engine)
+        assert not (TABLES | {"kb_chunks_fts"}) & await _tables(engine)
         await db.upgrade(engine)
         assert await db.current(engine) == db.HEAD
     finally:
@@ -46,7 +50,8 @@ async def test_up_down_up_from_blank(db_url: str) -> None:
 
 async def test_no_drift_between_models_and_migrations(engine: AsyncEngine) -> None:
     def diff(conn: Any) -> list[Any]:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                      "include_name": schema_filter})
         return list(compare_metadata(ctx, Base.metadata))
 
     async with engine.connect() as conn:

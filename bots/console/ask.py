@@ -12,6 +12,7 @@ from typing import TextIO
 from bots.runtime import open_runtime
 from bots.settings import Settings
 from core.errors import InputError
+from core.knowledge.cite import label
 from core.service import ChatService
 from core.types import (
     Author,
@@ -38,15 +39,15 @@ def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
 
 
 def console_request(
-    conversation: str, text: str, images: tuple[bytes, ...] = ()
+    conversation: str, text: str, images: tuple[bytes, ...] = (), profile: str | None = None,
 ) -> ChatRequest:
-    """A core request from the terminal."""
+    """A core request from the terminal (answered as ``profile``, or the default one)."""
     import getpass
 
     return ChatRequest(
         platform="console", scope=f"console/{conversation}",
         author=Author(getpass.getuser(), getpass.getuser()), text=text,
-        event_id=f"console-{uuid.uuid4()}", images=images,
+        event_id=f"console-{uuid.uuid4()}", images=images, profile=profile,
     )
 
 
@@ -98,6 +99,12 @@ async def stream_turn(
     return ErrorEvent("duplicate", "This message was already answered.")
 
 
+def sources_text(result: FinalEvent) -> str:
+    """The cited knowledge-base sources, one a line (empty when none)."""
+    lines = [f"[{c.number}] {label(c)} ({c.source})" for c in result.sources]
+    return "\n".join(["Sources:", *lines]) if lines else ""
+
+
 # Turns that failed on what the person gave (exit 2), not on a service (exit 1).
 INPUT_KINDS = frozenset({"bad_input", "bad_image"})
 
@@ -110,12 +117,12 @@ def error_line(result: ErrorEvent) -> str:
 
 async def run_ask(
     settings: Settings, *, conversation: str, text: str, image_paths: Sequence[str],
-    as_json: bool,
+    as_json: bool, profile: str | None = None,
 ) -> int:
     """Ask once; print the reply (or one error line on stderr) and return the exit code."""
     images = read_images(image_paths)
     async with open_runtime(settings) as runtime:
-        request = console_request(conversation, text, images)
+        request = console_request(conversation, text, images, profile)
         result = await stream_turn(runtime.service, request, None if as_json else sys.stdout,
                                    None if as_json else status_stream())
     if isinstance(result, ErrorEvent):
@@ -131,9 +138,13 @@ async def run_ask(
             "reply": result.text, "conversation": conversation, "model": result.model,
             "usage": usage_dict(result), "latency_ms": result.latency_ms,
             "partial": result.partial,
+            "sources": [{"n": c.number, "title": c.title, "heading": c.heading,
+                         "source": c.source} for c in result.sources],
         }, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
+        if result.sources:
+            print(sources_text(result))
     if result.notice:
         print(f"chatbridge: {result.notice}", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bots.console.ask import console_request, error_line, status_stream, stream_turn
+from bots.console.ask import console_request, error_line, sources_text, status_stream, stream_turn
 from bots.console.commands import HELP, parse
 from bots.console.memory import memory_command
 from bots.runtime import open_runtime
@@ -105,7 +105,8 @@ def _attach(path_text: str, max_side: int) -> bytes:
     return data
 
 
-async def run_chat(settings: Settings, *, conversation: str) -> int:
+async def run_chat(settings: Settings, *, conversation: str,
+                   profile: str | None = None) -> int:
     """Chat until end of input; one message per line when stdin is not a terminal."""
     interactive = sys.stdin.isatty()
     failures = 0
@@ -117,7 +118,8 @@ async def run_chat(settings: Settings, *, conversation: str) -> int:
             service = runtime.service
             if interactive:
                 print(f"chatbridge · model {settings.model} · conversation {conversation!r} "
-                      f"· memory {database_label(settings.database_url)} · /help for commands")
+                      + (f"· profile {profile!r} " if profile else "")
+                      + f"· memory {database_label(settings.database_url)} · /help for commands")
             pending: list[bytes] = []
             while True:
                 reader = asyncio.ensure_future(_read_line("you> " if interactive else ""))
@@ -161,9 +163,9 @@ async def run_chat(settings: Settings, *, conversation: str) -> int:
                 images, pending = tuple(pending), []
                 if interactive:
                     sys.stdout.write("bot> ")
-                turn = asyncio.ensure_future(stream_turn(
-                    service, console_request(conversation, command.arg, images), sys.stdout,
-                    status_stream()))
+                request = console_request(conversation, command.arg, images, profile)
+                turn = asyncio.ensure_future(stream_turn(service, request, sys.stdout,
+                                                         status_stream()))
                 ctrl_c.turn = turn
                 try:
                     if not await ctrl_c.until(turn):
@@ -182,8 +184,11 @@ async def run_chat(settings: Settings, *, conversation: str) -> int:
                 if isinstance(result, ErrorEvent):
                     failures += 1
                     print(error_line(result), file=sys.stderr)
-                elif result.notice:
-                    print(f"chatbridge: {result.notice}", file=sys.stderr)
+                else:
+                    if result.sources:
+                        print(sources_text(result))
+                    if result.notice:
+                        print(f"chatbridge: {result.notice}", file=sys.stderr)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         sys.stdout.flush()

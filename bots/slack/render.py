@@ -32,6 +32,7 @@ from bots.slack.errors import error_kind
 from bots.slack.text import Splitter
 from bots.slack.translate import ReplyTarget
 from core.inbox import LEASE_LOST
+from core.knowledge.cite import sources_markdown
 from core.types import (
     DeltaEvent,
     DuplicateEvent,
@@ -378,6 +379,9 @@ class _Renderer:
     async def final(self, event: FinalEvent, seen_text: bool) -> str | None:
         ops = self._splitter.feed(event.text) if not seen_text else []
         ops += self._splitter.flush()
+        if event.sources:
+            ops += self._splitter.feed(f"\n\n{sources_markdown(event.sources)}")
+            ops += self._splitter.flush()
         if event.notice:
             ops += self._splitter.feed(f"\n\n_{event.notice}_")
             ops += self._splitter.flush()

@@ -46,6 +46,7 @@ from telegram.warnings import PTBDeprecationWarning
 from bots.telegram.markdown import markdown_to_html, to_plain
 from bots.telegram.split import split_html
 from core.inbox import LEASE_LOST
+from core.knowledge.cite import sources_markdown
 from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
 
 __all__ = ["Blocked", "Replier", "Target", "retry_seconds"]
@@ -383,6 +384,8 @@ class Replier:
         elif isinstance(event, FinalEvent):
             self._final_seen = True
             rendered = markdown_to_html(event.text) or html.escape("(no answer)")
+            if event.sources:
+                rendered += "\n\n" + markdown_to_html(sources_markdown(event.sources))
             if event.notice:
                 rendered += f"\n\n<i>{html.escape(event.notice, quote=False)}</i>"
             await self.show(split_html(rendered), final=True)

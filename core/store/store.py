@@ -552,12 +552,14 @@ class Store:
         usage: Usage | None = None,
         latency_ms: int | None = None,
         error: str | None = None,
+        also: Callable[[Connection, int], None] | None = None,
     ) -> int:
         """Store the assistant's answer (or the failure) and close the inbound events.
 
         Safe to call again after a failure (a COMMIT not confirmed): if the turn's events
         are closed already, nothing more is written. Where the turn has shown its reply
         (``note_shown``), the answer keeps the first message's platform id (feedback).
+        ``also`` runs in the same transaction with the answer's id (its sources…).
         """
 
         def work(conn: Connection) -> int:
@@ -592,6 +594,8 @@ class Store:
                     "p_platform": platform, "p_event": closed, "p_now": now,
                     "p_status": "failed" if status == "failed" else "done",
                 })
+            if also is not None:
+                also(conn, message_id)
             return message_id
 
         return await self._tx(work, "store the answer")

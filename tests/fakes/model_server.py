@@ -6,6 +6,9 @@ Tests: ``with FakeModelServer() as fake: fake.enqueue(Reply(...))``.  Script (be
 ``S`` seconds) until killed; ``GET /_fake/stats`` reports the requests it has seen and the
 ones it is still answering (``{"requests": n, "in_flight": n}``), ``GET /_fake/last`` when
 the newest model request arrived (``{"at": time.monotonic()}``).
+``POST …/embeddings`` (protocols-2 section I) answers deterministic vectors (``embed_text``:
+hashed words, so texts sharing words are close), at most 10 inputs a request, floats or
+base64; ``embedding_status`` makes it answer an HTTP error instead.
 
 Also scripted (protocols-2 H): a summary request (system prompt about a "running summary")
 is answered, without using the reply queue, by keeping the lines of its input that start
@@ -20,9 +23,14 @@ markers or ``count_tokens`` is set.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import json
+import math
+import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -305,6 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         rec = self._record()
         body = rec.json if isinstance(rec.json, dict) else {}
+        if rec.path.endswith("/embeddings"):
+            self._embeddings(body)
+            return
         if rec.path.endswith("/chat/completions"):
             api, stream = "openai", body.get("stream") is True
         elif rec.path.endswith("/responses"):
@@ -393,6 +404,29 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             err = {"code": ncode, "message": msg, "request_id": rid}
         self._send_json(status, err, headers)
+
+    # ---------------------------------------------------------------- embeddings (I)
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        fake = self.server.fake
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if fake.embedding_status:
+            self._error("openai", Reply(kind="error", status=fake.embedding_status))
+            return
+        if not isinstance(texts, list) or not texts or len(texts) > 10:
+            self._error("openai", Reply(kind="error", status=400),
+                        message="batch size is invalid, it should not be larger than 10.")
+            return
+        dims = int(body.get("dimensions") or fake.embedding_dims)
+        data = []
+        for i, text in enumerate(texts):
+            vector = embed_text(str(text), dims)
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(len(str(t).split()) for t in texts)
+        self._send_json(200, {"object": "list", "model": body.get("model"), "data": data,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, {})
 
     # ---------------------------------------------------------------- OpenAI-compatible (A)
     def _openai(self, reply: Reply, body: dict[str, Any], stream: bool) -> None:
@@ -582,6 +616,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream(reply, "text/event-stream;charset=UTF-8", events, tail)
 
 
+def embed_text(text: str, dims: int = 64) -> list[float]:
+    """A deterministic stand-in for an embedding model: hashed words and their stems
+    (the first 5 letters), so texts sharing words point the same way."""
+    vector = [0.0] * dims
+    for word in re.findall(r"\w+", text.lower()):
+        for feature in (word, word[:5]):
+            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+            slot = int.from_bytes(digest[:4], "little") % dims
+            vector[slot] += 1.0 if digest[4] % 2 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
 class FakeModelServer:
     """Threaded loopback server answering scripted Replies (FIFO queue, then ``default``)."""
 
@@ -601,6 +648,8 @@ class FakeModelServer:
         self.seen = 0  # model requests received (chat/generation POSTs)
         self.in_flight = 0  # of which not answered yet
         self.last_request = 0.0  # time.monotonic() of the newest (comparable across processes)
+        self.embedding_dims = 64  # when a request names no ``dimensions``
+        self.embedding_status = 0  # non-zero: /embeddings answers this HTTP error
         self._httpd = _Server((host, port), _Handler)  # bound now: url is known before start()
         self._httpd.fake = self
         self.host, self.port = host, int(self._httpd.server_address[1])
@@ -649,6 +698,7 @@ class FakeModelServer:
             self._caches.clear()
             self.count_tokens = False
             self.default = Reply()
+            self.embedding_status = 0
 
     def _next_summary_reply(self) -> Reply | None:
         with self._lock:

@@ -1,0 +1,38 @@
+"""A Slack channel answered from a knowledge base: cited answers, sources, "I don't know"."""
+
+from __future__ import annotations
+
+from tests.bots.slack.conftest import HarnessFactory, mention
+from tests.core.knowledge.seed import FAQ_URL, PROFILE_TOML, seed, stored_sources
+from tests.fakes.model_server import Reply
+
+TOML = PROFILE_TOML + """
+[slack.channels]
+C1 = "shop"
+"""
+
+
+async def test_answer_cites_the_right_passage(make_harness: HarnessFactory,
+                                              db_url: str) -> None:
+    await seed(db_url)
+    async with make_harness(db_url, TOML) as h:
+        h.model.enqueue(Reply(text="You have 30 days to return it [1]."))
+        await h.event(mention("How long do I have to return an item?"))
+        await h.idle()
+        system = h.model.requests[-1].json["messages"][0]["content"]
+        assert system.startswith("You answer customers of a small shop.")
+        assert "\n[1] Shop FAQ — Returns (https://shop.example/help/faq)\n" in system
+        assert "within 30 days of delivery" in system.split("\n[2] ")[0]
+        [answer] = h.slack.posted()
+        assert answer.text.startswith("You have 30 days to return it [1].")
+        assert "Sources: [1]" in answer.text and FAQ_URL in answer.text
+
+        # Nothing in the knowledge base: the bot says it does not know; no model call.
+        calls = len(h.model.requests)
+        await h.event(mention("Who won the football match yesterday?"))
+        await h.idle()
+        assert len(h.model.requests) == calls
+        assert h.slack.posted()[-1].text.startswith("I don't know")
+    sources = await stored_sources(db_url)
+    assert sources[0][:3] == ("You have 30 days to return it [1].", 1, "Shop FAQ > Returns")
+    assert sources[0][3] == FAQ_URL

@@ -1,0 +1,35 @@
+"""A Telegram chat answered from a knowledge base: the citation becomes a link."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.bots.telegram.conftest import ALICE, TOML, make_settings, message, run_bot
+from tests.bots.telegram.fake_bot_api import FakeBotApi
+from tests.core.knowledge.seed import FAQ_URL, PROFILE_TOML, seed, stored_sources
+from tests.fakes.model_server import FakeModelServer, Reply
+
+
+async def test_answer_cites_the_right_passage(tmp_path: Path, bot_api: FakeBotApi,
+                                              fake_model: FakeModelServer,
+                                              db_url: str) -> None:
+    await seed(db_url)
+    toml = TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        fake_model.enqueue(Reply(text="We ship to **Norway** [1]."))
+        bot.send(message("Do you deliver to Norway?"))
+        await bot.answered(ALICE["id"])
+        await bot.idle()
+        system = fake_model.requests[-1].json["messages"][0]["content"]
+        assert "[1] Shop FAQ — Shipping" in system
+        [sent] = bot_api.sent(ALICE["id"])
+        assert sent.text.startswith("We ship to Norway [1].")
+        assert "Sources: [1] Shop FAQ — Shipping" in sent.text
+        html = bot_api.calls_to("sendMessage")[-1].params.get("text", "") \
+            if bot_api.calls_to("sendMessage") else ""
+        edits = [c.params.get("text", "") for c in bot_api.calls_to("editMessageText")]
+        shown = edits[-1] if edits else html
+        assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in shown
+    [(_, number, heading, source)] = await stored_sources(db_url)
+    assert (number, heading, source) == (1, "Shop FAQ > Shipping", FAQ_URL)

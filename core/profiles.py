@@ -146,14 +146,9 @@ def _knowledge(profile: Profile, raw: Mapping[str, Any], where: str) -> Profile:
                               '(letters, digits, "-", "_", "."), e.g. ["shop-faq"]')
         profile = replace(profile, knowledge=tuple(names))
     if "kb_mode" in raw:
-        from core.knowledge.tool import TOOL_MODE_READY
-
         mode = raw["kb_mode"]
         if mode not in ("auto", "tool"):
             raise ConfigError(f'{where}: kb_mode must be "auto" or "tool", not {mode!r}')
-        if mode == "tool" and not TOOL_MODE_READY:
-            raise ConfigError(f'{where}: kb_mode = "tool" needs tool calling, which this '
-                              'version does not have yet; use kb_mode = "auto"')
         profile = replace(profile, kb_mode=mode)
     if "kb_passages" in raw:
         count = raw["kb_passages"]

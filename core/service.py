@@ -39,6 +39,7 @@ from core.images import DEFAULT_MAX_SIDE
 from core.inbox import replica_name
 from core.knowledge.cite import NOT_FOUND, cited, context_block, store_sources
 from core.knowledge.search import Passage, Searcher
+from core.knowledge.tool import kb_search_tool
 from core.limits import Limits
 from core.memory import MemoryOptions, Outcome, Summariser
 from core.model.base import ModelClient
@@ -150,7 +151,10 @@ class ChatService:
     def toolbox(self, profile: Profile) -> Toolbox:
         """The tools ``profile`` may call."""
         if profile.name not in self._toolboxes:
-            self._toolboxes[profile.name] = self._options.tools.select(profile.tools)
+            box = self._options.tools.select(profile.tools)
+            if profile.kb_mode == "tool" and profile.knowledge and self._knowledge is not None:
+                box = Toolbox([*box, kb_search_tool(self._knowledge, profile.knowledge)])
+            self._toolboxes[profile.name] = box
         return self._toolboxes[profile.name]
 
     def _chunks(self, call: ModelCall, start: TurnStart, profile: Profile,

@@ -1,21 +1,20 @@
 """``kb_search`` as a tool for the model (profiles with ``kb_mode = "tool"``).
 
-A plain async function plus its JSON-schema description; the tool registry of
-``core/tools`` registers it (no tool loop lives here).
+A plain async function plus its JSON-schema description, and ``kb_search_tool``, which
+makes it a ``core.tools`` tool bound to one profile's knowledge bases (the service adds it
+to that profile's toolbox).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.knowledge.search import Passage, Searcher
+from core.tools.registry import Tool, ToolContext
 
-__all__ = ["KB_SEARCH_SCHEMA", "TOOL_MODE_READY", "kb_search"]
-
-# Flipped when the tool loop (core/tools) registers kb_search; until then profiles may
-# only use kb_mode = "auto".
-TOOL_MODE_READY = False
+__all__ = ["KB_SEARCH_SCHEMA", "kb_search", "kb_search_tool"]
 
 KB_SEARCH_SCHEMA: dict[str, Any] = {
     "type": "function",
@@ -55,3 +54,16 @@ async def kb_search(searcher: Searcher, knowledge: Sequence[str], *, query: str,
         ],
         "note": "" if passages else "Nothing relevant found: say you do not know.",
     }
+
+
+def kb_search_tool(searcher: Searcher, knowledge: Sequence[str]) -> Tool:
+    """``kb_search`` over ``knowledge`` (one profile's bases), as the model may call it."""
+    spec = KB_SEARCH_SCHEMA["function"]
+
+    async def run(args: Mapping[str, Any], ctx: ToolContext) -> str:
+        found = await kb_search(searcher, knowledge, query=str(args["query"]),
+                                limit=int(args.get("limit", 4)))
+        return json.dumps(found, ensure_ascii=False)
+
+    return Tool(spec["name"], spec["description"], run, parameters=spec["parameters"],
+                label=lambda _: "Searching the knowledge base…")

@@ -158,15 +158,18 @@ class ChatService:
         return self._toolboxes[profile.name]
 
     def _chunks(self, call: ModelCall, start: TurnStart, profile: Profile,
-                history: tuple[StoredMessage, ...]) -> AsyncIterator[ModelChunk | ToolActivity]:
-        """The turn's model calls, with the tools the profile may use run in between."""
+                history: tuple[StoredMessage, ...], *, queued: bool = False,
+                ) -> AsyncIterator[ModelChunk | ToolActivity]:
+        """The turn's model calls, with the tools the profile may use run in between (a
+        queued turn's tool calls are stored durably, like its answer)."""
         counter = self._counter(call.model)
         seconds = self._options.turn_seconds
         return self._agent.stream(
             call, toolbox=self.toolbox(profile),
             settings=ToolSettings(profile.max_tool_rounds, profile.tool_timeout_seconds),
             context=ToolContext(profile.timezone, counter),
-            journal=StoreJournal(self._store, start, counter),
+            journal=StoreJournal(self._store, start, counter,
+                                 retry=lambda write, doing: self._durably(queued, write, doing)),
             rounds_done=rounds_done(history, start.message_id), stream=self._options.stream,
             deadline=None if seconds is None else time.monotonic() + seconds,
         )
@@ -510,7 +513,7 @@ class ChatService:
         reasoning: list[str] = []
         finish = FinishChunk("stop")
         try:
-            async for chunk in self._chunks(call, start, profile, history):
+            async for chunk in self._chunks(call, start, profile, history, queued=queued):
                 if isinstance(chunk, TextChunk):
                     answer.append(chunk.text)
                     yield DeltaEvent(chunk.text)

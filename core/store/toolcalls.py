@@ -6,10 +6,10 @@ next turn's context, and a turn retaken after a crash resumes from the finished 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from core.errors import LeaseLost
 from core.store.models import ToolCallRow, utcnow
@@ -25,7 +25,9 @@ __all__ = ["PLACEHOLDER", "StoreJournal", "StoredTool", "attach_tools", "tools_s
 _tc: Table = ToolCallRow.__table__  # type: ignore[assignment]
 PLACEHOLDER = "[earlier tool result not shown]"
 
-_INSERT = insert(_tc)
+# Retry = how a write is run again while the database is away (a queued turn's): given the
+# write and what it does. A retried write whose COMMIT was not confirmed must not fail.
+Retry = Callable[[Callable[[], Awaitable[None]], str], Awaitable[None]]
 _FINISH = (
     update(_tc)
     .where(_tc.c.message_id == bindparam("p_message"), _tc.c.round == bindparam("p_round"),
@@ -95,10 +97,18 @@ def attach_tools(conn: Connection, conversation_id: int, newest_first: list[Any]
 class StoreJournal:
     """The loop's journal in SQL, under the turn's lease when it has one."""
 
-    def __init__(self, store: Store, start: TurnStart, counter: TokenCounter) -> None:
+    def __init__(self, store: Store, start: TurnStart, counter: TokenCounter,
+                 retry: Retry | None = None) -> None:
         self._store = store
         self._start = start
         self._counter = counter
+        self._retry = retry
+
+    async def _run(self, work: Callable[[Connection], None], doing: str) -> None:
+        async def once() -> None:
+            await self._store.run(work, doing)
+
+        await (self._retry(once, doing) if self._retry is not None else once())
 
     def _hold(self, conn: Connection) -> None:
         fence: Fence | None = self._start.fence
@@ -120,11 +130,14 @@ class StoreJournal:
                  "token_count": self._counter.count(c.arguments) + 8, "started_at": now}
                 for i, c in enumerate(calls)]
 
+        insert_once = (self._store.upsert(_tc)
+                       .on_conflict_do_nothing(index_elements=["message_id", "round", "position"]))
+
         def work(conn: Connection) -> None:
             self._hold(conn)
-            conn.execute(_INSERT, rows)
+            conn.execute(insert_once, rows)  # again after an unconfirmed COMMIT: no-op
 
-        await self._store.run(work, "store the tool calls")
+        await self._run(work, "store the tool calls")
 
     async def result(self, round_no: int, position: int, result: ToolResult) -> None:
         """Store one call's result."""
@@ -137,4 +150,4 @@ class StoreJournal:
             self._hold(conn)
             conn.execute(_FINISH, params)
 
-        await self._store.run(work, "store a tool result")
+        await self._run(work, "store a tool result")

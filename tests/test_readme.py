@@ -20,6 +20,7 @@ def example_commands() -> list[str]:
     """`chatbridge …` lines of the README's code blocks (after VAR=value prefixes)."""
     found: list[str] = []
     for kind, block in re.findall(r"```(sh|text)\n(.*?)```", README, flags=re.S):
+        block = block.replace("\\\n", " ")  # a command continued on the next line
         for line in block.splitlines():
             if kind == "text" and not line.startswith("$ "):
                 continue  # output, not a command

@@ -1,7 +1,7 @@
 """Benchmark: prompt tokens billed at full price per turn over a 50-turn conversation, with and
 without explicit context caching (``prompt_cache``).
 
-The real ChatService, store and httpx client talk to the loopback model, which counts the
+The real ChatService, store and aiohttp client talk to the loopback model, which counts the
 request's tokens (about 4 characters a token) and applies Model Studio's explicit-cache
 rules (protocols-2 H: markers on content parts, ≥ 1024 tokens, lookup ≤ 20 blocks back,
 created after the response, hits reported as ``cached_tokens`` and writes as
@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import tempfile
 
-import httpx
+import aiohttp
 from sqlalchemy import select
 
 from bots.db import create_engine, open_store, upgrade
@@ -44,7 +44,7 @@ async def run(url: str, turns: int, cache: bool) -> list[tuple[int, int, int]]:
                          usage=(0, 30))
     profile = Profile(system_prompt=SYSTEM, prompt_cache=cache)
     try:
-        async with httpx.AsyncClient() as http:
+        async with aiohttp.ClientSession() as http:
             service = ChatService(
                 store=open_store(engine),
                 model=OpenAIClient(http, base_url=fake.openai_base, api_key=None),

@@ -2,7 +2,7 @@
 and a turn costs the same with 10 or 10,000 messages in the conversation.
 
 One conversation of ``--turns`` turns (default 5,000: 10,000 messages) through the real
-ChatService, store and httpx client against the loopback model (in this process, so its
+ChatService, store and aiohttp client against the loopback model (in this process, so its
 requests can be read), which summarises by keeping the lines that start with ``FACT:``.
 Turn 1 says ``FACT: the vault code is 7391``; the last turn asks for it, and the benchmark
 checks that the model's request carries it in the summary (the system message) and not
@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 
 from bots.db import create_engine, open_store, upgrade
 from core.memory import SUMMARY_INSTRUCTIONS
@@ -67,7 +67,7 @@ async def measure(url: str, turns: int) -> dict[str, object]:
     own: list[float] = []
     summaries = 0
     try:
-        async with httpx.AsyncClient() as http:
+        async with aiohttp.ClientSession() as http:
             timed = TimedModel(OpenAIClient(http, base_url=fake.openai_base, api_key=None))
             service = ChatService(store=open_store(engine), model=timed,
                                   options=ServiceOptions(model="qwen-plus"))

@@ -496,11 +496,11 @@ def test_prompt_cache_tokens_and_cost_in_usage(tmp_path: Path,
     out = run(tmp_path, fake_model, "usage", "--by", "model",
               CHATBRIDGE_MODEL_BASE_URL="https://example.invalid/v1").stdout.splitlines()
     row = next(line.split() for line in out if line.startswith("qwen-plus"))
-    prompt_tokens, cached, created = int(row[3]), int(row[7]), int(row[8])
+    prompt_tokens, cached, created = int(row[3]), int(row[8]), int(row[9])  # [7]: tool calls
     assert cached > 1024 and created > 1024  # written by the first turn, read by the second
     plain = prompt_tokens - cached - created
     expected = (plain * 1000 + cached * 100 + created * 1250 + int(row[4]) * 10000) / 1e6
-    assert row[9] == f"{expected:.6f}"
+    assert row[10] == f"{expected:.6f}"
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "chatbridge.toml").write_text('[prices.qwen-plus]\ninput = "cheap"\noutput = 1\n')

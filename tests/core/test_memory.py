@@ -1,4 +1,4 @@
-"""Rolling summaries end to end: real store (SQLite and PostgreSQL), real httpx, loopback
+"""Rolling summaries end to end: real store (SQLite and PostgreSQL), real aiohttp, loopback
 model scripted to summarise (it keeps the lines starting with FACT:)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,7 +25,7 @@ PROFILE = Profile(system_prompt="You are terse.", max_context_messages=8,
                   summary_model="qwen-flash")
 
 
-def make_service(engine: AsyncEngine, http: httpx.AsyncClient, fake: FakeModelServer,
+def make_service(engine: AsyncEngine, http: aiohttp.ClientSession, fake: FakeModelServer,
                  memory: MemoryOptions | None = None) -> ChatService:
     async def no_sleep(_: float) -> None:
         return None
@@ -38,8 +38,8 @@ def make_service(engine: AsyncEngine, http: httpx.AsyncClient, fake: FakeModelSe
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
         yield client
 
 
@@ -71,7 +71,7 @@ def system_text(body: dict[str, object]) -> str:
 
 
 async def test_old_messages_reach_the_model_through_the_summary(
-        engine: AsyncEngine, http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        engine: AsyncEngine, http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     service = make_service(engine, http, fake_model)
     await say(service, "FACT: my locker code is 4711")
     for i in range(12):
@@ -101,7 +101,7 @@ async def test_old_messages_reach_the_model_through_the_summary(
 
 
 async def test_a_turn_never_waits_for_the_summary(
-        engine: AsyncEngine, http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        engine: AsyncEngine, http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     service = make_service(engine, http, fake_model)
     for i in range(3):
         await say(service, f"FACT: number {i}")
@@ -118,7 +118,7 @@ async def test_a_turn_never_waits_for_the_summary(
 
 
 async def test_a_failed_summary_is_retried_later_and_never_shown(
-        engine: AsyncEngine, http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        engine: AsyncEngine, http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     service = make_service(engine, http, fake_model,
                            MemoryOptions(retry_seconds=(3600.0,)))
     fake_model.summary_replies.extend([Reply(kind="error", status=500)] * 2)  # both attempts
@@ -145,7 +145,7 @@ async def test_a_failed_summary_is_retried_later_and_never_shown(
 
 
 async def test_one_summariser_per_conversation_across_replicas(
-        engine: AsyncEngine, http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        engine: AsyncEngine, http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     one = make_service(engine, http, fake_model)
     two = make_service(engine, http, fake_model)  # another replica: its own store and owner
     await say(one, "FACT: first")
@@ -164,7 +164,7 @@ async def test_one_summariser_per_conversation_across_replicas(
 
 
 async def test_compact_folds_everything_and_summary_shows_it(
-        engine: AsyncEngine, http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        engine: AsyncEngine, http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     service = make_service(engine, http, fake_model)
     assert "No summary yet" in await service.summary(platform="console", scope=SCOPE)
     assert "empty" in await service.compact(platform="console", scope=SCOPE, profile=None)
@@ -180,7 +180,7 @@ async def test_compact_folds_everything_and_summary_shows_it(
 
 
 async def test_a_summariser_that_died_is_replaced_after_its_lease(
-        engine: AsyncEngine, http: httpx.AsyncClient, fake_model: FakeModelServer) -> None:
+        engine: AsyncEngine, http: aiohttp.ClientSession, fake_model: FakeModelServer) -> None:
     from core.store import summaries as sql
 
     service = make_service(engine, http, fake_model)

@@ -7,7 +7,7 @@ import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select, update
@@ -38,7 +38,7 @@ _n = 0
 @pytest.fixture
 async def service(engine: AsyncEngine, fake_model: FakeModelServer
                   ) -> AsyncIterator[ChatService]:
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         model = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=10)
         profiles = {"default": Profile(), "short": Profile(name="short", retention_days=30)}
         yield ChatService(store=open_store(engine), model=model, options=ServiceOptions(

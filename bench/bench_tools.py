@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 
 from bench.bench_turn import AUTHOR, TimedModel, _seed
@@ -83,7 +84,7 @@ async def measure(url: str, base_url: str, turns: int) -> dict[str, float]:
     store = open_store(engine)
     noop = NoopTool()
     results: dict[str, float] = {}
-    async with httpx.AsyncClient() as http:
+    async with aiohttp.ClientSession() as http:
         timed = TimedModel(OpenAIClient(http, base_url=base_url, api_key=None))
         profile = Profile(tools=("noop",))
         service = ChatService(store=store, model=timed, options=ServiceOptions(

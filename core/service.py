@@ -35,9 +35,12 @@ from core.errors import (
 from core.image_prep import DEFAULT_MEMORY_BYTES, ImagePreparer
 from core.images import DEFAULT_MAX_SIDE
 from core.limits import Limits
+from core.media.documents import MAX_DOCUMENT_BYTES
+from core.media.reader import DocumentReader
 from core.model.base import ModelClient
 from core.profiles import Profile
 from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
+from core.store.documents import DocumentStore
 from core.store.queue import Claim
 from core.store.toolcalls import StoreJournal
 from core.tokens import TokenCounter, counter_for, message_tokens
@@ -103,6 +106,7 @@ class ServiceOptions:
     # Bytes all turns' image decoding may hold at once (see core.image_prep).
     image_memory_bytes: int = DEFAULT_MEMORY_BYTES
     max_images: int = 10
+    max_document_bytes: int = MAX_DOCUMENT_BYTES
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     # Which models take images; shared with the model stack's ImageGate.
@@ -124,6 +128,8 @@ class ChatService:
         self._rules = options.limits.rules()
         self._images = ImagePreparer(max_side=options.max_image_side,
                                      memory_bytes=options.image_memory_bytes)
+        self._documents = DocumentReader(DocumentStore(store), self._images.budget,
+                                         max_bytes=options.max_document_bytes)
         self._agent = AgentLoop(model, secrets=options.secrets)
         self._toolboxes: dict[str, Toolbox] = {}
 
@@ -295,7 +301,7 @@ class ChatService:
 
     def _check_text(self, requests: tuple[ChatRequest, ...], profile: Profile) -> str | None:
         """Why the messages cannot be answered as written, if they cannot."""
-        if not any(r.text.strip() or r.images for r in requests):
+        if not any(r.text.strip() or r.images or r.files for r in requests):
             return "Your message was empty; please write something."
         for r in requests:
             size = len(r.text.strip())
@@ -304,8 +310,33 @@ class ChatService:
                         f"the limit is {profile.max_input_chars}.")
         return None
 
+    async def _with_documents(self, request: ChatRequest, profile: Profile, model: str,
+                              notes: list[str], refused: list[str]) -> ChatRequest:
+        """``request`` with its documents read into its text (and a scanned PDF's pages
+        into its images); what was cut or not read goes to ``notes``/``refused``. A
+        message with nothing left to answer raises the first refusal."""
+        if not request.files:
+            return request
+        counter = self._counter(model)
+        room = profile.budget_for(model) - counter.count(profile.system_prompt)
+        reading = await self._documents.read(
+            request.files, counter=counter,
+            budget_tokens=max(room // 2 - counter.count(request.text), 1),
+            max_images=max(self._options.max_images - len(request.images), 0))
+        notes += reading.notes
+        text = request.text.strip()
+        if reading.text:
+            text = f"{text}\n\n{storable(reading.text)}" if text else storable(reading.text)
+        if not text and not request.images and not reading.images:
+            raise InputError(user_message=reading.refused[0] if reading.refused else
+                             "Your message was empty; please write something.")
+        refused += reading.refused
+        return replace(request, text=text, images=request.images + tuple(reading.images),
+                       files=())
+
     async def _usable(
-        self, requests: tuple[ChatRequest, ...], profile: Profile,
+        self, requests: tuple[ChatRequest, ...], profile: Profile, model: str,
+        notes: list[str],
     ) -> tuple[tuple[ChatRequest, ...], dict[str, tuple[Image, ...]], list[str]]:
         """The messages of a batch that can be answered, their images, and why the
         others (or their images) were left out."""
@@ -313,10 +344,15 @@ class ChatService:
         images: dict[str, tuple[Image, ...]] = {}
         skipped: list[str] = []
         for r in requests:
-            if not r.text.strip() and not r.images:
+            if not r.text.strip() and not r.images and not r.files:
                 continue
             if (problem := self._check_text((r,), profile)) is not None:
                 skipped.append(problem)
+                continue
+            try:
+                r = await self._with_documents(r, profile, model, notes, skipped)
+            except InputError as err:
+                skipped.append(err.user_message)
                 continue
             try:
                 images[r.event_id] = await self._prepare_images(r.images)
@@ -340,10 +376,11 @@ class ChatService:
         bad_input: InputError | None = None
         images: dict[str, tuple[Image, ...]] = {}
         skipped: list[str] = []
+        notes: list[str] = []
         if len(requests) > 1:
             # Several messages waited together: one that cannot be used is left out (and
             # named in the answer's notice) rather than costing the others their answer.
-            requests, images, skipped = await self._usable(requests, profile)
+            requests, images, skipped = await self._usable(requests, profile, model, notes)
             if not requests:
                 yield ErrorEvent("bad_input", skipped[0] if skipped else
                                  "Your message was empty; please write something.")
@@ -353,6 +390,12 @@ class ChatService:
             if (problem := self._check_text(requests, profile)) is not None:
                 yield ErrorEvent("bad_input", problem)
                 return
+            try:
+                request = await self._with_documents(request, profile, model, notes, skipped)
+            except InputError as err:
+                yield ErrorEvent(err.kind, err.user_message)
+                return
+            requests = (request,)
             try:
                 images[request.event_id] = await self._prepare_images(request.images)
             except InputError as err:
@@ -409,7 +452,7 @@ class ChatService:
                     start.conversation_id, limits, current_id=start.message_id
                 ), "loading the conversation"))
             turn = self._run_turn(start, request, profile, model, history,
-                                  queued=claim is not None, skipped=skipped)
+                                  queued=claim is not None, skipped=skipped, notes=notes)
             turn = note_unseen_images(turn, self._options.vision, model,
                                       any(p.images for p in parts))
             async for event in cap_answer(turn, profile.max_answer_chars):
@@ -421,7 +464,7 @@ class ChatService:
     async def _run_turn(
         self, start: TurnStart, request: ChatRequest, profile: Profile, model: str,
         history: tuple[StoredMessage, ...], *, queued: bool = False,
-        skipped: Sequence[str] = (),
+        skipped: Sequence[str] = (), notes: Sequence[str] = (),
     ) -> AsyncIterator[ReplyEvent]:
         began = time.monotonic()
         yield StatusEvent("thinking…")
@@ -507,6 +550,7 @@ class ChatService:
         )
         notices = ["(The answer hit the length limit.)"] if finish.reason == "length" else []
         notices += [f"(Not read: {why})" for why in skipped]
+        notices += [f"({note})" for note in notes]
         notice = " ".join(notices)
         yield FinalEvent(text, request.scope, finish.model or model, usage, latency,
                          notice=notice)

@@ -63,6 +63,11 @@ class Extracted:
         return self.kind == "pdf" and self.pages > 0 and not self.text.strip()
 
 
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB" if size < 10 * 1024 * 1024 else \
+        f"{size // (1024 * 1024)} MB"
+
+
 def _ext(name: str) -> str:
     dot = name.rfind(".")
     return name[dot:].lower() if dot >= 0 else ""
@@ -100,8 +105,8 @@ def extract(data: bytes, name: str, mime: str = "", *,
     label = name or "the document"
     if len(data) > max_bytes:
         raise DocumentError(f"document is {len(data)} bytes, limit {max_bytes}",
-                            user_message=f"{label} is larger than "
-                            f"{max_bytes // (1024 * 1024)} MB, so I did not read it.")
+                            user_message=f"{label} is larger than {_mb(max_bytes)}, so I "
+                            "did not read it.")
     kind = document_kind(data, name, mime)
     if kind is None:
         raise DocumentError("not a document type we read",

@@ -458,7 +458,7 @@ class SlackBot:
                 platform=PLATFORM, scope=msg.scope,
                 author=Author(msg.user, await self.names.name(msg.user)),
                 text=text, event_id=msg.event_id, images=files.images,
-                profile=self._profile(msg), shared=msg.shared,
+                profile=self._profile(msg), shared=msg.shared, files=files.files,
             ))
         first = last.kind == "assistant" and await self._new_thread(last.scope)
         title = _title(waiting[0][1])

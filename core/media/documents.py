@@ -25,6 +25,7 @@ __all__ = [
     "Extracted",
     "document_kind",
     "extract",
+    "looks_like_document",
     "render_pages",
 ]
 
@@ -71,6 +72,23 @@ def _mb(size: int) -> str:
 def _ext(name: str) -> str:
     dot = name.rfind(".")
     return name[dot:].lower() if dot >= 0 else ""
+
+
+_OFFICE_MIMES = {
+    "application/pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+}
+_OFFICE_EXT = {".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx"}
+
+
+def looks_like_document(name: str, mime: str = "") -> bool:
+    """Whether a file of this name or declared type is one we read (before download)."""
+    mime = mime.split(";")[0].strip().lower()
+    ext = _ext(name)
+    return mime in _OFFICE_MIMES or mime in _TEXT_MIMES or ext in _OFFICE_EXT \
+        or ext in _TEXT_EXT
 
 
 def document_kind(data: bytes, name: str, mime: str = "") -> str | None:

@@ -19,6 +19,7 @@ from bots.ops import Metrics
 from bots.settings import Settings
 from bots.tools import open_registry
 from core.inbox import Inbox
+from core.media.transcribe import AudioClient
 from core.model import (
     CircuitBreaker,
     DashScopeClient,
@@ -77,6 +78,14 @@ def build_model(settings: Settings, http: aiohttp.ClientSession,
                           breaker=CircuitBreaker(), deadline=settings.turn_seconds)
 
 
+def build_asr(settings: Settings, http: aiohttp.ClientSession) -> ModelClient:
+    """The client that sends recordings to the speech model (OpenAI-compatible
+    ``input_audio``, streamed), with the same retries as the chat model."""
+    inner = AudioClient(http, base_url=settings.model_base_url,
+                        api_key=settings.model_api_key, timeout=settings.model_timeout)
+    return RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Open the database and HTTP pool, and start the local model if asked to."""
@@ -105,6 +114,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     model_choices=settings.model_choices,
                     limits=settings.limits, vision=vision, tools=registry,
                     turn_seconds=settings.turn_seconds, secrets=settings.secrets(),
+                    asr_model=settings.asr_model,
+                    asr_client=build_asr(settings, model_http) if settings.asr_model else None,
                 )
                 service = ChatService(store=store, model=build_model(settings, model_http, vision),
                                       options=options)

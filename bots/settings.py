@@ -99,6 +99,8 @@ class Settings:
     vision: Mapping[str, bool] = field(default_factory=dict)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     mcp: tuple[McpServerConfig, ...] = ()
+    # Speech model for voice notes and audio (CHATBRIDGE_ASR_MODEL); None: not transcribed.
+    asr_model: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -320,5 +322,6 @@ def load_settings(
         log_level=log_level,
         log_format=log_format,
         vision=_vision(env, config, model or Settings.model, local=base == LOCAL),
+        asr_model=(_names(env, "CHATBRIDGE_ASR_MODEL") or (None,))[0],
         env=env,
     )

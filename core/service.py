@@ -37,6 +37,7 @@ from core.images import DEFAULT_MAX_SIDE
 from core.limits import Limits
 from core.media.documents import MAX_DOCUMENT_BYTES
 from core.media.reader import DocumentReader
+from core.media.transcribe import Transcriber, is_recording, transcription_failed
 from core.model.base import ModelClient
 from core.profiles import Profile
 from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
@@ -61,6 +62,7 @@ from core.types import (
     StatusEvent,
     TextChunk,
     ToolActivity,
+    Upload,
     Usage,
 )
 from core.vision import Vision, note_unseen_images
@@ -70,6 +72,8 @@ __all__ = ["ChatService", "ServiceOptions"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STORE_RETRY_WAITS = (0.2, 0.5, 1.0)  # then every second, until the database is back
+TRANSCRIBED = "[voice message, transcribed]"  # marks a transcript in the stored text
+HEARD_SHOWN = 300  # a transcript this short is shown back to the person
 
 
 def storable(text: str) -> str:
@@ -112,6 +116,10 @@ class ServiceOptions:
     # Which models take images; shared with the model stack's ImageGate.
     vision: Vision = field(default_factory=Vision)
     tools: Registry = field(default_factory=Registry)
+    # Speech to text for voice notes and audio (CHATBRIDGE_ASR_MODEL and the client that
+    # sends recordings to it, core.media.transcribe.AudioClient); unset: a note.
+    asr_model: str | None = None
+    asr_client: ModelClient | None = None
     turn_seconds: float | None = None
     secrets: tuple[str, ...] = ()
 
@@ -130,6 +138,9 @@ class ChatService:
                                      memory_bytes=options.image_memory_bytes)
         self._documents = DocumentReader(DocumentStore(store), self._images.budget,
                                          max_bytes=options.max_document_bytes)
+        self._transcriber = Transcriber(options.asr_client, options.asr_model,
+                                        self._images.budget) \
+            if options.asr_client is not None and options.asr_model else None
         self._agent = AgentLoop(model, secrets=options.secrets)
         self._toolboxes: dict[str, Toolbox] = {}
 
@@ -185,6 +196,11 @@ class ChatService:
     async def seen(self, *, platform: str, event_id: str) -> bool:
         """Whether ``first_time`` (or a message) ever recorded this event id; records nothing."""
         return await self._store.event_recorded(platform=platform, event_id=event_id)
+
+    @property
+    def transcribes(self) -> bool:
+        """Whether recordings are transcribed (a speech model is set up)."""
+        return self._transcriber is not None
 
     @property
     def max_images(self) -> int:
@@ -317,22 +333,53 @@ class ChatService:
         message with nothing left to answer raises the first refusal."""
         if not request.files:
             return request
+        recordings = [u for u in request.files if is_recording(u)]
+        documents = [u for u in request.files if not is_recording(u)]
+        mine: list[str] = []  # this message's refusals
+        heard = await self._heard(recordings, notes, mine)
         counter = self._counter(model)
         room = profile.budget_for(model) - counter.count(profile.system_prompt)
         reading = await self._documents.read(
-            request.files, counter=counter,
+            documents, counter=counter,
             budget_tokens=max(room // 2 - counter.count(request.text), 1),
             max_images=max(self._options.max_images - len(request.images), 0))
         notes += reading.notes
-        text = request.text.strip()
+        text = "\n\n".join(t for t in (*heard, request.text.strip()) if t)
         if reading.text:
             text = f"{text}\n\n{storable(reading.text)}" if text else storable(reading.text)
+        mine += reading.refused
         if not text and not request.images and not reading.images:
-            raise InputError(user_message=reading.refused[0] if reading.refused else
+            raise InputError(user_message=mine[0] if mine else
                              "Your message was empty; please write something.")
-        refused += reading.refused
+        refused += mine
         return replace(request, text=text, images=request.images + tuple(reading.images),
                        files=())
+
+    async def _heard(self, recordings: Sequence[Upload], notes: list[str],
+                     refused: list[str]) -> list[str]:
+        """Each recording's transcript, marked as transcribed (what was heard is noted
+        for the person when it is short)."""
+        heard: list[str] = []
+        for upload in recordings:
+            transcriber = self._transcriber
+            if transcriber is None:
+                refused.append("I can't listen to recordings here (no speech model is set "
+                               "up); please write your message.")
+                continue
+            try:
+                words, _ = await transcriber.transcribe(upload.data)
+            except InputError as err:
+                refused.append(err.user_message)
+                continue
+            except ModelError as err:
+                log.warning("transcription with %s failed: %s", transcriber.model, err.detail)
+                refused.append(transcription_failed(err))
+                continue
+            words = storable(words)
+            heard.append(f"{TRANSCRIBED} {words}")
+            if len(words) <= HEARD_SHOWN:
+                notes.append(f"Heard: \u201c{words}\u201d")
+        return heard
 
     async def _usable(
         self, requests: tuple[ChatRequest, ...], profile: Profile, model: str,

@@ -89,3 +89,31 @@ def xlsx(rows: list[list[object]]) -> bytes:
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
+
+
+def voice_note(seconds: float = 1.0, *, container: str = "ogg", codec: str = "libopus",
+               rate: int = 48_000) -> bytes:
+    """A real recording (a 440 Hz tone), written with PyAV: OGG/Opus like Telegram's."""
+    import math
+
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container) as box:
+        stream = box.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        samples = int(seconds * rate)
+        t = np.arange(samples) / rate
+        tone = (0.3 * np.sin(2 * math.pi * 440 * t) * 32767).astype(np.int16)
+        step = 960
+        for start in range(0, samples, step):
+            chunk = tone[start:start + step].reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                box.mux(packet)
+        for packet in stream.encode(None):
+            box.mux(packet)
+    return out.getvalue()

@@ -178,7 +178,8 @@ class TelegramAdapter:
                 waiting = []
                 await self._guard(incoming, self._command(incoming))
                 continue
-            if incoming.unsupported is not None:
+            if incoming.unsupported is not None and not (
+                    incoming.recordings and self._service.transcribes):
                 await self._guard(incoming, self._note(incoming))
                 if not incoming.text:
                     continue
@@ -401,7 +402,8 @@ class TelegramAdapter:
         limit = self._config.max_file_bytes
         found: list[Upload] = []
         notes: list[str] = []
-        for ref in incoming.documents:
+        heard = incoming.recordings if self._service.transcribes else ()
+        for ref in incoming.documents + heard:
             if ref.size is not None and ref.size > limit:
                 notes.append(f"({ref.name} is too large: I can download files up to "
                              f"{limit // 1_000_000} MB.)")

@@ -110,6 +110,7 @@ class Incoming:
     bare_mention: bool = False  # only "@our_bot": addressed, but no question
     album: str | None = None  # media_group_id of an album's items
     documents: tuple[FileRef, ...] = ()  # PDF, Word, … read into the message's text
+    recordings: tuple[FileRef, ...] = ()  # voice notes and audio, for a speech model
 
 
 def _place(message: Message) -> Place:
@@ -195,6 +196,18 @@ def _documents(message: Message) -> tuple[FileRef, ...]:
     return ()
 
 
+def _recordings(message: Message) -> tuple[FileRef, ...]:
+    if message.voice is not None:
+        voice = message.voice
+        return (FileRef(voice.file_id, voice.file_size, "voice message",
+                        voice.mime_type or "audio/ogg"),)
+    if message.audio is not None:
+        audio = message.audio
+        return (FileRef(audio.file_id, audio.file_size, audio.file_name or "audio file",
+                        audio.mime_type or "audio/mpeg"),)
+    return ()
+
+
 def _unsupported(message: Message) -> str | None:
     for attribute, label in _KINDS:
         if getattr(message, attribute, None):
@@ -211,6 +224,7 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
     texts: list[str] = []
     images: list[FileRef] = []
     documents: list[FileRef] = []
+    recordings: list[FileRef] = []
     mentioned = replied = False
     unsupported: str | None = None
     for message in sorted(messages, key=lambda m: m.message_id):
@@ -218,6 +232,7 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
         images.extend(found)
         papers = _documents(message)
         documents.extend(papers)
+        recordings.extend(_recordings(message))
         if not found and not papers:
             unsupported = unsupported or _unsupported(message)
         mentioned = mentioned or _mentions_me(message, me)
@@ -236,5 +251,5 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
         text="\n\n".join(texts), images=tuple(images), addressed=addressed, command=command,
         unsupported=unsupported if not images and not documents else None,
         empty=empty, bare_mention=empty and mentioned, album=first.media_group_id,
-        documents=tuple(documents),
+        documents=tuple(documents), recordings=tuple(recordings),
     )

@@ -449,7 +449,7 @@ class SlackBot:
                 files = await fetch_attachments(
                     msg.files, client=self.client, http=self.runtime.http,
                     token=self.config.bot_token, api_url=self.config.api_url,
-                    max_bytes=self.config.max_file_bytes)
+                    max_bytes=self.config.max_file_bytes, audio=service.transcribes)
             if files.skipped:
                 text = (text + "\n\n" if text else "") + \
                     f"[Attached files the assistant cannot open: {', '.join(files.skipped)}]"

@@ -108,7 +108,7 @@ async def _resolve(client: AsyncWebClient, file: Mapping[str, Any]) -> Mapping[s
 
 
 async def _image(file: Mapping[str, Any], name: str, *, http: httpx.AsyncClient, token: str,
-                 api_url: str, max_bytes: int) -> bytes | Upload:
+                 api_url: str, max_bytes: int, audio: bool = False) -> bytes | Upload:
     """The image bytes (or the document) of one file, or ``_Skip`` with the reason for
     the person."""
     mime = str(file.get("mimetype") or "").lower()
@@ -117,6 +117,9 @@ async def _image(file: Mapping[str, Any], name: str, *, http: httpx.AsyncClient,
         raise _Skip(f"*{name}* ({kind}) is stored outside Slack, so I can't open it; "
                     "please upload it to Slack instead.")
     document = mime not in ACCEPTED_MIMES and looks_like_document(name, mime)
+    # An audio clip (or audio file) goes to the speech model when one is set up.
+    document = document or (audio and (mime.startswith("audio/")
+                                       or file.get("subtype") == "slack_audio"))
     if (mime not in ACCEPTED_MIMES and not document) or file.get("mode") == "snippet":
         raise _Skip(f"I can only read {READABLE}, so I skipped *{name}* ({kind}).")
     size = int(file.get("size") or 0)
@@ -149,10 +152,10 @@ async def _image(file: Mapping[str, Any], name: str, *, http: httpx.AsyncClient,
 
 async def fetch_attachments(
     files: Sequence[Mapping[str, Any]], *, client: AsyncWebClient, http: httpx.AsyncClient,
-    token: str, api_url: str, max_bytes: int,
+    token: str, api_url: str, max_bytes: int, audio: bool = False,
 ) -> Attachments:
-    """Download the images and documents among ``files`` (size checked first); name the
-    rest."""
+    """Download the images and documents (and with ``audio``, recordings) among
+    ``files`` (size checked first); name the rest."""
     images: list[bytes] = []
     documents: list[Upload] = []
     notes: list[str] = []
@@ -164,7 +167,7 @@ async def fetch_attachments(
             file = await _resolve(client, file)
             name = str(file.get("name") or file.get("title") or "a file")
             got = await _image(file, name, http=http, token=token, api_url=api_url,
-                               max_bytes=max_bytes)
+                               max_bytes=max_bytes, audio=audio)
             if isinstance(got, Upload):
                 documents.append(got)
             else:

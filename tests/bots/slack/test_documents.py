@@ -35,3 +35,22 @@ async def test_pdf_and_docx_are_read_and_a_broken_one_noted(
         assert "Dana ships on 3 March." in shown and "old.xlsx seems to be damaged" in shown
         body = b"".join(r.body for r in h.model.requests)
         assert TOKEN.encode() not in body and b"files-pri" not in body
+
+
+async def test_audio_clip_is_transcribed_and_answered(
+        make_harness: HarnessFactory) -> None:
+    async with make_harness(CHATBRIDGE_ASR_MODEL="qwen3-omni-flash") as h:
+        clip = h.slack.add_file("F9", "audio_message.webm",
+                                media_files.voice_note(1.0, container="webm"),
+                                "audio/webm", subtype="slack_audio")
+        h.model.enqueue(Reply(text="Is the build green?"), Reply(text="Yes, it is."))
+        await h.event(message("", channel="D1", channel_type="im", subtype="file_share",
+                              files=[clip]))
+        await h.idle()
+        asr = h.model.requests[0].json
+        assert asr["model"] == "qwen3-omni-flash"
+        assert asr["messages"][0]["content"][0]["type"] == "input_audio"
+        assert h.model.requests[-1].json["messages"][-1]["content"] == \
+            "[voice message, transcribed] Is the build green?"
+        shown = " ".join(m.text for m in h.slack.posted())
+        assert "Yes, it is." in shown and "Heard:" in shown

@@ -63,3 +63,29 @@ async def test_other_files_still_get_a_note(bot: Bot) -> None:
     texts = await bot.answered(ALICE["id"])
     assert "files of this type" in texts[0] and "documents (PDF, Word" in texts[0]
     assert bot.model.requests == []
+
+
+async def test_voice_note_is_transcribed_when_a_speech_model_is_set(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str, engine: AsyncEngine) -> None:
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url,
+                             CHATBRIDGE_ASR_MODEL="qwen3-omni-flash")
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        data = media_files.voice_note(1.0)
+        bot.api.add_file("v1", data)
+        bot.model.enqueue(Reply(text="Remind me to call Bo."), Reply(text="Noted."))
+        bot.send(message(voice={"file_id": "v1", "file_unique_id": "v1", "duration": 1,
+                                "mime_type": "audio/ogg", "file_size": len(data)}))
+        texts = await bot.answered(ALICE["id"])
+        assert "Noted." in texts[-1] and "Heard: \u201cRemind me to call Bo.\u201d" in texts[-1]
+        asr = bot.model.requests[0].json
+        assert asr["model"] == "qwen3-omni-flash"
+        assert asr["messages"][0]["content"][0]["type"] == "input_audio"
+        assert bot.model_texts()[-1] == "[voice message, transcribed] Remind me to call Bo."
+
+
+async def test_voice_note_without_a_speech_model_gets_the_note(bot: Bot) -> None:
+    bot.send(message(voice={"file_id": "v", "file_unique_id": "v", "duration": 3}))
+    texts = await bot.answered(ALICE["id"])
+    assert "voice messages" in texts[0]
+    assert bot.model.requests == []

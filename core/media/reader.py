@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from core.errors import StoreError
 from core.image_prep import MemoryBudget
 from core.media.documents import LABELS, DocumentError, Extracted, extract, render_pages
 from core.store.documents import DocumentStore
@@ -57,13 +58,22 @@ class DocumentReader:
         import hashlib
 
         sha = hashlib.sha256(upload.data).hexdigest()
-        found = await self._store.find(sha)
+        # The table only spares a second conversion: while the database is away the file
+        # is read anyway (the turn itself waits for the database when it stores).
+        try:
+            found = await self._store.find(sha)
+        except StoreError as err:
+            log.warning("document cache unavailable: %s", err)
+            found = None
         if found is not None:
             return found
         async with self._budget.reserve(len(upload.data) * _PARSE_FACTOR):
             doc = await asyncio.to_thread(extract, upload.data, upload.name, upload.mime,
                                           max_bytes=self._max_bytes)
-        await self._store.keep(doc)
+        try:
+            await self._store.keep(doc)
+        except StoreError as err:
+            log.warning("could not keep a document's text: %s", err)
         return doc
 
     async def read(self, uploads: Sequence[Upload], *, counter: TokenCounter,

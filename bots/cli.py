@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--image", action="append", default=[], metavar="PATH",
                      help="attach an image file (PNG, JPEG, WebP, GIF, BMP, TIFF); repeat "
                      "for several")
+    ask.add_argument("--file", action="append", default=[], metavar="PATH",
+                     help="attach a document (PDF, DOCX, PPTX, XLSX, TXT, Markdown, CSV, "
+                     "HTML); repeat for several")
     ask.add_argument("--json", action="store_true",
                      help='print a JSON object: {"reply", "conversation", "model", "usage", '
                      '"latency_ms", "partial"}, or {"error", "kind", ...} on failure')
@@ -259,7 +262,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(run_ask(settings, conversation=args.conversation,
                                    text=" ".join(args.text), image_paths=args.image,
-                                   as_json=args.json, profile=args.profile))
+                                   file_paths=args.file, as_json=args.json,
+                                   profile=args.profile))
     from bots.console import run_chat
 
     return asyncio.run(run_chat(settings, conversation=args.conversation,

@@ -25,6 +25,7 @@ from core.inbox import Inbox
 from core.knowledge.embeddings import EmbeddingClient
 from core.knowledge.index import KnowledgeIndex
 from core.knowledge.search import Searcher
+from core.media.transcribe import AudioClient
 from core.model import (
     CircuitBreaker,
     DashScopeClient,
@@ -115,6 +116,14 @@ def build_model(settings: Settings, http: aiohttp.ClientSession,
                           breaker=CircuitBreaker(), deadline=settings.turn_seconds)
 
 
+def build_asr(settings: Settings, http: aiohttp.ClientSession) -> ModelClient:
+    """The client that sends recordings to the speech model (OpenAI-compatible
+    ``input_audio``, streamed), with the same retries as the chat model."""
+    inner = AudioClient(http, base_url=settings.model_base_url,
+                        api_key=settings.model_api_key, timeout=settings.model_timeout)
+    return RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, bot: bool = False) -> AsyncIterator[Runtime]:
     """Open the database and HTTP pool, and start the local model if asked to.
@@ -146,6 +155,8 @@ async def open_runtime(settings: Settings, *, bot: bool = False) -> AsyncIterato
                     model_choices=settings.model_choices,
                     limits=settings.limits, vision=vision, tools=registry,
                     turn_seconds=settings.turn_seconds, secrets=settings.secrets(),
+                    asr_model=settings.asr_model,
+                    asr_client=build_asr(settings, model_http) if settings.asr_model else None,
                 )
                 service = ChatService(store=store, model=build_model(settings, model_http, vision),
                                       options=options,

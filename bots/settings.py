@@ -105,6 +105,8 @@ class Settings:
     embedding_model: str | None = None
     embedding_dimensions: int | None = None
     embedding_base_url: str | None = None  # None: the model's base URL
+    # Speech model for voice notes and audio (CHATBRIDGE_ASR_MODEL); None: not transcribed.
+    asr_model: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -337,5 +339,6 @@ def load_settings(
         embedding_model=embedding_model,
         embedding_dimensions=dimensions,
         embedding_base_url=embedding_base,
+        asr_model=(_names(env, "CHATBRIDGE_ASR_MODEL") or (None,))[0],
         env=env,
     )

@@ -41,10 +41,14 @@ from core.knowledge.cite import NOT_FOUND, cited, context_block, store_sources
 from core.knowledge.search import Passage, Searcher
 from core.knowledge.tool import kb_search_tool
 from core.limits import Limits
+from core.media.documents import MAX_DOCUMENT_BYTES
+from core.media.reader import DocumentReader
+from core.media.transcribe import Transcriber, is_recording, transcription_failed
 from core.memory import MemoryOptions, Outcome, Summariser
 from core.model.base import ModelClient
 from core.profiles import Profile
 from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
+from core.store.documents import DocumentStore
 from core.store.queue import Claim
 from core.store.toolcalls import StoreJournal
 from core.tokens import TokenCounter, counter_for, message_tokens
@@ -65,6 +69,7 @@ from core.types import (
     StatusEvent,
     TextChunk,
     ToolActivity,
+    Upload,
     Usage,
 )
 from core.vision import Vision, note_unseen_images
@@ -74,6 +79,8 @@ __all__ = ["ChatService", "ServiceOptions"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STORE_RETRY_WAITS = (0.2, 0.5, 1.0)  # then every second, until the database is back
+TRANSCRIBED = "[voice message, transcribed]"  # marks a transcript in the stored text
+HEARD_SHOWN = 300  # a transcript this short is shown back to the person
 
 
 def storable(text: str) -> str:
@@ -110,11 +117,16 @@ class ServiceOptions:
     # Bytes all turns' image decoding may hold at once (see core.image_prep).
     image_memory_bytes: int = DEFAULT_MEMORY_BYTES
     max_images: int = 10
+    max_document_bytes: int = MAX_DOCUMENT_BYTES
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     # Which models take images; shared with the model stack's ImageGate.
     vision: Vision = field(default_factory=Vision)
     tools: Registry = field(default_factory=Registry)
+    # Speech to text for voice notes and audio (CHATBRIDGE_ASR_MODEL and the client that
+    # sends recordings to it, core.media.transcribe.AudioClient); unset: a note.
+    asr_model: str | None = None
+    asr_client: ModelClient | None = None
     turn_seconds: float | None = None
     secrets: tuple[str, ...] = ()
     memory: MemoryOptions = field(default_factory=MemoryOptions)
@@ -134,6 +146,11 @@ class ChatService:
         self._rules = options.limits.rules()
         self._images = ImagePreparer(max_side=options.max_image_side,
                                      memory_bytes=options.image_memory_bytes)
+        self._documents = DocumentReader(DocumentStore(store), self._images.budget,
+                                         max_bytes=options.max_document_bytes)
+        self._transcriber = Transcriber(options.asr_client, options.asr_model,
+                                        self._images.budget) \
+            if options.asr_client is not None and options.asr_model else None
         self._agent = AgentLoop(model, secrets=options.secrets)
         self._toolboxes: dict[str, Toolbox] = {}
         self.memory = Summariser(store=store, model=model, owner=replica_name(),
@@ -240,6 +257,11 @@ class ChatService:
     async def seen(self, *, platform: str, event_id: str) -> bool:
         """Whether ``first_time`` (or a message) ever recorded this event id; records nothing."""
         return await self._store.event_recorded(platform=platform, event_id=event_id)
+
+    @property
+    def transcribes(self) -> bool:
+        """Whether recordings are transcribed (a speech model is set up)."""
+        return self._transcriber is not None
 
     @property
     def max_images(self) -> int:
@@ -356,7 +378,7 @@ class ChatService:
 
     def _check_text(self, requests: tuple[ChatRequest, ...], profile: Profile) -> str | None:
         """Why the messages cannot be answered as written, if they cannot."""
-        if not any(r.text.strip() or r.images for r in requests):
+        if not any(r.text.strip() or r.images or r.files for r in requests):
             return "Your message was empty; please write something."
         for r in requests:
             size = len(r.text.strip())
@@ -365,8 +387,64 @@ class ChatService:
                         f"the limit is {profile.max_input_chars}.")
         return None
 
+    async def _with_documents(self, request: ChatRequest, profile: Profile, model: str,
+                              notes: list[str], refused: list[str]) -> ChatRequest:
+        """``request`` with its documents read into its text (and a scanned PDF's pages
+        into its images); what was cut or not read goes to ``notes``/``refused``. A
+        message with nothing left to answer raises the first refusal."""
+        if not request.files:
+            return request
+        recordings = [u for u in request.files if is_recording(u)]
+        documents = [u for u in request.files if not is_recording(u)]
+        mine: list[str] = []  # this message's refusals
+        heard = await self._heard(recordings, notes, mine)
+        counter = self._counter(model)
+        room = profile.budget_for(model) - counter.count(profile.system_prompt)
+        reading = await self._documents.read(
+            documents, counter=counter,
+            budget_tokens=max(room // 2 - counter.count(request.text), 1),
+            max_images=max(self._options.max_images - len(request.images), 0))
+        notes += reading.notes
+        text = "\n\n".join(t for t in (*heard, request.text.strip()) if t)
+        if reading.text:
+            text = f"{text}\n\n{storable(reading.text)}" if text else storable(reading.text)
+        mine += reading.refused
+        if not text and not request.images and not reading.images:
+            raise InputError(user_message=mine[0] if mine else
+                             "Your message was empty; please write something.")
+        refused += mine
+        return replace(request, text=text, images=request.images + tuple(reading.images),
+                       files=())
+
+    async def _heard(self, recordings: Sequence[Upload], notes: list[str],
+                     refused: list[str]) -> list[str]:
+        """Each recording's transcript, marked as transcribed (what was heard is noted
+        for the person when it is short)."""
+        heard: list[str] = []
+        for upload in recordings:
+            transcriber = self._transcriber
+            if transcriber is None:
+                refused.append("I can't listen to recordings here (no speech model is set "
+                               "up); please write your message.")
+                continue
+            try:
+                words, _ = await transcriber.transcribe(upload.data)
+            except InputError as err:
+                refused.append(err.user_message)
+                continue
+            except ModelError as err:
+                log.warning("transcription with %s failed: %s", transcriber.model, err.detail)
+                refused.append(transcription_failed(err))
+                continue
+            words = storable(words)
+            heard.append(f"{TRANSCRIBED} {words}")
+            if len(words) <= HEARD_SHOWN:
+                notes.append(f"Heard: \u201c{words}\u201d")
+        return heard
+
     async def _usable(
-        self, requests: tuple[ChatRequest, ...], profile: Profile,
+        self, requests: tuple[ChatRequest, ...], profile: Profile, model: str,
+        notes: list[str],
     ) -> tuple[tuple[ChatRequest, ...], dict[str, tuple[Image, ...]], list[str]]:
         """The messages of a batch that can be answered, their images, and why the
         others (or their images) were left out."""
@@ -374,10 +452,15 @@ class ChatService:
         images: dict[str, tuple[Image, ...]] = {}
         skipped: list[str] = []
         for r in requests:
-            if not r.text.strip() and not r.images:
+            if not r.text.strip() and not r.images and not r.files:
                 continue
             if (problem := self._check_text((r,), profile)) is not None:
                 skipped.append(problem)
+                continue
+            try:
+                r = await self._with_documents(r, profile, model, notes, skipped)
+            except InputError as err:
+                skipped.append(err.user_message)
                 continue
             try:
                 images[r.event_id] = await self._prepare_images(r.images)
@@ -401,10 +484,11 @@ class ChatService:
         bad_input: InputError | None = None
         images: dict[str, tuple[Image, ...]] = {}
         skipped: list[str] = []
+        notes: list[str] = []
         if len(requests) > 1:
             # Several messages waited together: one that cannot be used is left out (and
             # named in the answer's notice) rather than costing the others their answer.
-            requests, images, skipped = await self._usable(requests, profile)
+            requests, images, skipped = await self._usable(requests, profile, model, notes)
             if not requests:
                 yield ErrorEvent("bad_input", skipped[0] if skipped else
                                  "Your message was empty; please write something.")
@@ -414,6 +498,12 @@ class ChatService:
             if (problem := self._check_text(requests, profile)) is not None:
                 yield ErrorEvent("bad_input", problem)
                 return
+            try:
+                request = await self._with_documents(request, profile, model, notes, skipped)
+            except InputError as err:
+                yield ErrorEvent(err.kind, err.user_message)
+                return
+            requests = (request,)
             try:
                 images[request.event_id] = await self._prepare_images(request.images)
             except InputError as err:
@@ -470,7 +560,7 @@ class ChatService:
                     start.conversation_id, limits, current_id=start.message_id
                 ), "loading the conversation"))
             turn = self._run_turn(start, request, profile, model, history,
-                                  queued=claim is not None, skipped=skipped)
+                                  queued=claim is not None, skipped=skipped, notes=notes)
             turn = note_unseen_images(turn, self._options.vision, model,
                                       any(p.images for p in parts))
             async for event in cap_answer(turn, profile.max_answer_chars):
@@ -482,7 +572,7 @@ class ChatService:
     async def _run_turn(
         self, start: TurnStart, request: ChatRequest, profile: Profile, model: str,
         history: tuple[StoredMessage, ...], *, queued: bool = False,
-        skipped: Sequence[str] = (),
+        skipped: Sequence[str] = (), notes: Sequence[str] = (),
     ) -> AsyncIterator[ReplyEvent]:
         began = time.monotonic()
         yield StatusEvent("thinking…")
@@ -589,6 +679,7 @@ class ChatService:
         self._summarise_later(start, profile, model, history)  # in the background
         notices = ["(The answer hit the length limit.)"] if finish.reason == "length" else []
         notices += [f"(Not read: {why})" for why in skipped]
+        notices += [f"({note})" for note in notes]
         notice = " ".join(notices)
         yield FinalEvent(text, request.scope, finish.model or model, usage, latency,
                          notice=notice, sources=cited(text, passages or ()))

@@ -30,6 +30,15 @@ class Image:
 
 
 @dataclass(frozen=True, slots=True)
+class Upload:
+    """A file a person posted that is not an image (a document): its name, bytes, type."""
+
+    name: str
+    data: bytes
+    mime: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Author:
     """Who wrote a message, as the platform knows them."""
 
@@ -53,6 +62,7 @@ class ChatRequest:
     images: tuple[bytes, ...] = ()
     profile: str | None = None
     shared: bool = False
+    files: tuple[Upload, ...] = ()  # documents, read into the message's text
 
 
 @dataclass(frozen=True, slots=True)

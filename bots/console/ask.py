@@ -13,6 +13,7 @@ from bots.runtime import open_runtime
 from bots.settings import Settings
 from core.errors import InputError
 from core.knowledge.cite import label
+from core.media.documents import MAX_DOCUMENT_BYTES
 from core.service import ChatService
 from core.types import (
     Author,
@@ -22,9 +23,10 @@ from core.types import (
     FinalEvent,
     ReplyEvent,
     StatusEvent,
+    Upload,
 )
 
-__all__ = ["console_request", "error_line", "read_images", "run_ask"]
+__all__ = ["console_request", "error_line", "read_files", "read_images", "run_ask"]
 
 
 def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
@@ -38,8 +40,25 @@ def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
     return tuple(found)
 
 
+def read_files(paths: Sequence[str]) -> tuple[Upload, ...]:
+    """Each document file as an upload (its name and bytes); a missing file is the
+    person's error, as is one larger than the document limit."""
+    found: list[Upload] = []
+    for name in paths:
+        path = Path(name).expanduser()
+        try:
+            if path.stat().st_size > MAX_DOCUMENT_BYTES:
+                raise InputError(user_message=f"{name} is larger than "
+                                 f"{MAX_DOCUMENT_BYTES // (1024 * 1024)} MB")
+            found.append(Upload(path.name, path.read_bytes()))
+        except OSError as err:
+            raise InputError(user_message=f"cannot read file {name}: {err.strerror}") from err
+    return tuple(found)
+
+
 def console_request(
-    conversation: str, text: str, images: tuple[bytes, ...] = (), profile: str | None = None,
+    conversation: str, text: str, images: tuple[bytes, ...] = (),
+    files: tuple[Upload, ...] = (), profile: str | None = None,
 ) -> ChatRequest:
     """A core request from the terminal (answered as ``profile``, or the default one)."""
     import getpass
@@ -47,7 +66,7 @@ def console_request(
     return ChatRequest(
         platform="console", scope=f"console/{conversation}",
         author=Author(getpass.getuser(), getpass.getuser()), text=text,
-        event_id=f"console-{uuid.uuid4()}", images=images, profile=profile,
+        event_id=f"console-{uuid.uuid4()}", images=images, files=files, profile=profile,
     )
 
 
@@ -106,7 +125,7 @@ def sources_text(result: FinalEvent) -> str:
 
 
 # Turns that failed on what the person gave (exit 2), not on a service (exit 1).
-INPUT_KINDS = frozenset({"bad_input", "bad_image"})
+INPUT_KINDS = frozenset({"bad_input", "bad_image", "bad_document"})
 
 
 def error_line(result: ErrorEvent) -> str:
@@ -117,12 +136,13 @@ def error_line(result: ErrorEvent) -> str:
 
 async def run_ask(
     settings: Settings, *, conversation: str, text: str, image_paths: Sequence[str],
-    as_json: bool, profile: str | None = None,
+    as_json: bool, file_paths: Sequence[str] = (), profile: str | None = None,
 ) -> int:
     """Ask once; print the reply (or one error line on stderr) and return the exit code."""
     images = read_images(image_paths)
+    files = read_files(file_paths)
     async with open_runtime(settings) as runtime:
-        request = console_request(conversation, text, images, profile)
+        request = console_request(conversation, text, images, files, profile)
         result = await stream_turn(runtime.service, request, None if as_json else sys.stdout,
                                    None if as_json else status_stream())
     if isinstance(result, ErrorEvent):

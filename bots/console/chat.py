@@ -163,7 +163,7 @@ async def run_chat(settings: Settings, *, conversation: str,
                 images, pending = tuple(pending), []
                 if interactive:
                     sys.stdout.write("bot> ")
-                request = console_request(conversation, command.arg, images, profile)
+                request = console_request(conversation, command.arg, images, profile=profile)
                 turn = asyncio.ensure_future(stream_turn(service, request, sys.stdout,
                                                          status_stream()))
                 ctrl_c.turn = turn

@@ -457,7 +457,7 @@ class SlackBot:
                 files = await fetch_attachments(
                     msg.files, client=self.client, http=self.runtime.http,
                     token=self.config.bot_token, api_url=self.config.api_url,
-                    max_bytes=self.config.max_file_bytes)
+                    max_bytes=self.config.max_file_bytes, audio=service.transcribes)
             if files.skipped:
                 text = (text + "\n\n" if text else "") + \
                     f"[Attached files the assistant cannot open: {', '.join(files.skipped)}]"
@@ -466,7 +466,7 @@ class SlackBot:
                 platform=PLATFORM, scope=msg.scope,
                 author=Author(msg.user, await self.names.name(msg.user)),
                 text=text, event_id=msg.event_id, images=files.images,
-                profile=self._profile(msg), shared=msg.shared,
+                profile=self._profile(msg), shared=msg.shared, files=files.files,
             ))
         first = last.kind == "assistant" and await self._new_thread(last.scope)
         title = _title(waiting[0][1])

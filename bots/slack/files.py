@@ -20,6 +20,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.errors import error_kind
 from core.images import ACCEPTED_MIMES, sniff_mime
+from core.media.documents import looks_like_document
+from core.types import Upload
 
 __all__ = ["READABLE", "Attachments", "fetch_attachments", "token_allowed"]
 
@@ -32,7 +34,8 @@ def _readable(mimes: Sequence[str]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]} images"
 
 
-READABLE = _readable(ACCEPTED_MIMES)  # what the core reads, for people
+READABLE = _readable(ACCEPTED_MIMES) + (  # what the core reads, for people
+    " and documents (PDF, Word, PowerPoint, Excel, text, Markdown, CSV, HTML)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class Attachments:
 
     images: tuple[bytes, ...] = ()
     notes: tuple[str, ...] = ()
+    files: tuple[Upload, ...] = ()  # documents, read into text by the core
     skipped: tuple[str, ...] = ()  # names of files the model will not see
 
 
@@ -104,18 +108,23 @@ async def _resolve(client: AsyncWebClient, file: Mapping[str, Any]) -> Mapping[s
 
 
 async def _image(file: Mapping[str, Any], name: str, *, http: httpx.AsyncClient, token: str,
-                 api_url: str, max_bytes: int) -> bytes:
-    """The image bytes of one file, or ``_Skip`` with the reason for the person."""
+                 api_url: str, max_bytes: int, audio: bool = False) -> bytes | Upload:
+    """The image bytes (or the document) of one file, or ``_Skip`` with the reason for
+    the person."""
     mime = str(file.get("mimetype") or "").lower()
     kind = str(file.get("pretty_type") or file.get("filetype") or "file")
     if file.get("is_external") or file.get("mode") == "external":
         raise _Skip(f"*{name}* ({kind}) is stored outside Slack, so I can't open it; "
                     "please upload it to Slack instead.")
-    if mime not in ACCEPTED_MIMES or file.get("mode") == "snippet":
+    document = mime not in ACCEPTED_MIMES and looks_like_document(name, mime)
+    # An audio clip (or audio file) goes to the speech model when one is set up.
+    document = document or (audio and (mime.startswith("audio/")
+                                       or file.get("subtype") == "slack_audio"))
+    if (mime not in ACCEPTED_MIMES and not document) or file.get("mode") == "snippet":
         raise _Skip(f"I can only read {READABLE}, so I skipped *{name}* ({kind}).")
     size = int(file.get("size") or 0)
     if size > max_bytes:
-        raise _Skip(f"*{name}* is {_mb(size)}; I read images up to {_mb(max_bytes)}, "
+        raise _Skip(f"*{name}* is {_mb(size)}; I read files up to {_mb(max_bytes)}, "
                     "so I skipped it.")
     url = file.get("url_private_download") or file.get("url_private")
     if not isinstance(url, str) or not url:
@@ -133,6 +142,8 @@ async def _image(file: Mapping[str, Any], name: str, *, http: httpx.AsyncClient,
             else type(err).__name__
         log.warning("could not download file %s: %s", file.get("id"), status)
         raise _Skip(f"I couldn't download *{name}*; please try sending it again.") from None
+    if document:
+        return Upload(name, data, mime)
     if sniff_mime(data) is None:
         raise _Skip(f"*{name}* is not an image I can read (I read {READABLE}), "
                     "so I skipped it.")
@@ -141,10 +152,12 @@ async def _image(file: Mapping[str, Any], name: str, *, http: httpx.AsyncClient,
 
 async def fetch_attachments(
     files: Sequence[Mapping[str, Any]], *, client: AsyncWebClient, http: httpx.AsyncClient,
-    token: str, api_url: str, max_bytes: int,
+    token: str, api_url: str, max_bytes: int, audio: bool = False,
 ) -> Attachments:
-    """Download the images among ``files`` (size checked first); name the rest."""
+    """Download the images and documents (and with ``audio``, recordings) among
+    ``files`` (size checked first); name the rest."""
     images: list[bytes] = []
+    documents: list[Upload] = []
     notes: list[str] = []
     skipped: list[str] = []
     for raw in files:
@@ -153,8 +166,12 @@ async def fetch_attachments(
         try:
             file = await _resolve(client, file)
             name = str(file.get("name") or file.get("title") or "a file")
-            images.append(await _image(file, name, http=http, token=token, api_url=api_url,
-                                       max_bytes=max_bytes))
+            got = await _image(file, name, http=http, token=token, api_url=api_url,
+                               max_bytes=max_bytes, audio=audio)
+            if isinstance(got, Upload):
+                documents.append(got)
+            else:
+                images.append(got)
         except _Skip as skip:
             skipped.append(name)
             notes.append(str(skip))
@@ -162,4 +179,4 @@ async def fetch_attachments(
             log.warning("could not read file %s: %s", file.get("id"), type(err).__name__)
             skipped.append(name)
             notes.append(f"I couldn't open *{name}*.")
-    return Attachments(tuple(images), tuple(notes), tuple(skipped))
+    return Attachments(tuple(images), tuple(notes), files=tuple(documents), skipped=tuple(skipped))

@@ -42,7 +42,7 @@ from core.answer_cap import add_notice
 from core.errors import ChatbridgeError
 from core.inbox import Claim
 from core.outbox import Outbox, Tap
-from core.types import ChatRequest
+from core.types import ChatRequest, Upload
 
 __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 
@@ -178,7 +178,8 @@ class TelegramAdapter:
                 waiting = []
                 await self._guard(incoming, self._command(incoming))
                 continue
-            if incoming.unsupported is not None:
+            if incoming.unsupported is not None and not (
+                    incoming.recordings and self._service.transcribes):
                 await self._guard(incoming, self._note(incoming))
                 if not incoming.text:
                     continue
@@ -264,8 +265,9 @@ class TelegramAdapter:
     async def _note(self, incoming: Incoming) -> None:
         if await self._once(self._event_id(incoming), "note"):
             await self._replier(incoming).say(
-                f"I can't read {incoming.unsupported} yet; I understand text and images "
-                "(photos, or images sent as files).")
+                f"I can't read {incoming.unsupported} yet; I understand text, images "
+                "(photos, or images sent as files) and documents (PDF, Word, PowerPoint, "
+                "Excel, text, Markdown, CSV, HTML).")
 
     def _replier(self, incoming: Incoming, *, reuse: Sequence[int] = (),
                  on_shown: Callable[[list[int]], Awaitable[None]] | None = None) -> Replier:
@@ -301,11 +303,18 @@ class TelegramAdapter:
                     continue
                 images, missed = downloaded
                 notes += missed
+                files, unread = await self._documents(incoming)
+                notes += unread
+                if not files and not images and not incoming.text:
+                    if unread and await self._once(self._event_id(incoming), "reply"):
+                        await self._replier(incoming).say(unread[0].strip("()"))
+                    continue
                 requests.append(ChatRequest(
                     platform=PLATFORM, scope=incoming.place.scope(self._me.id),
                     author=incoming.author, text=incoming.text,
                     event_id=self._event_id(incoming), images=images,
                     profile=self._profile(incoming), shared=incoming.place.group,
+                    files=files,
                 ))
                 answered = incoming
             if answered is None:
@@ -387,6 +396,29 @@ class TelegramAdapter:
             except Exception as err:  # the answer is delivered; only feedback loses its link
                 log.warning("could not record where the answer to %s is: %s", event_id, err)
 
+    async def _documents(self, incoming: Incoming) -> tuple[tuple[Upload, ...], list[str]]:
+        """The documents' bytes (read into text by the core), and notes on those that
+        could not be had."""
+        limit = self._config.max_file_bytes
+        found: list[Upload] = []
+        notes: list[str] = []
+        heard = incoming.recordings if self._service.transcribes else ()
+        for ref in incoming.documents + heard:
+            if ref.size is not None and ref.size > limit:
+                notes.append(f"({ref.name} is too large: I can download files up to "
+                             f"{limit // 1_000_000} MB.)")
+                continue
+            try:
+                file = await self._app.bot.get_file(ref.file_id)
+                found.append(Upload(ref.name, bytes(await file.download_as_bytearray()),
+                                    ref.mime))
+            except (BadRequest, NetworkError) as err:
+                # The file URL holds the bot token: log the error's kind, never the URL.
+                log.warning("document download failed: %s", type(err).__name__)
+                notes.append(f"(I couldn't get {ref.name} from Telegram; please send it "
+                             "again.)")
+        return tuple(found), notes
+
     async def _download(self, incoming: Incoming) -> tuple[tuple[bytes, ...], list[str]] | None:
         """The images' bytes and notes on those left out; ``None`` when nothing is left to
         answer (the person was told why, once). A message keeps its caption when one of
@@ -420,7 +452,7 @@ class TelegramAdapter:
                 log.warning("image download failed: %s", type(err).__name__)
                 refusals.append("I couldn't download your image from Telegram; please send "
                                 "it again.")
-        if refusals and not found and not incoming.text:
+        if refusals and not found and not incoming.text and not incoming.documents:
             if await self._once(self._event_id(incoming), "reply"):
                 await self._replier(incoming).say(refusals[0])
             return None

@@ -24,6 +24,13 @@ from core.types import Author
 __all__ = ["Command", "FileRef", "Incoming", "Place", "read_messages"]
 
 _IMAGE_EXT = re.compile(r"\.(png|jpe?g|webp|gif|bmp|tiff?|heic|heif)$", re.IGNORECASE)
+_DOCUMENT_EXT = re.compile(r"\.(pdf|docx|pptx|xlsx|txt|md|markdown|csv|html?)$", re.IGNORECASE)
+_DOCUMENT_MIMES = frozenset({
+    "application/pdf", "text/plain", "text/markdown", "text/csv", "text/html",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+})
 _KINDS = (  # attribute, how a person would call it
     ("voice", "voice messages"), ("audio", "audio files"), ("video", "videos"),
     ("video_note", "video messages"), ("animation", "GIFs"), ("sticker", "stickers"),
@@ -69,10 +76,12 @@ class Place:
 
 @dataclass(frozen=True, slots=True)
 class FileRef:
-    """An image to fetch with getFile."""
+    """An image (or a document) to fetch with getFile."""
 
     file_id: str
     size: int | None
+    name: str = ""
+    mime: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,8 @@ class Incoming:
     empty: bool  # nothing a person wrote (a service message: member joined, pin, …)
     bare_mention: bool = False  # only "@our_bot": addressed, but no question
     album: str | None = None  # media_group_id of an album's items
+    documents: tuple[FileRef, ...] = ()  # PDF, Word, … read into the message's text
+    recordings: tuple[FileRef, ...] = ()  # voice notes and audio, for a speech model
 
 
 def _place(message: Message) -> Place:
@@ -175,6 +186,28 @@ def _images(message: Message) -> tuple[FileRef, ...]:
     return ()
 
 
+def _documents(message: Message) -> tuple[FileRef, ...]:
+    doc = message.document
+    if doc is None or _images(message):
+        return ()
+    if (doc.mime_type or "") in _DOCUMENT_MIMES or _DOCUMENT_EXT.search(doc.file_name or ""):
+        return (FileRef(doc.file_id, doc.file_size, doc.file_name or "document",
+                        doc.mime_type or ""),)
+    return ()
+
+
+def _recordings(message: Message) -> tuple[FileRef, ...]:
+    if message.voice is not None:
+        voice = message.voice
+        return (FileRef(voice.file_id, voice.file_size, "voice message",
+                        voice.mime_type or "audio/ogg"),)
+    if message.audio is not None:
+        audio = message.audio
+        return (FileRef(audio.file_id, audio.file_size, audio.file_name or "audio file",
+                        audio.mime_type or "audio/mpeg"),)
+    return ()
+
+
 def _unsupported(message: Message) -> str | None:
     for attribute, label in _KINDS:
         if getattr(message, attribute, None):
@@ -190,12 +223,17 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
     command = _command(first, me) if commands else None
     texts: list[str] = []
     images: list[FileRef] = []
+    documents: list[FileRef] = []
+    recordings: list[FileRef] = []
     mentioned = replied = False
     unsupported: str | None = None
     for message in sorted(messages, key=lambda m: m.message_id):
         found = _images(message)
         images.extend(found)
-        if not found:
+        papers = _documents(message)
+        documents.extend(papers)
+        recordings.extend(_recordings(message))
+        if not found and not papers:
             unsupported = unsupported or _unsupported(message)
         mentioned = mentioned or _mentions_me(message, me)
         replied = replied or _replies_to_me(message, me)
@@ -206,10 +244,12 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
     # A bare /command reaches a group bot only when Telegram deems it ours (privacy mode)
     # or when privacy mode is off; the caller ignores bare commands it does not know.
     addressed = not place.group or mentioned or replied or command is not None
-    empty = not texts and not images and unsupported is None and command is None
+    empty = not texts and not images and not documents and unsupported is None \
+        and command is None
     return Incoming(
         place=place, reply_to=first.message_id, key=key, author=_author(first),
         text="\n\n".join(texts), images=tuple(images), addressed=addressed, command=command,
-        unsupported=unsupported if not images else None,
+        unsupported=unsupported if not images and not documents else None,
         empty=empty, bare_mention=empty and mentioned, album=first.media_group_id,
+        documents=tuple(documents), recordings=tuple(recordings),
     )

@@ -315,3 +315,17 @@ class ToolCallRow(Base):
         UniqueConstraint("message_id", "round", "position"),
         Index("ix_tool_calls_conversation_id_message_id", "conversation_id", "message_id"),
     )
+
+
+class DocumentRow(Base):
+    """A posted document's extracted text, stored once, keyed by the SHA-256 of the file."""
+
+    __tablename__ = "documents"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # pdf, docx, pptx, xlsx, text, html, csv
+    size: Mapped[int] = mapped_column(Integer)  # bytes of the file
+    pages: Mapped[int] = mapped_column(Integer, default=0)  # PDF pages, slides, sheets
+    text: Mapped[str] = mapped_column(Text)  # empty for a scanned PDF (no text layer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

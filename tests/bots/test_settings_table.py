@@ -35,6 +35,7 @@ BAD: dict[str, tuple[str, str]] = {
     "CHATBRIDGE_MODEL_FALLBACKS": ("qwen plus,qwen-flash", "check"),
     "CHATBRIDGE_TURN_SECONDS": ("0", "check"),
     "CHATBRIDGE_MODELS": ("qwen max", "check"),
+    "CHATBRIDGE_ASR_MODEL": ("qwen3 omni", "check"),
     "CHATBRIDGE_STREAM": ("sometimes", "check"),
     "CHATBRIDGE_LEASE_SECONDS": ("1.5", "check"),
     "CHATBRIDGE_CONCURRENCY": ("0", "check"),

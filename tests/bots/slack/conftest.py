@@ -124,7 +124,8 @@ def make_harness(tmp_path: Path, fake_model: FakeModelServer) -> HarnessFactory:
     """Start a harness on a given database with an optional ``[slack]`` config."""
 
     @contextlib.asynccontextmanager
-    async def start(db_url: str | None = None, toml: str = "") -> AsyncIterator[Harness]:
+    async def start(db_url: str | None = None, toml: str = "",
+                    **env: str) -> AsyncIterator[Harness]:
         if db_url and not db_url.startswith("sqlite"):
             engine = create_engine(db_url)  # PostgreSQL is migrated explicitly, as deployed
             try:
@@ -144,6 +145,7 @@ def make_harness(tmp_path: Path, fake_model: FakeModelServer) -> HarnessFactory:
                 "SLACK_BOT_TOKEN": TOKEN,
                 "SLACK_SIGNING_SECRET": SECRET,
                 "CHATBRIDGE_SLACK_API_URL": slack.api_url,
+                **env,
             }, cwd=tmp_path)
             async with serve(settings, slack, fake_model) as harness:
                 yield harness

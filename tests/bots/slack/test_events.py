@@ -362,7 +362,7 @@ async def test_files_that_are_not_images_and_slack_connect_stubs(
     make_harness: HarnessFactory,
 ) -> None:
     async with make_harness(toml="[slack]\nmax_file_mb = 1\n") as h:
-        pdf = h.slack.add_file("F2", "report.pdf", b"%PDF-1.4 ...", "application/pdf")
+        pdf = h.slack.add_file("F2", "report.zip", b"PK\x03\x04 ...", "application/zip")
         big = h.slack.add_file("F3", "huge.png", png(), "image/png")
         big["size"] = 3 * 1024 * 1024
         h.slack.add_file("F4", "shared.png", png("blue"), "image/png")
@@ -376,11 +376,11 @@ async def test_files_that_are_not_images_and_slack_connect_stubs(
         assert [c.args["path"] for c in h.slack.of("FILE")] == \
             [f"/files-pri/{TEAM}-F4/download/shared.png"]
         notes = [c.args.get("markdown_text", "") for c in h.slack.of("chat.postMessage")]
-        assert any("report.pdf" in n and "only read" in n for n in notes)
+        assert any("report.zip" in n and "only read" in n for n in notes)
         assert any("huge.png" in n for n in notes)
         sent = h.model.requests[-1].json["messages"][-1]["content"]
         texts = " ".join(p.get("text", "") for p in sent if p["type"] == "text")
-        assert "report.pdf" in texts and "huge.png" in texts
+        assert "report.zip" in texts and "huge.png" in texts
         assert sum(p["type"] == "image_url" for p in sent) == 1
 
 

@@ -27,8 +27,8 @@ def started(thread: str) -> dict[str, Any]:
 async def test_failing_title_and_note_still_answer(harness: Harness) -> None:
     h = harness
     h.slack.refuse("assistant.threads.setTitle", "invalid_thread_ts")
-    h.slack.refuse("chat.postMessage", "channel_not_found")  # the note about the PDF
-    pdf = h.slack.add_file("F2", "report.pdf", b"%PDF-1.4", "application/pdf")
+    h.slack.refuse("chat.postMessage", "channel_not_found")  # the note about the archive
+    pdf = h.slack.add_file("F2", "report.zip", b"PK\x03\x04", "application/zip")
     h.model.enqueue(Reply(text="Here is my answer."))
     await h.event(assistant_question("Summarize this", new_ts(), subtype="file_share",
                                      files=[pdf]))

@@ -1,0 +1,1 @@
+"""What people post besides text and images: documents read into text for the model."""

@@ -1,0 +1,35 @@
+"""`chatbridge ask --file` as a person runs it: real processes, real files, the loopback
+model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests import media_files
+from tests.bots.test_cli import one_clean_line, run
+from tests.fakes.model_server import FakeModelServer, Reply
+
+
+def test_ask_with_documents(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    (tmp_path / "deck.pptx").write_bytes(media_files.pptx("Revenue up 8%"))
+    (tmp_path / "stock.xlsx").write_bytes(media_files.xlsx([["item", "qty"], ["pens", 40]]))
+    (tmp_path / "page.html").write_text("<p>Office closed <b>Monday</b></p>")
+    fake_model.enqueue(Reply(text="Revenue up, 40 pens, closed Monday."))
+    result = run(tmp_path, fake_model, "ask", "--file", "deck.pptx", "--file", "stock.xlsx",
+                 "--file", "page.html", "sum up")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Revenue up, 40 pens, closed Monday."
+    sent = fake_model.requests[-1].json["messages"][-1]["content"]
+    assert "[slide 1]\nRevenue up 8%" in sent and "pens | 40" in sent
+    assert "Office closed\nMonday" in sent or "Office closed Monday" in sent
+
+
+def test_ask_with_an_unreadable_file_only_is_exit_2(tmp_path: Path,
+                                                    fake_model: FakeModelServer) -> None:
+    (tmp_path / "locked.pdf").write_bytes(media_files.encrypted_pdf("secret plan"))
+    result = run(tmp_path, fake_model, "ask", "--file", "locked.pdf", " ")
+    assert result.returncode == 2
+    assert "protected with a password" in one_clean_line(result.stderr)
+    missing = run(tmp_path, fake_model, "ask", "--file", "nope.pdf", "hi")
+    assert missing.returncode == 2 and "cannot read file nope.pdf" in missing.stderr
+    assert fake_model.requests == []

@@ -75,6 +75,7 @@ class Profile:
     timezone: str | None = None  # IANA name, for current_time
     max_tool_rounds: int = 6
     tool_timeout_seconds: float = 20.0
+    show_thinking: bool = False  # the model's reasoning shown before the answer
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -120,7 +121,7 @@ _KNOWN_KEYS = {
     "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
     "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
     "max_input_chars", "max_answer_chars", "tools", "timezone", "max_tool_rounds",
-    "tool_timeout_seconds",
+    "tool_timeout_seconds", "show_thinking",
 }
 
 
@@ -182,4 +183,8 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
+    if "show_thinking" in raw:
+        if not isinstance(raw["show_thinking"], bool):
+            raise ConfigError(f"{where}: show_thinking must be true or false")
+        profile = replace(profile, show_thinking=raw["show_thinking"])
     return _tool_settings(profile, raw, where)

@@ -57,6 +57,10 @@ INTERRUPTED = "…interrupted; the answer continues shortly."
 INTERRUPT_SECONDS = 3.0
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
+# Bot API 10.3 (newer than PTB 22.8): a stop button on drafts; the draft stays on screen
+# when pressed, until the final message (what was written) replaces it. Servers before
+# 10.3 ignore parameters they do not know.
+STOP_BUTTON = {"can_stop": True, "keep_on_stop": True}
 
 
 class Blocked(Exception):
@@ -261,6 +265,7 @@ class Replier:
             return await self._bot.send_message_draft(
                 target.chat_id, target.draft_id, text=text,
                 message_thread_id=target.thread_id, parse_mode=mode,
+                api_kwargs=STOP_BUTTON,
             )
 
         try:
@@ -382,8 +387,11 @@ class Replier:
                 await self._show_partial(split_html(markdown_to_html(text)))
         elif isinstance(event, FinalEvent):
             self._final_seen = True
-            rendered = markdown_to_html(event.text) or html.escape("(no answer)")
-            if event.notice:
+            rendered = markdown_to_html(event.text) or (
+                "" if event.partial and event.notice else html.escape("(no answer)"))
+            if event.notice and not rendered:
+                rendered = f"<i>{html.escape(event.notice, quote=False)}</i>"
+            elif event.notice:
                 rendered += f"\n\n<i>{html.escape(event.notice, quote=False)}</i>"
             await self.show(split_html(rendered), final=True)
             self.answered = True

@@ -220,6 +220,25 @@ class FakeBotApi:
         self._new_update.set()
         return update
 
+    def press_stop(self, chat_id: int, draft_id: int) -> dict[str, Any]:
+        """The person presses a draft's stop button (Bot API 10.3): the update Telegram
+        sends, ``MessageGenerationStopped`` [protocols-2 L.3; core.telegram.org/bots/api/
+        types/messagegenerationstopped]."""
+        chat = {"id": chat_id, "type": "private", "first_name": "Alice"}
+        return self.push({"stopped_message_generation": {"chat": chat,
+                                                         "draft_id": draft_id}})
+
+    def react(self, chat_id: int, message_id: int, user: dict[str, Any], new: list[str],
+              old: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+        """A ``message_reaction`` update (``MessageReactionUpdated``, Bot API 7.0)."""
+        emoji = [{"type": "emoji", "emoji": e} for e in new]
+        before = [{"type": "emoji", "emoji": e} for e in old or []]
+        chat = {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
+        return self.push({"message_reaction": {
+            "chat": chat, "message_id": message_id, "user": user,
+            "date": extra.pop("date", int(time.time())), "old_reaction": before,
+            "new_reaction": emoji}, **extra})
+
     def fail(self, method: str, code: int, description: str = "", *, times: int = 1,
              retry_after: int | None = None,
              when: Callable[[Call], bool] | None = None) -> None:

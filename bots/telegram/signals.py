@@ -20,7 +20,7 @@ from typing import Any
 
 from telegram import MessageReactionUpdated, ReactionType, ReactionTypeEmoji, Update
 
-__all__ = ["Reaction", "STOP_UPDATE", "Stop", "read_reaction", "read_stop"]
+__all__ = ["STOP_UPDATE", "Reaction", "Stop", "read_reaction", "read_stop"]
 
 STOP_UPDATE = "stopped_message_generation"
 UP, DOWN = "👍", "👎"

@@ -3,7 +3,6 @@ bot polling the fake Bot API, the real core, the fake model streaming slowly."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -52,8 +51,7 @@ async def test_stop_pressed_mid_answer_keeps_and_stores_what_was_written(
         assert rows[1][2].strip() == shown and rows[1][3] == "stopped by the person"
         assert len(bot_api.calls_to("sendMessage")) == 1
         # A redelivered stop, or one after the answer, changes nothing.
-        bot_api.press_stop(chat, drafts[0].get("draft_id"))
-        await bot.settle(0.5)
+        await _taken(bot_api, bot_api.press_stop(chat, drafts[0].get("draft_id")))
         assert len(bot_api.texts(chat)) == 1
 
 
@@ -83,3 +81,51 @@ async def test_a_stop_recorded_at_another_replica_stops_the_turn_within_a_second
         rows = await _rows(bot, "SELECT status FROM messages WHERE role = 'assistant'")
         assert rows == [("partial",)]
         assert not await elsewhere.request(platform="telegram", event_id=event_id)
+
+
+def _again(update: dict[str, object]) -> dict[str, object]:
+    """The same update delivered once more (a retried delivery; a new update_id, as a
+    poller confirmed the first)."""
+    return {k: v for k, v in update.items() if k != "update_id"}
+
+
+async def _taken(api: FakeBotApi, pushed: dict[str, object]) -> None:
+    """Wait until the poller has handled ``pushed`` (it asks for the updates after it)."""
+    await api.wait_for(lambda: any(int(c.get("offset") or 0) > int(pushed["update_id"])
+                                   for c in api.calls_to("getUpdates")))
+
+
+async def test_reactions_are_feedback_stored_once_under_redelivery(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    await migrated(db_url)
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url)
+    fake_model.enqueue(Reply(text="Paris is the capital of France."))
+    chat = ALICE["id"]
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        asked = message("capital of France?")
+        bot.send(asked)
+        await bot.answered(chat)
+        await bot.idle()
+        answer = bot_api.sent(chat)[0].message_id
+        feedback = "SELECT user_id, value FROM feedback"
+        thumbs = bot_api.react(chat, answer, ALICE, ["👍"], date=1_800_000_000)
+        await _taken(bot_api, bot_api.push(_again(thumbs)))  # delivered again
+        assert await _rows(bot, feedback) == [(str(ALICE["id"]), "up")]
+        # Another emoji is no feedback; a reaction on the person's own message neither.
+        bot_api.react(chat, answer, ALICE, ["👍", "🔥"], old=["👍"], date=1_800_000_001)
+        await _taken(bot_api, bot_api.react(chat, asked["message_id"], ALICE, ["👎"],
+                                            date=1_800_000_001))
+        assert await _rows(bot, feedback) == [(str(ALICE["id"]), "up")]
+        await _taken(bot_api, bot_api.react(chat, answer, ALICE, ["👎"], old=["👍"],
+                                            date=1_800_000_002))
+        assert await _rows(bot, feedback) == [(str(ALICE["id"]), "down")]
+        # The first 👍 redelivered late does not undo the newer 👎.
+        await _taken(bot_api, bot_api.push(_again(thumbs)))
+        assert await _rows(bot, feedback) == [(str(ALICE["id"]), "down")]
+        await _taken(bot_api, bot_api.react(chat, answer, ALICE, [], old=["👎"],
+                                            date=1_800_000_003))
+        assert await _rows(bot, feedback) == [(str(ALICE["id"]), "none")]
+        assert "message_reaction" in bot_api.calls_to("getUpdates")[0].get("allowed_updates")
+        assert "stopped_message_generation" in \
+            bot_api.calls_to("getUpdates")[0].get("allowed_updates")

@@ -115,6 +115,9 @@ class Stops:
         finally:
             if self._turns.get((platform, event_id)) is turn:
                 del self._turns[(platform, event_id)]
+            if not self._turns and self._poller is not None:
+                self._poller.cancel()  # nothing left to watch: no task outlives the turns
+                self._poller = None
 
     async def request(self, *, platform: str, event_id: str) -> bool:
         """Stop the answer to ``event_id`` wherever it runs; ``False`` if this stop was

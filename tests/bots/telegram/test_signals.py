@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import text
 
 from core.stops import Stops
-from tests.bots.telegram.conftest import ALICE, make_settings, message, run_bot
+from tests.bots.telegram.conftest import ALICE, make_settings, message, run_bot, update
 from tests.bots.telegram.fake_bot_api import BOT_USER, FakeBotApi
-from tests.bots.telegram.test_webhook import migrated
+from tests.bots.telegram.test_webhook import free_port, migrated, post, webhook_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 
 LONG = "".join(f"word{i} " for i in range(400))  # ~2,800 characters
@@ -129,3 +129,36 @@ async def test_reactions_are_feedback_stored_once_under_redelivery(
         assert "message_reaction" in bot_api.calls_to("getUpdates")[0].get("allowed_updates")
         assert "stopped_message_generation" in \
             bot_api.calls_to("getUpdates")[0].get("allowed_updates")
+
+
+async def test_stop_pressed_reaches_the_replica_running_the_turn(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    """Two webhook replicas on one database: the stop is POSTed to the one that is not
+    answering; the other notices it in the database and stops."""
+    await migrated(db_url)
+    port_a, settings = webhook_settings(tmp_path, bot_api, fake_model, db_url)
+    port_b = free_port()
+    fake_model.enqueue(Reply(text=LONG, chunk_size=8, chunk_delay=0.03))
+    chat = ALICE["id"]
+    async with run_bot(settings, bot_api, fake_model, webhook=True, port=port_a) as a, \
+            run_bot(settings, bot_api, fake_model, webhook=True, port=port_b) as b:
+        asked = message("tell me a long story")
+        assert (await post(port_a, {"update_id": 1, **update(asked)})).status_code == 200
+        await bot_api.wait_for(lambda: [
+            d for d in bot_api.calls_to("sendMessageDraft") if len(d.get("text") or "") > 80])
+        assert a.runtime.inbox.running + b.runtime.inbox.running == 1
+        idle_port = port_b if a.runtime.inbox.running else port_a
+        stop = {"update_id": 2, "stopped_message_generation": {
+            "chat": {"id": chat, "type": "private", "first_name": "Alice"},
+            "draft_id": asked["message_id"]}}
+        pressed = time.monotonic()
+        assert (await post(idle_port, stop)).status_code == 200
+        await bot_api.wait_for(lambda: fake_model.hangups, within=5)
+        assert fake_model.hangups[0] - pressed < 1.5
+        texts = await a.answered(chat)
+        await a.idle()
+        await b.idle()
+        assert len(texts) == 1 and texts[0].endswith("(Stopped.)")
+        rows = await _rows(a, "SELECT status FROM messages WHERE role = 'assistant'")
+        assert rows == [("partial",)]

@@ -362,6 +362,10 @@ class Replier:
         except TelegramError as err:
             if self._rich_refused(err):
                 return False
+            if isinstance(err, BadRequest):  # refused, so not sent: HTML says it instead
+                log.warning("Telegram refused a rich message (%s); sending HTML",
+                            err.message)
+                return False
             raise
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if isinstance(message_id, int):

@@ -135,3 +135,19 @@ async def test_show_thinking_without_rich_messages_is_an_expandable_quote(
         assert html.startswith("<blockquote expandable><i>Thinking</i>\n2 and 2 make 4.")
         assert html.endswith("The answer is 4.")
         assert bot_api.texts(chat)[0].endswith("The answer is 4.")
+
+
+async def test_a_refused_rich_message_is_sent_as_html(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        sqlite_url: str) -> None:
+    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url)
+    fake_model.enqueue(Reply(text=TABLE))
+    bot_api.fail("sendRichMessage", 400, "Bad Request: can't parse rich text")
+    chat = ALICE["id"]
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        bot.send(message("fruit prices?"))
+        await bot.answered(chat)
+        await bot.idle()
+        assert len(bot_api.calls_to("sendRichMessage")) == 1
+        assert bot_api.calls_to("sendMessage")[0].get("parse_mode") == "HTML"
+        assert len(bot_api.texts(chat)) == 1

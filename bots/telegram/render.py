@@ -74,6 +74,7 @@ THINKING_HTML_CHARS = 1_500  # the thinking quoted before an HTML answer, at mos
 # Bot API servers (by base URL) that said they have no rich-message methods (Bot API
 # 10.1): learned once per process, then HTML is used there.
 _NO_RICH: set[str] = set()
+RICH_SHOWN = "\x01"  # in Replier._sent: a rich message (no HTML of it to edit)
 
 
 def _no_such_method(err: TelegramError) -> bool:
@@ -254,7 +255,7 @@ class Replier:
         if not self._sent:
             return
         message_id, shown = self._sent[-1]
-        body = shown if shown != "\x00" else ""
+        body = shown if shown not in ("\x00", RICH_SHOWN) else ""
         text = (body + "\n\n" if body else "") + f"<i>{INTERRUPTED}</i>"
         try:
             await self._bot.edit_message_text(
@@ -369,7 +370,7 @@ class Replier:
             raise
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if isinstance(message_id, int):
-            self._sent.append((message_id, "\x01rich"))
+            self._sent.append((message_id, RICH_SHOWN))
             await self._noted()
         return True
 

@@ -84,6 +84,7 @@ class Profile:
     knowledge: tuple[str, ...] = ()
     kb_mode: str = "auto"
     kb_passages: int = 4
+    show_thinking: bool = False  # the model's reasoning shown before the answer
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -132,6 +133,7 @@ _KNOWN_KEYS = {
     "tool_timeout_seconds",
     "summary_model", "prompt_cache", "retention_days",
     "knowledge", "kb_mode", "kb_passages",
+    "show_thinking",
 }
 _KB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -226,4 +228,8 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
+    if "show_thinking" in raw:
+        if not isinstance(raw["show_thinking"], bool):
+            raise ConfigError(f"{where}: show_thinking must be true or false")
+        profile = replace(profile, show_thinking=raw["show_thinking"])
     return _knowledge(_tool_settings(profile, raw, where), raw, where)

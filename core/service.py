@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TypeVar
 from weakref import WeakValueDictionary
 
@@ -47,6 +48,7 @@ from core.media.transcribe import Transcriber, is_recording, transcription_faile
 from core.memory import MemoryOptions, Outcome, Summariser
 from core.model.base import ModelClient
 from core.profiles import Profile
+from core.stops import Stops, TurnStop, TurnStopped, stoppable
 from core.store import ContextLimits, Store, StoredMessage, TurnPart, TurnStart
 from core.store.documents import DocumentStore
 from core.store.queue import Claim
@@ -68,6 +70,7 @@ from core.types import (
     ReplyEvent,
     StatusEvent,
     TextChunk,
+    ThinkingEvent,
     ToolActivity,
     Upload,
     Usage,
@@ -78,6 +81,7 @@ __all__ = ["ChatService", "ServiceOptions"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STOPPED_NOTICE = "(Stopped.)"
 STORE_RETRY_WAITS = (0.2, 0.5, 1.0)  # then every second, until the database is back
 TRANSCRIBED = "[voice message, transcribed]"  # marks a transcript in the stored text
 HEARD_SHOWN = 300  # a transcript this short is shown back to the person
@@ -155,6 +159,7 @@ class ChatService:
         self._toolboxes: dict[str, Toolbox] = {}
         self.memory = Summariser(store=store, model=model, owner=replica_name(),
                                  counter=self._counter, options=options.memory)
+        self.stops = Stops(store)  # "stop generating", across replicas
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -303,12 +308,15 @@ class ChatService:
         await self._store.note_shown(platform=platform, event_ids=event_ids, refs=refs)
 
     async def record_feedback(
-        self, *, platform: str, ref: str, user_id: str, positive: bool
+        self, *, platform: str, ref: str, user_id: str, positive: bool | None,
+        at: datetime | None = None,
     ) -> bool:
-        """Store a thumbs up/down on the answer posted at ``ref``."""
+        """Store a thumbs up/down on the answer posted at ``ref`` (``None``: taken back).
+        ``at``: when the person gave it; an older rating never replaces a newer one (a
+        redelivered update arriving late)."""
+        value = "none" if positive is None else "up" if positive else "down"
         return await self._store.record_feedback(
-            platform=platform, ref=ref, user_id=user_id, value="up" if positive else "down"
-        )
+            platform=platform, ref=ref, user_id=user_id, value=value, at=at)
 
     async def _prepare_images(self, raw: tuple[bytes, ...]) -> tuple[Image, ...]:
         if len(raw) > self._options.max_images:
@@ -331,18 +339,21 @@ class ChatService:
             yield event
 
     async def answer(
-        self, requests: Sequence[ChatRequest], claim: Claim
+        self, requests: Sequence[ChatRequest], claim: Claim, *, stop: TurnStop | None = None,
     ) -> AsyncIterator[ReplyEvent]:
         """Answer messages of one conversation that waited in the inbox, in one turn.
 
         ``requests`` (oldest first) are the claim's events that are chat messages; their
         events are already recorded and claimed. Messages an interrupted attempt stored
         are not stored twice. Cancelled (shutdown, a lost lease), the turn records
-        nothing more: the events go back to the inbox and are answered again.
+        nothing more: the events go back to the inbox and are answered again. ``stop``: the
+        person may stop the answer (``core.stops``); what was written is then stored as
+        partial and the turn ends with it.
         """
         if not requests:
             return
-        async for event in self._guarded(tuple(_storable(r) for r in requests), claim):
+        async for event in self._guarded(tuple(_storable(r) for r in requests), claim,
+                                         stop):
             yield event
 
     @staticmethod
@@ -364,10 +375,10 @@ class ChatService:
                 attempt += 1
             await asyncio.sleep(wait)
 
-    async def _guarded(self, requests: tuple[ChatRequest, ...],
-                       claim: Claim | None) -> AsyncIterator[ReplyEvent]:
+    async def _guarded(self, requests: tuple[ChatRequest, ...], claim: Claim | None,
+                       stop: TurnStop | None = None) -> AsyncIterator[ReplyEvent]:
         try:
-            async for event in self._handle(requests, claim):
+            async for event in self._handle(requests, claim, stop):
                 yield event
         except LeaseLost as err:
             # Another replica took the conversation over and answers it: stay quiet.
@@ -473,7 +484,8 @@ class ChatService:
         return tuple(kept), images, skipped
 
     async def _handle(
-        self, requests: tuple[ChatRequest, ...], claim: Claim | None
+        self, requests: tuple[ChatRequest, ...], claim: Claim | None,
+        stop: TurnStop | None = None,
     ) -> AsyncIterator[ReplyEvent]:
         request = requests[-1]
         profile = self.profile(request.profile)
@@ -560,7 +572,8 @@ class ChatService:
                     start.conversation_id, limits, current_id=start.message_id
                 ), "loading the conversation"))
             turn = self._run_turn(start, request, profile, model, history,
-                                  queued=claim is not None, skipped=skipped, notes=notes)
+                                  queued=claim is not None, skipped=skipped, notes=notes,
+                                  stop=stop)
             turn = note_unseen_images(turn, self._options.vision, model,
                                       any(p.images for p in parts))
             async for event in cap_answer(turn, profile.max_answer_chars):
@@ -573,6 +586,7 @@ class ChatService:
         self, start: TurnStart, request: ChatRequest, profile: Profile, model: str,
         history: tuple[StoredMessage, ...], *, queued: bool = False,
         skipped: Sequence[str] = (), notes: Sequence[str] = (),
+        stop: TurnStop | None = None,
     ) -> AsyncIterator[ReplyEvent]:
         began = time.monotonic()
         yield StatusEvent("thinking…")
@@ -603,7 +617,8 @@ class ChatService:
         reasoning: list[str] = []
         finish = FinishChunk("stop")
         try:
-            async for chunk in self._chunks(call, start, profile, history, queued=queued):
+            async for chunk in stoppable(self._chunks(call, start, profile, history,
+                                                      queued=queued), stop):
                 if isinstance(chunk, TextChunk):
                     answer.append(chunk.text)
                     yield DeltaEvent(chunk.text)
@@ -612,8 +627,24 @@ class ChatService:
                     yield StatusEvent(chunk.title if busy else "thinking…", tool=chunk)
                 elif isinstance(chunk, ReasoningChunk):
                     reasoning.append(chunk.text)
+                    if profile.show_thinking:
+                        yield ThinkingEvent(chunk.text)
                 elif isinstance(chunk, FinishChunk):
                     finish = chunk
+        except TurnStopped:
+            # The person pressed stop: the model stream is closed; keep what was written.
+            text = "".join(answer)
+            latency = int((time.monotonic() - began) * 1000)
+            await self._finish(
+                start, queued, event_id=request.event_id, platform=request.platform,
+                text=text, token_count=message_tokens(counter, text),
+                status="partial" if text.strip() else "failed",
+                reasoning="".join(reasoning), model=model, latency_ms=latency,
+                error="stopped by the person",
+            )
+            yield FinalEvent(text, request.scope, model, Usage(), latency, partial=True,
+                             notice=STOPPED_NOTICE)
+            return
         except ModelStreamBroken as err:
             partial = err.partial or "".join(answer)
             latency = int((time.monotonic() - began) * 1000)

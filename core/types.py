@@ -225,6 +225,14 @@ class Citation:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingEvent:
+    """A piece of the model's reasoning, for profiles with ``show_thinking``; never part
+    of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class FinalEvent:
     """The turn is done: the whole answer and what it cost."""
 
@@ -257,4 +265,5 @@ class DuplicateEvent:
     event_id: str
 
 
-ReplyEvent = StatusEvent | DeltaEvent | FinalEvent | ErrorEvent | DuplicateEvent
+ReplyEvent = (StatusEvent | DeltaEvent | ThinkingEvent | FinalEvent | ErrorEvent
+              | DuplicateEvent)

@@ -30,25 +30,29 @@ from dataclasses import asdict
 from typing import Any
 
 from telegram import Message, Update, User
+from telegram.constants import ChatType
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
 from bots.runtime import Runtime
 from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
-from bots.telegram.inbound import Incoming, read_messages
+from bots.telegram.inbound import Incoming, Place, read_messages
 from bots.telegram.render import Blocked, Replier, Target
+from bots.telegram.signals import STOP_UPDATE, read_reaction, read_stop
 from core.answer_cap import add_notice
 from core.errors import ChatbridgeError
 from core.inbox import Claim
 from core.outbox import Outbox, Tap
+from core.stops import TurnStop
 from core.types import ChatRequest, Upload
 
 __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
-ALLOWED_UPDATES = ["message", "business_message"]
+# message_reaction and stopped_message_generation come only when listed (protocols-2 L.1).
+ALLOWED_UPDATES = ["message", "business_message", "message_reaction", STOP_UPDATE]
 PROMPT = "Yes? Ask me something after the mention."
 GIVEN_UP = ("Sorry, answering your message failed several times, so I gave up on it. "
             "Please send it again, perhaps in other words.")
@@ -107,6 +111,13 @@ class TelegramAdapter:
         ``False`` when it is not (or was recorded before). Raises ``StoreError`` when the
         database cannot take it: the update must then not be confirmed to Telegram.
         """
+        if update.message_reaction is not None:
+            return await self._reaction(update)
+        if (stop := read_stop(update)) is not None:
+            # Drafts are only in private chats, where the draft id is the answered message.
+            place = Place(stop.chat_id, ChatType.PRIVATE)
+            return await self._service.stops.request(
+                platform=PLATFORM, event_id=place.event_id(self._me.id, str(stop.draft_id)))
         message = _message(update)
         if message is None:
             return False
@@ -141,6 +152,24 @@ class TelegramAdapter:
             platform=PLATFORM, event_id=place.event_id(me.id, incoming.key),
             scope=place.scope(me.id), payload=update.to_dict(),
             delay=self._config.album_seconds if album else 0.0, sort_key=order)
+
+    async def _reaction(self, update: Update) -> bool:
+        """A 👍/👎 on an answer is feedback (taken back when the reaction is removed)."""
+        assert update.message_reaction is not None
+        reaction = read_reaction(update.message_reaction)
+        if reaction is None:
+            return False
+        chat = update.message_reaction.chat
+        access = self._config.allow.decide(chat_id=chat.id, user_id=reaction.user_id,
+                                           private=chat.type == ChatType.PRIVATE)
+        if access != "answer":
+            return False
+        stored = await self._service.record_feedback(
+            platform=PLATFORM, ref=reaction.ref, user_id=str(reaction.user_id),
+            positive=reaction.positive, at=reaction.at)
+        if not stored:
+            log.info("reaction on %s: no answer recorded there", reaction.ref)
+        return stored
 
     async def _refuse(self, incoming: Incoming, event_id: str) -> None:
         """Tell someone outside the allowlist that the bot is not for them (once)."""
@@ -354,9 +383,19 @@ class TelegramAdapter:
 
     async def _answer(self, requests: list[ChatRequest], replier: Replier,
                       claim: Claim, *, note: str = "") -> None:
+        # A draft has a stop button (Bot API 10.3): the person may stop the answer.
+        event_id = requests[-1].event_id
+        if not replier.target.drafts:
+            await self._answer_with(requests, replier, claim, note, None)
+            return
+        with self._service.stops.watch(PLATFORM, event_id) as stop:
+            await self._answer_with(requests, replier, claim, note, stop)
+
+    async def _answer_with(self, requests: list[ChatRequest], replier: Replier, claim: Claim,
+                           note: str, stop: TurnStop | None) -> None:
         service = self._service
         event_id = requests[-1].event_id
-        events = add_notice(service.answer(requests, claim), note)
+        events = add_notice(service.answer(requests, claim, stop=stop), note)
         tap = Tap(self._runtime.metrics.metered(PLATFORM, events))
         try:
             await replier.stream(tap.events())

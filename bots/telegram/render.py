@@ -35,6 +35,7 @@ from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import (
     BadRequest,
+    EndPointNotFound,
     Forbidden,
     NetworkError,
     RetryAfter,
@@ -44,10 +45,18 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.markdown import markdown_to_html, to_plain
+from bots.telegram.rich import rich_blocks, wants_rich
 from bots.telegram.split import split_html
 from core.inbox import LEASE_LOST
 from core.knowledge.cite import sources_markdown
-from core.types import DeltaEvent, ErrorEvent, FinalEvent, ReplyEvent, StatusEvent
+from core.types import (
+    DeltaEvent,
+    ErrorEvent,
+    FinalEvent,
+    ReplyEvent,
+    StatusEvent,
+    ThinkingEvent,
+)
 
 __all__ = ["Blocked", "Replier", "Target", "retry_seconds"]
 
@@ -58,6 +67,33 @@ INTERRUPTED = "…interrupted; the answer continues shortly."
 INTERRUPT_SECONDS = 3.0
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _TYPING_EVERY = 4.5  # a chat action shows for at most 5 s
+# Bot API 10.3 (newer than PTB 22.8): a stop button on drafts; the draft stays on screen
+# when pressed, until the final message (what was written) replaces it. Servers before
+# 10.3 ignore parameters they do not know.
+STOP_BUTTON = {"can_stop": True, "keep_on_stop": True}
+THINKING_HTML_CHARS = 1_500  # the thinking quoted before an HTML answer, at most
+# Bot API servers (by base URL) that said they have no rich-message methods (Bot API
+# 10.1): learned once per process, then HTML is used there.
+_NO_RICH: set[str] = set()
+RICH_SHOWN = "\x01"  # in Replier._sent: a rich message (no HTML of it to edit)
+
+
+def _no_such_method(err: TelegramError) -> bool:
+    """The server does not know the method (an older or self-hosted Bot API)."""
+    if isinstance(err, EndPointNotFound):
+        return True
+    reason = err.message.lower()
+    return isinstance(err, BadRequest) and ("method not found" in reason
+                                            or "unknown method" in reason)
+
+
+def _thinking_html(thinking: str) -> str:
+    """The model's reasoning as a short expandable quote before an HTML answer."""
+    text = thinking.strip()
+    if len(text) > THINKING_HTML_CHARS:
+        text = text[:THINKING_HTML_CHARS].rstrip() + "…"
+    return (f"<blockquote expandable><i>Thinking</i>\n{html.escape(text, quote=False)}"
+            "</blockquote>\n\n") if text else ""
 
 
 class Blocked(Exception):
@@ -115,6 +151,7 @@ class Replier:
         self.noted_first: int | None = reuse[0] if reuse else None
         self._final_seen = False
         self._partial = True  # partial updates (drafts, edits) still wanted
+        self._thinking = ""  # the model's reasoning so far (profiles with show_thinking)
         self.answered = False  # the final answer (or the turn's error) was delivered
 
     @property
@@ -219,7 +256,7 @@ class Replier:
         if not self._sent:
             return
         message_id, shown = self._sent[-1]
-        body = shown if shown != "\x00" else ""
+        body = shown if shown not in ("\x00", RICH_SHOWN) else ""
         text = (body + "\n\n" if body else "") + f"<i>{INTERRUPTED}</i>"
         try:
             await self._bot.edit_message_text(
@@ -262,12 +299,100 @@ class Replier:
             return await self._bot.send_message_draft(
                 target.chat_id, target.draft_id, text=text,
                 message_thread_id=target.thread_id, parse_mode=mode,
+                api_kwargs=STOP_BUTTON,
             )
 
         try:
             await self._deliver(call, part, final=False)
         except _Skipped:
             pass
+
+    # ---------------------------------------------------------------- rich messages
+    def _rich_ok(self) -> bool:
+        return self._bot.base_url not in _NO_RICH
+
+    def _rich_refused(self, err: TelegramError) -> bool:
+        """Learn from ``err`` whether the server lacks rich messages (then HTML is used)."""
+        if not _no_such_method(err):
+            return False
+        if self._bot.base_url not in _NO_RICH:
+            _NO_RICH.add(self._bot.base_url)
+            log.warning("this Bot API server has no rich messages (%s); answers use HTML",
+                        err.message)
+        return True
+
+    async def _rich_draft(self, blocks: list[dict[str, object]]) -> bool:
+        """Show a rich draft; ``False`` when the server has no rich drafts."""
+        target = self._target
+        params: dict[str, object] = {"chat_id": target.chat_id, "draft_id": target.draft_id,
+                                     "rich_message": {"blocks": blocks}, **STOP_BUTTON}
+        if target.thread_id is not None:
+            params["message_thread_id"] = target.thread_id
+
+        async def call(text: str, mode: str | None) -> object:
+            return await self._bot.do_api_request("sendRichMessageDraft", api_kwargs=params)
+
+        try:
+            await self._deliver(call, "", final=False)
+        except _Skipped:
+            pass
+        except TelegramError as err:
+            if self._rich_refused(err):
+                return False
+            raise
+        return True
+
+    async def _rich_send(self, blocks: list[dict[str, object]]) -> bool:
+        """Send the final answer as one rich message; ``False``: the server has none."""
+        target = self._target
+        params: dict[str, object] = {"chat_id": target.chat_id,
+                                     "rich_message": {"blocks": blocks}}
+        for name, value in (("message_thread_id", target.thread_id),
+                            ("business_connection_id", target.business_connection_id)):
+            if value is not None:
+                params[name] = value
+        if target.reply_to is not None:
+            params["reply_parameters"] = {"message_id": target.reply_to,
+                                          "allow_sending_without_reply": True}
+
+        async def call(text: str, mode: str | None) -> object:
+            return await self._bot.do_api_request("sendRichMessage", api_kwargs=params,
+                                                  read_timeout=SEND_TIMEOUT)
+
+        try:
+            result = await self._deliver(call, "", final=True, resend=False)
+        except TelegramError as err:
+            if self._rich_refused(err):
+                return False
+            if isinstance(err, BadRequest):  # refused, so not sent: HTML says it instead
+                log.warning("Telegram refused a rich message (%s); sending HTML",
+                            err.message)
+                return False
+            raise
+        message_id = result.get("message_id") if isinstance(result, dict) else None
+        if isinstance(message_id, int):
+            self._sent.append((message_id, RICH_SHOWN))
+            await self._noted()
+        return True
+
+    async def _partial_update(self, text: str) -> None:
+        """A partial update of the answer so far (and the thinking before it)."""
+        thinking = self._thinking
+        if self._target.drafts and self._partial and self._rich_ok() and \
+                wants_rich(text, thinking):
+            blocks = rich_blocks(text, thinking, draft=True)
+            if blocks is not None:
+                try:
+                    if await self._rich_draft(blocks):
+                        return
+                except TelegramError as err:
+                    self._partial = False
+                    log.warning("Telegram refused a rich draft (%s); no more drafts in this "
+                                "turn, the final answer follows", err.message)
+                    return
+        prefix = _thinking_html(thinking) if self._target.drafts else ""
+        body = markdown_to_html(text) if text.strip() else ""
+        await self._show_partial(split_html(prefix + body))
 
     # ---------------------------------------------------------------- what the person sees
     async def show(self, parts: list[str], *, final: bool) -> None:
@@ -368,6 +493,18 @@ class Replier:
             raise failure
         return last
 
+    async def _final_rich(self, event: FinalEvent) -> bool:
+        """Send the final answer rich when it wants it and nothing is on screen yet (a
+        message already streamed by edits stays HTML); ``False``: send it as HTML."""
+        if self._sent or not self._rich_ok() or not wants_rich(event.text, self._thinking):
+            return False
+        blocks = rich_blocks(event.text, self._thinking, draft=False)
+        if blocks is None:
+            return False
+        if event.notice:
+            blocks.append({"type": "paragraph", "text": event.notice})
+        return await self._rich_send(blocks)
+
     async def _on_event(self, event: ReplyEvent, before: str) -> None:
         if isinstance(event, StatusEvent) and event.tool is not None:
             if event.tool.status == "in_progress":
@@ -380,15 +517,28 @@ class Replier:
             text = before + event.text
             if text.strip() and self._loop.time() >= self._next:
                 self._next = self._loop.time() + self._interval
-                await self._show_partial(split_html(markdown_to_html(text)))
+                await self._partial_update(text)
+        elif isinstance(event, ThinkingEvent):
+            self._thinking += event.text
+            if self._target.drafts and self._loop.time() >= self._next:
+                self._next = self._loop.time() + self._interval
+                await self._partial_update(before)
         elif isinstance(event, FinalEvent):
             self._final_seen = True
-            rendered = markdown_to_html(event.text) or html.escape("(no answer)")
+            # (A rich message has no place for the sources line: an answer with sources
+            # goes as HTML.)
+            if not event.sources and await self._final_rich(event):
+                self.answered = True
+                return
+            rendered = markdown_to_html(event.text) or (
+                "" if event.partial and event.notice else html.escape("(no answer)"))
             if event.sources:
                 rendered += "\n\n" + markdown_to_html(sources_markdown(event.sources))
-            if event.notice:
+            if event.notice and not rendered:
+                rendered = f"<i>{html.escape(event.notice, quote=False)}</i>"
+            elif event.notice:
                 rendered += f"\n\n<i>{html.escape(event.notice, quote=False)}</i>"
-            await self.show(split_html(rendered), final=True)
+            await self.show(split_html(_thinking_html(self._thinking) + rendered), final=True)
             self.answered = True
         elif isinstance(event, ErrorEvent):
             self._final_seen = True

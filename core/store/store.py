@@ -769,6 +769,19 @@ class Store:
 
         return await self._tx(work, "look up the event")
 
+    async def recorded_events(self, *, platform: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` were ever recorded (one indexed read)."""
+        if not event_ids:
+            return set()
+
+        def work(conn: Connection) -> set[str]:
+            rows = conn.execute(
+                select(_evt.c.event_id)
+                .where(_evt.c.platform == platform, _evt.c.event_id.in_(list(event_ids))))
+            return {r[0] for r in rows}
+
+        return await self._tx(work, "look up events")
+
     async def count_messages(self, *, platform: str, scope: str) -> int:
         """How many messages the open conversation under this key holds."""
 
@@ -809,9 +822,13 @@ class Store:
         return await self._tx(work, "remember the reply")
 
     async def record_feedback(
-        self, *, platform: str, ref: str, user_id: str, value: str
+        self, *, platform: str, ref: str, user_id: str, value: str,
+        at: datetime | None = None,
     ) -> bool:
-        """Store a rating of the answer shown at ``ref``; ``False`` if no such answer."""
+        """Store a rating of the answer shown at ``ref``; ``False`` if no such answer.
+
+        ``value``: ``up``, ``down`` or ``none`` (taken back). With ``at`` (when the person
+        rated) the newest rating wins, whatever order the ratings arrive in."""
 
         def work(conn: Connection) -> bool:
             message_id = conn.scalar(
@@ -824,10 +841,11 @@ class Store:
             if message_id is None:
                 return False
             stmt = self._insert(_fb).values(message_id=message_id, user_id=user_id,
-                                            value=value, created_at=utcnow())
+                                            value=value, created_at=at or utcnow())
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["message_id", "user_id"],
                 set_={"value": stmt.excluded.value, "created_at": stmt.excluded.created_at},
+                where=None if at is None else _fb.c.created_at <= stmt.excluded.created_at,
             ))
             return True
 

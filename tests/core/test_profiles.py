@@ -27,6 +27,7 @@ def test_raw_values_override_the_preset_and_base() -> None:
     {"temperature": 2.0}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.5},
     {"preset": "poetry"}, {"temperature": "hot"}, {"tempreature": 0.3},
     {"enable_thinking": "yes"}, {"image_turns": -1}, {"system_prompt": ""},
+    {"show_thinking": "yes"},
 ])
 def test_bad_values_are_config_errors(raw: dict[str, object]) -> None:
     with pytest.raises(ConfigError):

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import re
+import select
 import socket
 import struct
 import sys
@@ -279,17 +280,40 @@ class _Handler(BaseHTTPRequestHandler):
         """Chunked SSE: one socket send per event; ``drop`` hangs up before ``tail``/the end."""
         out = self._head(200, content_type, {"Cache-Control": "no-cache", **reply.headers})
         for i, event in enumerate(events):  # wfile is unbuffered: each write is one send
-            if i and reply.chunk_delay > 0 and self.server.fake._stopping.wait(
-                    reply.chunk_delay):
+            if i and reply.chunk_delay > 0 and self._pause(reply.chunk_delay):
                 self._drop()
                 return
-            self.wfile.write(out + b"%x\r\n%s\r\n" % (len(event), event))
+            try:
+                self.wfile.write(out + b"%x\r\n%s\r\n" % (len(event), event))
+            except OSError:
+                self.server.fake._hung_up()
+                raise
             out = b""
         if reply.kind == "drop":  # (events is never empty, so the head went out)
             self._drop()
             return
         end = b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail) if tail else b"0\r\n\r\n"
         self.wfile.write(out + end)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait between streamed events; ``True`` when the stream must end (the server
+        stops, or the client hung up: recorded in ``FakeModelServer.hangups``)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.server.fake._stopping.is_set():
+                return True
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.01))
+            if readable:
+                try:
+                    peeked = self.connection.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    peeked = b""
+                if not peeked:  # EOF: the client closed its end mid-stream
+                    self.server.fake._hung_up()
+                    return True
+                time.sleep(max(end - time.monotonic(), 0))
+                return False
+        return False
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -650,6 +674,9 @@ class FakeModelServer:
         self.last_request = 0.0  # time.monotonic() of the newest (comparable across processes)
         self.embedding_dims = 64  # when a request names no ``dimensions``
         self.embedding_status = 0  # non-zero: /embeddings answers this HTTP error
+        # time.monotonic() of each client hang-up noticed mid-stream (streams with a
+        # chunk_delay notice within 10 ms)
+        self.hangups: list[float] = []
         self._httpd = _Server((host, port), _Handler)  # bound now: url is known before start()
         self._httpd.fake = self
         self.host, self.port = host, int(self._httpd.server_address[1])
@@ -697,6 +724,7 @@ class FakeModelServer:
             self.summary_replies.clear()
             self._caches.clear()
             self.count_tokens = False
+            self.hangups.clear()
             self.default = Reply()
             self.embedding_status = 0
 
@@ -759,6 +787,10 @@ class FakeModelServer:
         """Model requests seen so far, and how many are still being answered."""
         with self._lock:
             return {"requests": self.seen, "in_flight": self.in_flight}
+
+    def _hung_up(self) -> None:
+        with self._lock:
+            self.hangups.append(time.monotonic())
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:

@@ -152,6 +152,7 @@ class Sent:
     business_connection_id: str | None = None
     reply_to: int | None = None
     deleted: bool = False
+    rich: dict[str, Any] | None = None  # a rich message's InputRichMessage
 
 
 class FakeBotApi:
@@ -167,6 +168,8 @@ class FakeBotApi:
         self.webhook: dict[str, Any] = {}
         self.downloads: list[str] = []
         self.reject_html = 0  # answer the next N HTML texts with a parse error
+        # Bot API 10.1 rich messages; False: an older server (the methods are unknown)
+        self.rich = True
         self._updates: list[dict[str, Any]] = []
         self._new_update = asyncio.Event()
         self._update_ids = itertools.count(500_000)
@@ -219,6 +222,25 @@ class FakeBotApi:
         self._updates.append(update)
         self._new_update.set()
         return update
+
+    def press_stop(self, chat_id: int, draft_id: int) -> dict[str, Any]:
+        """The person presses a draft's stop button (Bot API 10.3): the update Telegram
+        sends, ``MessageGenerationStopped`` [protocols-2 L.3; core.telegram.org/bots/api/
+        types/messagegenerationstopped]."""
+        chat = {"id": chat_id, "type": "private", "first_name": "Alice"}
+        return self.push({"stopped_message_generation": {"chat": chat,
+                                                         "draft_id": draft_id}})
+
+    def react(self, chat_id: int, message_id: int, user: dict[str, Any], new: list[str],
+              old: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+        """A ``message_reaction`` update (``MessageReactionUpdated``, Bot API 7.0)."""
+        emoji = [{"type": "emoji", "emoji": e} for e in new]
+        before = [{"type": "emoji", "emoji": e} for e in old or []]
+        chat = {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
+        return self.push({"message_reaction": {
+            "chat": chat, "message_id": message_id, "user": user,
+            "date": extra.pop("date", int(time.time())), "old_reaction": before,
+            "new_reaction": emoji}, **extra})
 
     def fail(self, method: str, code: int, description: str = "", *, times: int = 1,
              retry_after: int | None = None,
@@ -439,6 +461,101 @@ class FakeBotApi:
                     reply_to=reply.get("message_id") if isinstance(reply, dict) else None)
         self.messages[(chat_id, sent.message_id)] = sent
         return self._message(sent)
+
+    # Rich messages (Bot API 10.1; 10.3 can_stop/keep_on_stop on drafts), checked as
+    # protocols-2 L.2 states [telegram-bot-api-spec api.json; aiogram schema]: exactly one
+    # of html/markdown/blocks; known block types; ≤500 blocks, ≤20 table columns, 32,768
+    # characters; "thinking" only in drafts. A server without them answers 404 (as the
+    # unknown methods of any Bot API server).
+    def _rich(self, call: Call, *, draft: bool) -> tuple[dict[str, Any], str]:
+        if not self.rich:
+            raise ApiError(404, "Not Found: method not found")
+        rich = call.get("rich_message")
+        if not isinstance(rich, dict) or sum(k in rich for k in
+                                             ("html", "markdown", "blocks")) != 1:
+            raise ApiError(400, "Bad Request: exactly one of html, markdown or blocks must "
+                                "be specified")
+        blocks = rich.get("blocks")
+        if blocks is None:
+            return rich, str(rich.get("html") or rich.get("markdown"))
+        counted = [0]
+        visible = "\n".join(self._block_text(b, draft, counted, 1) for b in blocks)
+        if counted[0] > 500:
+            raise ApiError(400, "Bad Request: too many blocks")
+        if len(visible) > 32_768:
+            raise ApiError(400, "Bad Request: rich message is too long")
+        return rich, visible
+
+    @staticmethod
+    def _rich_text(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return "".join(FakeBotApi._rich_text(v) for v in value)
+        if isinstance(value, dict) and "text" in value:
+            return FakeBotApi._rich_text(value["text"])
+        raise ApiError(400, "Bad Request: can't parse rich text")
+
+    def _block_text(self, block: Any, draft: bool, counted: list[int], depth: int) -> str:
+        if not isinstance(block, dict) or depth > 16:
+            raise ApiError(400, "Bad Request: invalid block")
+        counted[0] += 1
+        kind = block.get("type")
+        if kind in ("paragraph", "heading", "pre", "footer"):
+            if kind == "heading" and block.get("size", 1) not in range(1, 7):
+                raise ApiError(400, "Bad Request: invalid heading size")
+            return self._rich_text(block.get("text"))
+        if kind == "thinking":
+            if not draft:
+                raise ApiError(400, "Bad Request: thinking blocks are allowed only in drafts")
+            return self._rich_text(block.get("text"))
+        if kind == "divider":
+            return "—"
+        if kind == "list":
+            items = block.get("items")
+            if not isinstance(items, list) or not items:
+                raise ApiError(400, "Bad Request: list must have items")
+            counted[0] += len(items)
+            return "\n".join("• " + "\n".join(self._block_text(b, draft, counted, depth + 1)
+                                                for b in item.get("blocks", []))
+                             for item in items)
+        if kind == "table":
+            cells = block.get("cells")
+            if not isinstance(cells, list) or not cells or not all(
+                    isinstance(r, list) and r for r in cells):
+                raise ApiError(400, "Bad Request: table must have cells")
+            if any(len(r) > 20 for r in cells):
+                raise ApiError(400, "Bad Request: too many table columns")
+            counted[0] += len(cells)
+            return "\n".join(" | ".join(self._rich_text(c.get("text", "")) for c in r)
+                             for r in cells)
+        if kind == "details":
+            inner = [self._block_text(b, draft, counted, depth + 1)
+                     for b in block.get("blocks", [])]
+            return "\n".join([self._rich_text(block.get("summary", "")), *inner])
+        raise ApiError(400, f"Bad Request: unknown block type {kind}")
+
+    async def _m_sendrichmessage(self, call: Call) -> Any:
+        chat_id = self._chat(call)
+        rich, visible = self._rich(call, draft=False)
+        thread = call.get("message_thread_id")
+        reply = call.get("reply_parameters")
+        sent = Sent(chat_id, next(self._message_ids[chat_id]), None, visible,
+                    thread_id=thread if isinstance(thread, int) else None,
+                    business_connection_id=call.get("business_connection_id"),
+                    reply_to=reply.get("message_id") if isinstance(reply, dict) else None,
+                    rich=rich)
+        self.messages[(chat_id, sent.message_id)] = sent
+        return self._message(sent)
+
+    async def _m_sendrichmessagedraft(self, call: Call) -> Any:
+        chat_id = self._chat(call)
+        if chat_id < 0:
+            raise ApiError(400, "Bad Request: method is available only for private chats")
+        if not call.get("draft_id"):
+            raise ApiError(400, "Bad Request: draft_id must be non-zero")
+        self._rich(call, draft=True)
+        return True
 
     async def _m_sendmessagedraft(self, call: Call) -> Any:
         chat_id = self._chat(call)

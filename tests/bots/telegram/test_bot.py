@@ -50,8 +50,8 @@ async def test_private_chat_streams_a_draft_then_sends_one_message(bot: Bot) -> 
     commands = api.calls_to("setMyCommands")[0].get("commands")
     assert [c["command"] for c in commands] == ["start", "help", "reset", "summary", "compact",
                                                "model"]
-    assert api.calls_to("getUpdates")[0].get("allowed_updates") == ["message",
-                                                                   "business_message"]
+    assert api.calls_to("getUpdates")[0].get("allowed_updates") == [
+        "message", "business_message", "message_reaction", "stopped_message_generation"]
 
 
 async def test_conversation_is_remembered(bot: Bot) -> None:

@@ -75,6 +75,7 @@ class Profile:
     timezone: str | None = None  # IANA name, for current_time
     max_tool_rounds: int = 6
     tool_timeout_seconds: float = 20.0
+    show_thinking: bool = False  # the model's reasoning shown apart from the answer
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -120,7 +121,7 @@ _KNOWN_KEYS = {
     "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
     "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
     "max_input_chars", "max_answer_chars", "tools", "timezone", "max_tool_rounds",
-    "tool_timeout_seconds",
+    "tool_timeout_seconds", "show_thinking",
 }
 
 
@@ -150,6 +151,10 @@ def _tool_settings(profile: Profile, raw: Mapping[str, Any], where: str) -> Prof
         if not 0 < seconds <= 3600:
             raise ConfigError(f"{where}: tool_timeout_seconds must lie in (0, 3600]")
         profile = replace(profile, tool_timeout_seconds=seconds)
+    if "show_thinking" in raw:
+        if not isinstance(raw["show_thinking"], bool):
+            raise ConfigError(f"{where}: show_thinking must be true or false")
+        profile = replace(profile, show_thinking=raw["show_thinking"])
     return profile
 
 

@@ -57,6 +57,7 @@ from core.types import (
     ReplyEvent,
     StatusEvent,
     TextChunk,
+    ThinkingEvent,
     ToolActivity,
     Usage,
 )
@@ -443,6 +444,8 @@ class ChatService:
                     yield StatusEvent(chunk.title if busy else "thinking…", tool=chunk)
                 elif isinstance(chunk, ReasoningChunk):
                     reasoning.append(chunk.text)
+                    if profile.show_thinking and chunk.text:
+                        yield ThinkingEvent(chunk.text)
                 elif isinstance(chunk, FinishChunk):
                     finish = chunk
         except ModelStreamBroken as err:

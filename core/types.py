@@ -188,6 +188,14 @@ class StatusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingEvent:
+    """A piece of the model's reasoning, yielded only for a profile with show_thinking;
+    shown apart from the answer, never as part of it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeltaEvent:
     """New answer text to append."""
 
@@ -225,4 +233,5 @@ class DuplicateEvent:
     event_id: str
 
 
-ReplyEvent = StatusEvent | DeltaEvent | FinalEvent | ErrorEvent | DuplicateEvent
+ReplyEvent = (StatusEvent | ThinkingEvent | DeltaEvent | FinalEvent | ErrorEvent
+              | DuplicateEvent)

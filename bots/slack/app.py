@@ -36,7 +36,7 @@ from bots.slack.config import DENIED, SlackConfig
 from bots.slack.errors import error_kind
 from bots.slack.files import READABLE, Attachments, fetch_attachments
 from bots.slack.people import Names
-from bots.slack.render import FEEDBACK_ACTION, SEND_ERRORS, render_reply
+from bots.slack.render import FEEDBACK_ACTION, SEND_ERRORS, StreamLimits, render_reply
 from bots.slack.server import RECEIPT, Receipt
 from bots.slack.text import command_word, mentions, plain_text
 from bots.slack.translate import PLATFORM, Incoming, ReplyTarget, incoming_from_event
@@ -491,6 +491,8 @@ class SlackBot:
                 self.client, target, tap.events(), limit=self.config.max_message_chars,
                 interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
                 on_start=on_start, reuse=reuse, on_shown=on_shown,
+                limits=StreamLimits(self.config.stream_max_seconds,
+                                    self.config.stream_max_chars),
             )
         except SEND_ERRORS as err:
             # Slack would not take the answer even after retrying: keep it to send later.

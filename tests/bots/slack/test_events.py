@@ -10,6 +10,7 @@ import time
 import pytest
 from PIL import Image as PILImage
 
+from bots.slack.render import CONTINUED
 from tests.bots.slack.conftest import (
     Harness,
     HarnessFactory,
@@ -276,7 +277,10 @@ async def test_long_answer_is_split_on_boundaries(make_harness: HarnessFactory) 
         def words(s: str) -> list[str]:
             return [w for w in s.split() if not w.startswith("```")]
 
-        assert words(" ".join(m.text for m in posted)) == words(text)  # nothing lost
+        # Each part but the last ends with "continued below" (a stream rolled over).
+        assert all(m.text.endswith(CONTINUED) for m in posted[:-1])
+        assert words(" ".join(m.text.removesuffix(CONTINUED) for m in posted)) \
+            == words(text)  # nothing lost
         assert paragraphs[0] in posted[0].text
 
 

@@ -87,6 +87,7 @@ class FakeSlack:
         self.stream_max_chars: int | None = None  # a streamed message holds at most this
         self.history: dict[str, list[dict[str, Any]]] = {}  # conversations.history
         self.members: set[str] = set()  # channels the bot is in
+        self.limit_errors: list[str] = []  # stream calls refused for a limit, in order
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.fake = self  # type: ignore[attr-defined]
@@ -170,7 +171,10 @@ class FakeSlack:
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         with self._lock:
-            return 200, self._ok(method, args), {}
+            body = self._ok(method, args)
+            if body.get("error") in ("msg_too_long", "message_not_in_streaming_state"):
+                self.limit_errors.append(f"{method}: {body['error']}")
+            return 200, body, {}
 
     def _ok(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel") or args.get("channel_id") or "")

@@ -66,7 +66,9 @@ THINKING_SHOWN = 2_800  # characters of thinking shown (a context block takes 3,
 PLAN_TITLE = "Working on it"
 STREAM_MAX_SECONDS = 240.0  # Slack ends a streamed message after about 5 minutes
 STREAM_MAX_CHARS = 10_000  # ... and refuses one past about 12,000 characters
-INTERRUPT_SECONDS = 3.0  # at most this long to show the notice when cancelled
+INTERRUPT_SECONDS = 3.0
+# What the status line cycles through while the model works (setStatus loading_messages).
+LOADING = ("Thinking…", "Reading the conversation…", "Writing an answer…")  # at most this long to show the notice when cancelled
 # What a failed Web API call raises: Slack's refusal, or the connection's failure.
 SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
@@ -533,7 +535,8 @@ class _Renderer:
             try:
                 await self._client.assistant_threads_setStatus(
                     channel_id=self._target.channel, thread_ts=self._target.thread_ts,
-                    status=event.text if event.tool else f"is {event.text}")
+                    status=event.text if event.tool else f"is {event.text}",
+                    loading_messages=[event.text] if event.tool else list(LOADING))
             except Exception as err:  # a status is a nicety: never the end of a turn
                 log.info("assistant.threads.setStatus failed: %s", error_kind(err))
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image as PILImage
 
-from bots.slack.render import CONTINUED
+from bots.slack.render import CONTINUED, LOADING
 from tests.bots.slack.conftest import (
     Harness,
     HarnessFactory,
@@ -136,7 +136,8 @@ async def test_assistant_thread(harness: Harness) -> None:
     assert await h.event(question) == 200
     await h.idle()
     status = h.slack.of("assistant.threads.setStatus")[0].args
-    assert status == {"channel_id": "D9", "thread_ts": thread, "status": "is thinking…"}
+    assert status == {"channel_id": "D9", "thread_ts": thread, "status": "is thinking…",
+                      "loading_messages": list(LOADING)}
     title = h.slack.of("assistant.threads.setTitle")[0].args
     assert title["title"] == "When was Slack released?" and title["thread_ts"] == thread
     methods = h.slack.methods()

@@ -66,9 +66,9 @@ THINKING_SHOWN = 2_800  # characters of thinking shown (a context block takes 3,
 PLAN_TITLE = "Working on it"
 STREAM_MAX_SECONDS = 240.0  # Slack ends a streamed message after about 5 minutes
 STREAM_MAX_CHARS = 10_000  # ... and refuses one past about 12,000 characters
-INTERRUPT_SECONDS = 3.0
+INTERRUPT_SECONDS = 3.0  # at most this long to show the notice when cancelled
 # What the status line cycles through while the model works (setStatus loading_messages).
-LOADING = ("Thinking…", "Reading the conversation…", "Writing an answer…")  # at most this long to show the notice when cancelled
+LOADING = ("Thinking…", "Reading the conversation…", "Writing an answer…")
 # What a failed Web API call raises: Slack's refusal, or the connection's failure.
 SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 

@@ -50,7 +50,7 @@ async def test_agent_dm_from_open_to_answer(make_harness: HarnessFactory) -> Non
         [prompts] = h.slack.of("assistant.threads.setSuggestedPrompts")
         assert prompts.args["channel_id"] == "D1" and "thread_ts" not in prompts.args
         assert prompts.args["title"] == h.bot.config.greeting
-        assert [p["title"] for p in prompts.args["prompts"]][0] == "Summarize"
+        assert prompts.args["prompts"][0]["title"] == "Summarize"
 
         h.model.enqueue(Reply(text="First answer."), Reply(text="Second answer."),
                         Reply(text="Follow-up answer."))
@@ -119,7 +119,7 @@ async def test_summarise_this_channel_reads_it(make_harness: HarnessFactory) -> 
         tasks = [c for m in h.slack.posted() for c in m.chunks if c["type"] == "task_update"]
         assert [(c["title"], c["status"]) for c in tasks] == [
             ("Reading the channel…", "in_progress"), ("Reading the channel…", "complete")]
-        assert [c["type"] for m in h.slack.posted() for c in m.chunks][0] == "plan_update"
+        assert h.slack.posted()[0].chunks[0]["type"] == "plan_update"
         # A message not about the channel does not read it.
         assert await h.event(dm("hello")) == 200
         await h.idle()

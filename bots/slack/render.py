@@ -149,8 +149,14 @@ class _StreamWriter:
 
     def expired(self) -> bool:
         """Whether this message has streamed for as long as one may (roll over now)."""
-        return self._stream is not None and \
-            time.monotonic() - self._began >= self._max_seconds
+        left = self.time_left()
+        return left is not None and left <= 0
+
+    def time_left(self) -> float | None:
+        """Seconds until this message should roll over (``None``: not started)."""
+        if self._stream is None:
+            return None
+        return self._max_seconds - (time.monotonic() - self._began)
 
     @property
     def ts(self) -> str | None:
@@ -372,6 +378,8 @@ class _Renderer:
         self._thinking_open = False
         self._writer: _Writer = self._new_writer()
         self._status_set = False
+        # One change at a time: the events' and the idle roll-over's (``watch_expiry``).
+        self.lock = asyncio.Lock()
 
     def _new_writer(self) -> _Writer:
         if self._reuse:
@@ -454,6 +462,19 @@ class _Renderer:
                 self._writer = self._new_writer()
             else:
                 await self._guarded(op)
+
+    async def watch_expiry(self) -> None:
+        """Roll a streamed message over when it reaches its age while nothing arrives (a
+        long tool call, a slow model): Slack would end it before the next event."""
+        while True:
+            writer = self._writer
+            left = writer.time_left() if isinstance(writer, _StreamWriter) else None
+            await asyncio.sleep(0.5 if left is None else max(left, 0.01))
+            async with self.lock:
+                try:
+                    await self._roll_if_due()
+                except SEND_ERRORS as err:
+                    log.info("rolling over an idle stream failed: %s", error_kind(err))
 
     async def _roll_if_due(self) -> None:
         """End a streamed message that has streamed for as long as one may: the answer
@@ -594,8 +615,14 @@ async def render_reply(
                 await client.chat_stopStream(channel=target.channel, ts=ts)
             except SEND_ERRORS as err:
                 log.debug("chat.stopStream of the earlier attempt: %s", error_kind(err))
+    watchdog = asyncio.create_task(renderer.watch_expiry(), name="slack stream roll-over")
     try:
-        return await _render(renderer, events, on_start)
+        try:
+            return await _render(renderer, events, on_start)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
     except asyncio.CancelledError as cancelled:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(renderer.interrupted(notice=LEASE_LOST not in
@@ -612,18 +639,19 @@ async def _render(renderer: _Renderer, events: AsyncIterator[ReplyEvent],
         if on_start is not None:
             start, on_start = on_start, None
             await start()
-        if isinstance(event, StatusEvent):
-            await renderer.status(event)
-        elif isinstance(event, ThinkingEvent):
-            await renderer.thinking(event)
-        elif isinstance(event, DeltaEvent):
-            seen_text = True
-            await renderer.delta(event)
-        elif isinstance(event, FinalEvent):
-            return Rendered("final", await renderer.final(event, seen_text))
-        elif isinstance(event, ErrorEvent):
-            await renderer.error(event)
-            return Rendered("error")
+        async with renderer.lock:
+            if isinstance(event, StatusEvent):
+                await renderer.status(event)
+            elif isinstance(event, ThinkingEvent):
+                await renderer.thinking(event)
+            elif isinstance(event, DeltaEvent):
+                seen_text = True
+                await renderer.delta(event)
+            elif isinstance(event, FinalEvent):
+                return Rendered("final", await renderer.final(event, seen_text))
+            elif isinstance(event, ErrorEvent):
+                await renderer.error(event)
+                return Rendered("error")
     # The turn ended without a word (another replica holds it now): this attempt's stream
     # is stopped; its text is left to the other replica, which edits it.
     await renderer.interrupted(notice=False)

@@ -41,8 +41,9 @@ def user_turns(h: Harness) -> list[list[str]]:
             for r in h.model.requests]
 
 
-async def test_agent_dm_from_open_to_answer(make_harness: HarnessFactory) -> None:
-    async with make_harness(toml=AGENT) as h:
+async def test_agent_dm_from_open_to_answer(make_harness: HarnessFactory,
+                                            db_url: str) -> None:
+    async with make_harness(db_url, toml=AGENT) as h:
         assert await h.event(home_opened()) == 200
         assert await h.event(home_opened(), retry=1) == 200  # redelivered
         assert await h.event(home_opened()) == 200  # opened again later

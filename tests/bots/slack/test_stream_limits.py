@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from bots.slack.render import CONTINUED
 from tests.bots.slack.conftest import Harness, HarnessFactory, mention
 from tests.bots.slack.fake_slack import Message
+from tests.core.tools.webserver import WebServer
 from tests.fakes.model_server import Reply
 
 
@@ -99,3 +100,31 @@ async def test_a_stream_slack_ends_early_goes_on_in_a_new_one(
         assert " ".join(m.text for m in posted).split() == text.split()
         assert posted[-1].blocks  # the buttons on the last part
         assert h.slack.limit_errors  # Slack did refuse: the bot went on
+
+
+async def test_a_stream_idle_through_a_long_tool_call_rolls_over_in_time(
+        make_harness: HarnessFactory) -> None:
+    # Nothing arrives while the tool runs (2.5 s): the stream is rolled over when it
+    # reaches its age (1 s), before Slack (2 s here) would end it; the tool's task goes on
+    # in the next message, shown again there.
+    toml = ('[defaults]\ntools = ["fetch_url"]\ntool_timeout_seconds = 2.5\n'
+            '[tools.fetch_url]\nallow_hosts = ["127.0.0.1"]\n'
+            '[slack]\nstream_max_seconds = 1\n')
+    with WebServer() as web:
+        async with make_harness(toml=toml) as h:
+            h.slack.stream_max_seconds = 2.0
+            url = f"{web.url}/slow"
+            h.model.enqueue(Reply(text="", tool_calls=[("fetch_url", f'{{"url": "{url}"}}')]),
+                            Reply(text="That page was too slow to read."))
+            event = mention(f"read {url}")
+            assert await h.event(event) == 200
+            await h.idle()
+            posted = [m for m in h.slack.posted() if m.thread_ts == event["ts"]]
+            assert h.slack.limit_errors == []
+            assert len(posted) >= 2 and all(m.stopped for m in posted)
+            assert posted[0].text.strip() == CONTINUED.strip()  # only the task, then rolled
+            tasks = [[c.get("status") for c in m.chunks if c["type"] == "task_update"]
+                     for m in posted]
+            assert tasks[0] == ["in_progress"] and "in_progress" in tasks[1]  # replayed
+            assert tasks[-1][-1] in ("complete", "error")
+            assert posted[-1].text == "That page was too slow to read."

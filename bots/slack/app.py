@@ -564,7 +564,10 @@ class SlackBot:
 
         turn = service.answer(requests, claim)
         if last.kind != "channel" and last.context_channel \
-                and asks_about_focus(waiting[-1][1]):
+                and asks_about_focus(waiting[-1][1]) \
+                and self.config.allow.permits(team=last.team, channel=last.context_channel,
+                                              user=last.user, direct=False):
+            # (a channel [slack.allow] keeps the bot out of is not read into a DM either)
             turn = self._with_channel(requests, last,
                                       lambda reqs: service.answer(reqs, claim))
         tap = Tap(self.runtime.metrics.metered(PLATFORM, turn))

@@ -178,3 +178,16 @@ async def test_show_thinking_in_a_top_level_dm_is_a_context_block(
         kinds = [b["type"] for b in answer.blocks]
         assert kinds[:2] == ["context", "markdown"]
         assert "Two plus two makes four." in answer.blocks[0]["elements"][0]["text"]
+
+
+async def test_a_channel_outside_the_allow_list_is_not_read(
+        make_harness: HarnessFactory) -> None:
+    async with make_harness(toml=AGENT + '[slack.allow]\nchannels = ["C1"]\n') as h:
+        h.slack.members.add("C9")
+        h.slack.history["C9"] = [{"type": "message", "user": "U2", "text": "private",
+                                  "ts": "1.0"}]
+        assert await h.event(context_changed(channel_entity("C9"))) == 200
+        assert await h.event(dm("summarise this channel")) == 200
+        await h.idle()
+        assert not h.slack.of("conversations.history")
+        assert "private" not in user_turns(h)[0][-1]

@@ -186,6 +186,10 @@ def _tool_settings(profile: Profile, raw: Mapping[str, Any], where: str) -> Prof
         if not 0 < seconds <= 3600:
             raise ConfigError(f"{where}: tool_timeout_seconds must lie in (0, 3600]")
         profile = replace(profile, tool_timeout_seconds=seconds)
+    if "show_thinking" in raw:
+        if not isinstance(raw["show_thinking"], bool):
+            raise ConfigError(f"{where}: show_thinking must be true or false")
+        profile = replace(profile, show_thinking=raw["show_thinking"])
     return profile
 
 
@@ -228,8 +232,4 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
-    if "show_thinking" in raw:
-        if not isinstance(raw["show_thinking"], bool):
-            raise ConfigError(f"{where}: show_thinking must be true or false")
-        profile = replace(profile, show_thinking=raw["show_thinking"])
     return _knowledge(_tool_settings(profile, raw, where), raw, where)

@@ -627,7 +627,7 @@ class ChatService:
                     yield StatusEvent(chunk.title if busy else "thinking…", tool=chunk)
                 elif isinstance(chunk, ReasoningChunk):
                     reasoning.append(chunk.text)
-                    if profile.show_thinking:
+                    if profile.show_thinking and chunk.text:
                         yield ThinkingEvent(chunk.text)
                 elif isinstance(chunk, FinishChunk):
                     finish = chunk

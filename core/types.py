@@ -203,6 +203,14 @@ class StatusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingEvent:
+    """A piece of the model's reasoning, yielded only for a profile with show_thinking;
+    shown apart from the answer, never as part of it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeltaEvent:
     """New answer text to append."""
 
@@ -222,14 +230,6 @@ class Citation:
     def url(self) -> str | None:
         """The source when people can open it (a web page)."""
         return self.source if self.source.startswith(("http://", "https://")) else None
-
-
-@dataclass(frozen=True, slots=True)
-class ThinkingEvent:
-    """A piece of the model's reasoning, for profiles with ``show_thinking``; never part
-    of the answer."""
-
-    text: str
 
 
 @dataclass(frozen=True, slots=True)

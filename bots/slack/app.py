@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Coroutine, Mapping
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import asdict, replace
 from typing import Any
 
 import aiohttp
@@ -32,19 +32,33 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import Runtime
+from bots.slack.agent import (
+    CHANNEL_TASK,
+    Focuses,
+    SurfaceState,
+    asks_about_focus,
+    read_channel,
+)
 from bots.slack.config import DENIED, SlackConfig
 from bots.slack.errors import error_kind
 from bots.slack.files import READABLE, Attachments, fetch_attachments
 from bots.slack.people import Names
-from bots.slack.render import FEEDBACK_ACTION, SEND_ERRORS, render_reply
+from bots.slack.render import FEEDBACK_ACTION, SEND_ERRORS, StreamLimits, render_reply
 from bots.slack.server import RECEIPT, Receipt
 from bots.slack.text import command_word, mentions, plain_text
-from bots.slack.translate import PLATFORM, Incoming, ReplyTarget, incoming_from_event
+from bots.slack.translate import (
+    PLATFORM,
+    Focus,
+    Incoming,
+    ReplyTarget,
+    focus_from_context,
+    incoming_from_event,
+)
 from core.errors import StoreError
 from core.inbox import Claim
 from core.model.faults import redact
 from core.outbox import Outbox, Tap
-from core.types import Author, ChatRequest
+from core.types import Author, ChatRequest, ReplyEvent, StatusEvent, ToolActivity
 
 __all__ = ["SlackBot", "TaskSet", "make_client"]
 
@@ -154,6 +168,8 @@ class SlackBot:
         self.runtime, self.config, self.client = runtime, config, client
         self.names = Names(client)
         self.tasks = TaskSet(config.secrets)
+        self.surface = SurfaceState(config.surface)
+        self.focuses = Focuses()
         _quiet_token_warning()
         self.app = AsyncApp(
             # bolt pins the level of the logger named after the app: keep it out of ours.
@@ -171,14 +187,21 @@ class SlackBot:
 
         def incoming(body: Mapping[str, Any], context: AsyncBoltContext,
                      in_assistant: bool = False) -> Incoming | None:
-            return incoming_from_event(
+            msg = incoming_from_event(
                 body, bot_user_id=context.bot_user_id or "", bot_id=context.bot_id or "",
-                allow_bots=config.allow_bots, assistant=in_assistant)
+                allow_bots=config.allow_bots, assistant=in_assistant,
+                agent=self.surface.agent)
+            if msg is None or msg.kind == "channel":
+                return msg
+            # What the person is looking at goes with the message (any replica answers).
+            focus = self.focuses.get(msg.team, msg.user, msg.thread_ts)
+            return replace(msg, context_channel=focus.channel, context_ts=focus.message_ts)
 
         @assistant.thread_started
         async def thread_started(payload: dict[str, Any], body: dict[str, Any],
                                  context: AsyncBoltContext, say: AsyncSay,
                                  set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
+            self.surface.saw(agent=False)
             thread = payload.get("assistant_thread") or {}
             team = context.team_id or str(body.get("team_id") or "")
             channel, thread_ts = str(thread.get("channel_id")), str(thread.get("thread_ts"))
@@ -214,6 +237,26 @@ class SlackBot:
             # event would get a 404 and Slack would deliver it again.
             if (msg := incoming(body, context)) is not None:
                 await self._receive(msg, context)
+
+        @app.event("app_home_opened")
+        async def home_opened(event: dict[str, Any], body: dict[str, Any],
+                              context: AsyncBoltContext) -> None:
+            if event.get("tab") != "messages":
+                return  # the Home tab: not used
+            self.surface.saw(agent=True)
+            team = context.team_id or str(body.get("team_id") or "")
+            user, channel = str(event.get("user") or ""), str(event.get("channel") or "")
+            if channel and user and config.allow.permits(team=team, channel=channel,
+                                                         user=user, direct=True):
+                self.tasks.spawn(self._greet_tab(team, user, channel), "slack greeting")
+
+        @app.event("app_context_changed")
+        async def app_context_changed(event: dict[str, Any], body: dict[str, Any],
+                                      context: AsyncBoltContext) -> None:
+            self.surface.saw(agent=True)
+            team = context.team_id or str(body.get("team_id") or "")
+            self.focuses.note(team, str(event.get("user") or context.user_id or ""),
+                              focus_from_context(event.get("context")))
 
         @app.command(config.reset_command)
         async def reset_command(ack: AsyncAck, body: dict[str, Any],
@@ -324,6 +367,40 @@ class SlackBot:
         prompts = self.config.prompts_for(self.config.dm_profile)
         await _best_effort("assistant.threads.setSuggestedPrompts", set_prompts(
             prompts=[{"title": p.title, "message": p.message} for p in prompts]))
+
+    async def _greet_tab(self, team: str, user: str, channel: str) -> None:
+        """The greeting and suggested prompts at the top of a person's Messages tab, once
+        per person (decided in the database: every replica, every restart)."""
+        if not await self._first_time(f"{team}/{user}/messages-tab", "the greeting"):
+            return
+        prompts = self.config.prompts_for(self.config.dm_profile)
+        await _best_effort("assistant.threads.setSuggestedPrompts",
+                           self.client.assistant_threads_setSuggestedPrompts(
+                               channel_id=channel, title=self.config.greeting or None,
+                               prompts=[{"title": p.title, "message": p.message}
+                                        for p in prompts]))
+
+    async def _with_channel(self, requests: list[ChatRequest], msg: Incoming,
+                            turn: Callable[[list[ChatRequest]], AsyncIterator[ReplyEvent]],
+                            ) -> AsyncIterator[ReplyEvent]:
+        """Before the turn, read the channel the person is looking at into their message
+        (a "Reading the channel" task shows meanwhile), then run the ``turn``."""
+        call = f"read-channel-{msg.ts}"
+        yield StatusEvent(CHANNEL_TASK, tool=ToolActivity(
+            call, "conversations.history", "in_progress", CHANNEL_TASK))
+        profile = self.runtime.settings.profiles.get(self._profile(msg) or "default") \
+            or self.runtime.settings.profiles["default"]
+        last = requests[-1]
+        room = min(profile.max_input_chars // 2,
+                   profile.max_input_chars - len(last.text) - 500,
+                   profile.budget_for(profile.model or self.runtime.settings.model) * 2)
+        read = await read_channel(self.client, Focus(msg.context_channel, msg.context_ts),
+                                  max_chars=max(room, 0), name_of=self.names.cached)
+        requests[-1] = replace(last, text=f"{read.text}\n\n{last.text}")
+        yield StatusEvent("thinking…", tool=ToolActivity(
+            call, "conversations.history", "complete" if read.ok else "error", CHANNEL_TASK))
+        async for event in turn(requests):
+            yield event
 
     async def _reset(self, scope: str, respond: AsyncRespond) -> None:
         try:
@@ -493,12 +570,22 @@ class SlackBot:
             await service.note_shown(platform=PLATFORM, event_ids=asked, refs=refs)
             stored_ref[:1] = refs[:1]
 
-        tap = Tap(self.runtime.metrics.metered(PLATFORM, service.answer(requests, claim)))
+        turn = service.answer(requests, claim)
+        if last.kind != "channel" and last.context_channel \
+                and asks_about_focus(waiting[-1][1]) \
+                and self.config.allow.permits(team=last.team, channel=last.context_channel,
+                                              user=last.user, direct=False):
+            # (a channel [slack.allow] keeps the bot out of is not read into a DM either)
+            turn = self._with_channel(requests, last,
+                                      lambda reqs: service.answer(reqs, claim))
+        tap = Tap(self.runtime.metrics.metered(PLATFORM, turn))
         try:
             rendered = await render_reply(
                 self.client, target, tap.events(), limit=self.config.max_message_chars,
                 interval=self.config.update_interval, buffer_size=self.config.stream_buffer,
                 on_start=on_start, reuse=reuse, on_shown=on_shown,
+                limits=StreamLimits(self.config.stream_max_seconds,
+                                    self.config.stream_max_chars),
             )
         except SEND_ERRORS as err:
             # Slack would not take the answer even after retrying: keep it to send later.

@@ -13,8 +13,8 @@ from bots.settings import Settings
 from core.config import config_table
 from core.errors import ConfigError
 
-__all__ = ["DEFAULT_PROMPTS", "DENIED", "Access", "Prompt", "SlackAllow", "SlackConfig",
-           "load_slack_config"]
+__all__ = ["DEFAULT_PROMPTS", "DENIED", "SURFACES", "Access", "Prompt", "SlackAllow",
+           "SlackConfig", "Surface", "load_slack_config"]
 
 DEFAULT_API_URL = "https://slack.com/api/"
 MAX_MESSAGE_CHARS = 12_000  # Slack's limit on markdown_text per call and per markdown block
@@ -37,7 +37,12 @@ DEFAULT_PROMPTS: tuple[Prompt, ...] = (
 _KNOWN = {
     "reset_command", "allow_bots", "dm_profile", "channels", "prompts", "max_file_mb",
     "max_message_chars", "greeting", "update_interval", "stream_buffer", "allow",
+    "surface", "stream_max_seconds", "stream_max_chars",
 }
+# Which DM surface the app uses: the Agent messaging experience (features.agent_view),
+# the older assistant container (features.assistant_view), or whichever events arrive.
+Surface = Literal["agent", "assistant", "auto"]
+SURFACES: tuple[Surface, ...] = ("agent", "assistant", "auto")
 _ALLOW_KNOWN = {"teams", "channels", "users", "dms"}
 
 DENIED = "Sorry, I'm not enabled for you here."
@@ -89,6 +94,10 @@ class SlackConfig:
     greeting: str = "Hi! Ask me anything. I can read images, too."
     update_interval: float = 1.0
     stream_buffer: int = 256
+    surface: Surface = "auto"
+    # A streamed message rolls over to a new one before Slack's limits (≈5 min, ≈12k chars).
+    stream_max_seconds: float = 240.0
+    stream_max_chars: int = 10_000
     allow: SlackAllow = field(default_factory=SlackAllow)
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -193,6 +202,14 @@ def load_slack_config(settings: Settings) -> SlackConfig:
     if isinstance(interval, bool) or not isinstance(interval, int | float) \
             or not 0.2 <= interval <= 10:
         raise ConfigError("[slack] update_interval must be between 0.2 and 10 seconds")
+    surface = table.get("surface", "auto")
+    if surface not in SURFACES:
+        raise ConfigError('[slack] surface must be "agent", "assistant" or "auto"')
+    max_seconds = table.get("stream_max_seconds", SlackConfig.stream_max_seconds)
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, int | float) \
+            or not 1 <= max_seconds <= 290:
+        raise ConfigError("[slack] stream_max_seconds must be between 1 and 290 seconds "
+                          "(Slack ends a streamed message after about 5 minutes)")
     api_url = env.get("CHATBRIDGE_SLACK_API_URL", "").strip() or DEFAULT_API_URL
     if not api_url.startswith(("https://", "http://")):
         raise ConfigError("CHATBRIDGE_SLACK_API_URL must be an http(s) URL")
@@ -212,6 +229,10 @@ def load_slack_config(settings: Settings) -> SlackConfig:
         greeting=greeting,
         update_interval=float(interval),
         stream_buffer=_int(table, "stream_buffer", 256, 1, 4000),
+        surface=surface,
+        stream_max_seconds=float(max_seconds),
+        stream_max_chars=_int(table, "stream_max_chars", SlackConfig.stream_max_chars, 1000,
+                              MAX_MESSAGE_CHARS),
         allow=_allow(table.get("allow", {})),
         secrets=settings.secrets(),
     )

@@ -5,6 +5,15 @@ Answers in threads stream with ``chat.startStream`` / ``appendStream`` / ``stopS
 level of a direct message), a message is posted and then edited at most once per
 ``update_interval``. Final answers carry feedback buttons.
 
+A streamed message rolls over before Slack's limits on one streamed message (it expires
+after about five minutes, ``message_not_in_streaming_state``, and refuses text past a
+total length, ``msg_too_long``; ``StreamLimits``): it is stopped with a short "continued
+below" and the answer goes on in a new streamed message in the same thread, tasks still
+running replayed there. Tool calls show as ``task_update`` chunks under a ``plan_update``
+(``task_display_mode="plan"``); the model's thinking (``ThinkingEvent``, only for a
+profile with ``show_thinking``) as a collapsed "Thinking" task whose details hold it, or
+a context block above a posted answer — never in the answer's text.
+
 Each message of the reply is reported (``on_shown``) as soon as Slack gives it a ``ts``,
 so that a retaken turn (another replica, after a crash or shutdown) edits what the
 interrupted attempt showed (``reuse``) instead of answering a second time beside it. A
@@ -40,15 +49,27 @@ from core.types import (
     FinalEvent,
     ReplyEvent,
     StatusEvent,
+    ThinkingEvent,
     ToolActivity,
 )
 
-__all__ = ["FEEDBACK_ACTION", "SEND_ERRORS", "Rendered", "feedback_blocks", "render_reply"]
+__all__ = ["CONTINUED", "FEEDBACK_ACTION", "SEND_ERRORS", "Rendered", "StreamLimits",
+           "feedback_blocks", "render_reply"]
 
 log = logging.getLogger(__name__)
 FEEDBACK_ACTION = "chatbridge_feedback"
 INTERRUPTED = "_…interrupted; the answer continues shortly._"
+CONTINUED = "\n\n_…continued below_"  # the end of a streamed message that rolled over
+# Slack's refusals of a streamed message that has run its course: go on in a new one.
+STREAM_ENDED = frozenset({"message_not_in_streaming_state", "msg_too_long"})
+THINKING_ID = "thinking"
+THINKING_SHOWN = 2_800  # characters of thinking shown (a context block takes 3,000)
+PLAN_TITLE = "Working on it"
+STREAM_MAX_SECONDS = 240.0  # Slack ends a streamed message after about 5 minutes
+STREAM_MAX_CHARS = 10_000  # ... and refuses one past about 12,000 characters
 INTERRUPT_SECONDS = 3.0  # at most this long to show the notice when cancelled
+# What the status line cycles through while the model works (setStatus loading_messages).
+LOADING = ("Thinking…", "Reading the conversation…", "Writing an answer…")
 # What a failed Web API call raises: Slack's refusal, or the connection's failure.
 SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
@@ -70,6 +91,19 @@ def feedback_blocks() -> list[dict[str, Any]]:
     }]
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """When a streamed message is ended and the answer goes on in a new one."""
+
+    max_seconds: float = STREAM_MAX_SECONDS
+    max_chars: int = STREAM_MAX_CHARS
+
+
+def _short(text: str, limit: int = THINKING_SHOWN) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 class _Writer(Protocol):
     text: str
 
@@ -80,28 +114,50 @@ class _Writer(Protocol):
 
     async def tool(self, activity: ToolActivity) -> None: ...
 
-    async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None: ...
+    async def finish(self, blocks: Sequence[dict[str, Any]] | None,
+                     footer: str = "") -> str | None: ...
 
     async def interrupt(self, notice: str) -> None: ...
+
+    async def task(self, chunk: dict[str, Any]) -> None: ...
+
+    def expired(self) -> bool: ...
 
 
 class _StreamRefused(Exception):
     """Streaming failed: what was written so far, the message (if started) and the part
     of the text known to have reached it."""
 
-    def __init__(self, text: str, ts: str | None, shown: str) -> None:
+    def __init__(self, text: str, ts: str | None, shown: str, kind: str = "") -> None:
         super().__init__("streaming refused")
-        self.text, self.ts, self.shown = text, ts, shown
+        self.text, self.ts, self.shown, self.kind = text, ts, shown, kind
 
 
 class _StreamWriter:
     """One message streamed with chat.startStream / appendStream / stopStream."""
 
-    def __init__(self, client: AsyncWebClient, target: ReplyTarget, buffer_size: int) -> None:
+    def __init__(self, client: AsyncWebClient, target: ReplyTarget, buffer_size: int,
+                 *, max_seconds: float = STREAM_MAX_SECONDS,
+                 replay: Sequence[dict[str, Any]] = ()) -> None:
         self._client, self._target, self._buffer_size = client, target, buffer_size
         self._stream: AsyncChatStream | None = None
         self.text = ""
         self._shown = ""  # what reached Slack (the rest is in the stream's buffer)
+        self._max_seconds = max_seconds
+        self._began = 0.0
+        self._replay = list(replay)  # tasks still running when the last message rolled over
+        self._planned = False
+
+    def expired(self) -> bool:
+        """Whether this message has streamed for as long as one may (roll over now)."""
+        left = self.time_left()
+        return left is not None and left <= 0
+
+    def time_left(self) -> float | None:
+        """Seconds until this message should roll over (``None``: not started)."""
+        if self._stream is None:
+            return None
+        return self._max_seconds - (time.monotonic() - self._began)
 
     @property
     def ts(self) -> str | None:
@@ -110,14 +166,18 @@ class _StreamWriter:
 
     async def _refused(self, err: Exception, doing: str) -> _StreamRefused:
         """Give up on streaming: stop the started stream (if any), best effort."""
-        log.info("%s failed (%s); posting and editing instead", doing, error_kind(err))
+        kind = error_kind(err)
+        if kind in STREAM_ENDED:
+            log.info("%s: %s; going on in a new streamed message", doing, kind)
+        else:
+            log.info("%s failed (%s); posting and editing instead", doing, kind)
         ts = self._stream.ts if self._stream else None
         if ts:
             try:
                 await self._client.chat_stopStream(channel=self._target.channel, ts=ts)
             except Exception as stop_err:
                 log.info("chat.stopStream after a failure: %s", type(stop_err).__name__)
-        return _StreamRefused(self.text, ts, self._shown)
+        return _StreamRefused(self.text, ts, self._shown, kind)
 
     async def _started(self) -> AsyncChatStream:
         if self._stream is None:
@@ -125,8 +185,12 @@ class _StreamWriter:
             self._stream = await self._client.chat_stream(
                 channel=self._target.channel, thread_ts=self._target.thread_ts,
                 recipient_team_id=self._target.team, recipient_user_id=self._target.user,
-                buffer_size=self._buffer_size,
+                buffer_size=self._buffer_size, task_display_mode="plan",
             )
+            self._began = time.monotonic()
+            if self._replay:
+                replay, self._replay = self._replay, []
+                await self.task(replay[0], *replay[1:])
         return self._stream
 
     async def append(self, text: str) -> None:
@@ -139,25 +203,31 @@ class _StreamWriter:
 
     async def tool(self, activity: ToolActivity) -> None:
         """A ``task_update`` chunk: the tool's title and state, with its source when done."""
-        chunk: dict[str, Any] = {"type": "task_update", "id": activity.call_id[:64],
-                                 "title": activity.title, "status": activity.status}
-        if activity.url:
-            chunk["sources"] = [{"type": "url", "url": activity.url,
-                                 "text": urlsplit(activity.url).hostname or activity.url}]
+        await self.task(task_chunk(activity))
+
+    async def task(self, chunk: dict[str, Any], *more: dict[str, Any]) -> None:
+        """Task chunks, under the message's plan (its first task opens it)."""
+        chunks = [chunk, *more]
         try:
-            await (await self._started()).append(chunks=[chunk])
+            stream = await self._started()
+            if not self._planned:
+                self._planned = True
+                chunks.insert(0, {"type": "plan_update", "title": PLAN_TITLE})
+            await stream.append(chunks=chunks)
             self._shown = self.text  # chunks flush the buffer with them
         except SEND_ERRORS as err:
             raise await self._refused(err, "streaming a task update") from err
 
-    async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
+    async def finish(self, blocks: Sequence[dict[str, Any]] | None,
+                     footer: str = "") -> str | None:
         if self._stream is None:
             if not blocks:
                 return None
             await self.append("")
         assert self._stream is not None
         try:
-            resp = await self._stream.stop(blocks=list(blocks) if blocks else None)
+            resp = await self._stream.stop(markdown_text=footer or None,
+                                           blocks=list(blocks) if blocks else None)
         except SEND_ERRORS as err:
             raise await self._refused(err, "chat.stopStream") from err
         return str(resp.get("ts") or self._stream.ts or "") or None
@@ -182,6 +252,14 @@ class _UpdateWriter:
         self.text = text
         self._shown = shown  # what the message ``ts`` is known to show
         self._last = 0.0
+        self.context = ""  # the model's thinking, shown above the final answer
+
+    def expired(self) -> bool:
+        """Posted messages do not expire."""
+        return False
+
+    async def task(self, chunk: dict[str, Any]) -> None:
+        """Tasks other than tools' are shown in streamed messages only."""
 
     async def _edit(self, **payload: Any) -> bool:
         """Edit the message; on refusal, go on in a new message with the rest."""
@@ -233,8 +311,11 @@ class _UpdateWriter:
         text = self.text.strip() or "…"
         if blocks:
             # markdown_text cannot be combined with blocks: the text goes in a markdown block.
+            above = [{"type": "context", "elements": [
+                {"type": "mrkdwn", "text": "_Thinking:_ " + _short(self.context)}]}] \
+                if self.context.strip() else []
             return {"text": text[:3000],
-                    "blocks": [{"type": "markdown", "text": text}, *blocks]}
+                    "blocks": [*above, {"type": "markdown", "text": text}, *blocks]}
         return {"markdown_text": text}
 
     async def interrupt(self, notice: str) -> None:
@@ -243,7 +324,8 @@ class _UpdateWriter:
             await self._client.chat_update(channel=self._target.channel, ts=self.ts,
                                            markdown_text=self.text.strip() + notice)
 
-    async def finish(self, blocks: Sequence[dict[str, Any]] | None) -> str | None:
+    async def finish(self, blocks: Sequence[dict[str, Any]] | None,
+                     footer: str = "") -> str | None:
         if self.ts is not None and (blocks or self._shown != self.text):
             shown_ts = self.ts
             if await self._edit(**self._payload(blocks)):
@@ -258,6 +340,16 @@ class _UpdateWriter:
         return self.ts
 
 
+def task_chunk(activity: ToolActivity) -> dict[str, Any]:
+    """A tool call as a ``task_update`` chunk, with its source when it read one."""
+    chunk: dict[str, Any] = {"type": "task_update", "id": activity.call_id[:64],
+                             "title": activity.title, "status": activity.status}
+    if activity.url:
+        chunk["sources"] = [{"type": "url", "url": activity.url,
+                             "text": urlsplit(activity.url).hostname or activity.url}]
+    return chunk
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """How a turn ended on Slack: ``ref`` is ``channel/ts`` of the final answer."""
@@ -269,17 +361,26 @@ class Rendered:
 class _Renderer:
     def __init__(self, client: AsyncWebClient, target: ReplyTarget, *, limit: int,
                  interval: float, buffer_size: int, reuse: Sequence[str] = (),
-                 on_shown: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
+                 on_shown: Callable[[list[str]], Awaitable[None]] | None = None,
+                 limits: StreamLimits = StreamLimits()) -> None:
         self._client, self._target = client, target
         self._interval, self._buffer = interval, buffer_size
         # A retake edits the interrupted attempt's messages: no stream of its own.
         self._reuse = list(reuse)
         self._streaming = target.thread_ts is not None and not self._reuse
+        self._limits = limits
+        if self._streaming:  # room for the "continued below" at the end of each message
+            limit = min(limit, limits.max_chars) - len(CONTINUED)
         self._splitter = Splitter(limit)
         self._on_shown = on_shown
         self.shown: list[str] = []  # ts of the messages this reply occupies
+        self._tasks: dict[str, dict[str, Any]] = {}  # task chunks still running, by id
+        self._thinking = ""  # the model's reasoning so far (show_thinking)
+        self._thinking_open = False
         self._writer: _Writer = self._new_writer()
         self._status_set = False
+        # One change at a time: the events' and the idle roll-over's (``watch_expiry``).
+        self.lock = asyncio.Lock()
 
     def _new_writer(self) -> _Writer:
         if self._reuse:
@@ -287,7 +388,9 @@ class _Renderer:
             return _UpdateWriter(self._client, self._target, self._interval,
                                  ts=self._reuse.pop(0), shown="\x00")
         if self._streaming:
-            return _StreamWriter(self._client, self._target, self._buffer)
+            return _StreamWriter(self._client, self._target, self._buffer,
+                                 max_seconds=self._limits.max_seconds,
+                                 replay=list(self._tasks.values()))
         return _UpdateWriter(self._client, self._target, self._interval)
 
     async def _noted(self) -> None:
@@ -316,36 +419,121 @@ class _Renderer:
         except Exception as err:
             log.info("could not mark the interrupted reply: %s", type(err).__name__)
 
+    def _after_refusal(self, refused: _StreamRefused) -> str | None:
+        """The writer that goes on after a refused stream. A streamed message that only
+        ran its course (expired, full) is followed by a new streamed message: the text it
+        did not show is returned, to go there. Otherwise the rest is posted and edited
+        from then on (``None``)."""
+        if refused.kind in STREAM_ENDED and refused.ts \
+                and refused.text.startswith(refused.shown):
+            self._writer = self._new_writer()
+            return refused.text[len(refused.shown):]
+        self._streaming = False
+        self._writer = _UpdateWriter(self._client, self._target, self._interval,
+                                     ts=refused.ts, text=refused.text, shown=refused.shown)
+        return None
+
     async def _guarded(self, text: str | None, blocks: Sequence[dict[str, Any]] | None = None,
-                       ) -> str | None:
-        """Append ``text`` (or finish with ``blocks``), falling back from streaming once."""
-        for _ in range(2):
+                       footer: str = "") -> str | None:
+        """Append ``text`` (or finish with ``blocks``), going on in a new message when
+        streaming is refused."""
+        for _ in range(3):
             try:
                 if text is not None:
                     await self._writer.append(text)
                     await self._noted()
                     return None
-                ts = await self._writer.finish(blocks)
+                ts = await self._writer.finish(blocks, footer)
                 await self._noted()
                 return ts
             except _StreamRefused as refused:
-                self._streaming = False
-                self._writer = _UpdateWriter(self._client, self._target, self._interval,
-                                             ts=refused.ts, text=refused.text,
-                                             shown=refused.shown)
-                text = "" if text is not None else None
+                rest = self._after_refusal(refused)
+                if text is not None:
+                    text = rest or ""  # the refused text is in ``rest`` (or the writer)
+                elif rest:
+                    await self._guarded(rest)
+                footer = ""
         return None
 
     async def _apply(self, ops: Sequence[str | None]) -> None:
         for op in ops:
             if op is None:
-                await self._guarded(None)
+                await self._guarded(None, footer=CONTINUED
+                                    if isinstance(self._writer, _StreamWriter) else "")
                 self._writer = self._new_writer()
             else:
                 await self._guarded(op)
 
+    async def watch_expiry(self) -> None:
+        """Roll a streamed message over when it reaches its age while nothing arrives (a
+        long tool call, a slow model): Slack would end it before the next event."""
+        while True:
+            writer = self._writer
+            left = writer.time_left() if isinstance(writer, _StreamWriter) else None
+            await asyncio.sleep(0.5 if left is None else max(left, 0.01))
+            async with self.lock:
+                try:
+                    await self._roll_if_due()
+                except SEND_ERRORS as err:
+                    log.info("rolling over an idle stream failed: %s", error_kind(err))
+
+    async def _roll_if_due(self) -> None:
+        """End a streamed message that has streamed for as long as one may: the answer
+        goes on in the next one."""
+        if self._writer.expired():
+            cut = self._splitter.cut()
+            if None not in cut:  # nothing of the answer in it yet (only tasks)
+                cut = [None]
+            await self._apply(cut)
+
+    async def _task(self, chunk: dict[str, Any]) -> None:
+        """A task chunk in the streamed message (kept for replay while it runs)."""
+        if chunk.get("status") in ("in_progress", "pending"):
+            self._tasks[str(chunk["id"])] = chunk
+        else:
+            self._tasks.pop(str(chunk["id"]), None)
+        if not isinstance(self._writer, _StreamWriter):
+            return
+        await self._roll_if_due()
+        for _ in range(2):
+            if not isinstance(self._writer, _StreamWriter):
+                return
+            try:
+                await self._writer.task(chunk)
+                await self._noted()
+                return
+            except _StreamRefused as refused:
+                if rest := self._after_refusal(refused):
+                    await self._guarded(rest)
+            except SEND_ERRORS as err:  # progress is a nicety: never the end of a turn
+                log.info("task not shown: %s", error_kind(err))
+                return
+
+    async def thinking(self, event: ThinkingEvent) -> None:
+        """The model's reasoning: a "Thinking" task while it thinks, its text kept."""
+        self._thinking += event.text
+        if not self._thinking_open:
+            self._thinking_open = True
+            await self._task({"type": "task_update", "id": THINKING_ID,
+                              "title": "Thinking…", "status": "in_progress"})
+
+    async def _thought(self) -> None:
+        """Close the "Thinking" task with what the model thought (once, whole: whether
+        Slack appends ``details`` or replaces them, it shows the text once)."""
+        if not self._thinking_open:
+            return
+        self._thinking_open = False
+        if isinstance(self._writer, _UpdateWriter):
+            self._writer.context = self._thinking
+        await self._task({"type": "task_update", "id": THINKING_ID, "title": "Thought",
+                          "status": "complete", "details": _short(self._thinking)})
+
     async def tool(self, activity: ToolActivity) -> None:
         """Show a tool's progress: a task in a streamed message, else a status line."""
+        await self._thought()
+        if isinstance(self._writer, _StreamWriter):
+            await self._task(task_chunk(activity))
+            return
         for _ in range(2):
             try:
                 await self._writer.tool(activity)
@@ -369,14 +557,19 @@ class _Renderer:
             try:
                 await self._client.assistant_threads_setStatus(
                     channel_id=self._target.channel, thread_ts=self._target.thread_ts,
-                    status=event.text if event.tool else f"is {event.text}")
+                    status=event.text if event.tool else f"is {event.text}",
+                    loading_messages=[event.text] if event.tool else list(LOADING))
             except Exception as err:  # a status is a nicety: never the end of a turn
                 log.info("assistant.threads.setStatus failed: %s", error_kind(err))
 
     async def delta(self, event: DeltaEvent) -> None:
+        await self._thought()
+        await self._roll_if_due()
         await self._apply(self._splitter.feed(event.text))
 
     async def final(self, event: FinalEvent, seen_text: bool) -> str | None:
+        await self._thought()
+        await self._roll_if_due()
         ops = self._splitter.feed(event.text) if not seen_text else []
         ops += self._splitter.flush()
         if event.sources:
@@ -407,15 +600,18 @@ async def render_reply(
     on_start: Callable[[], Awaitable[None]] | None = None,
     reuse: Sequence[str] = (),
     on_shown: Callable[[list[str]], Awaitable[None]] | None = None,
+    limits: StreamLimits = StreamLimits(),
 ) -> Rendered:
     """Show one turn's reply events in Slack.
 
     ``on_start`` runs once, before anything is shown, unless the event is a duplicate.
     ``reuse``: ts of messages an interrupted attempt showed, edited instead of posting.
     ``on_shown`` gets the reply's messages (``channel/ts``) each time one is added.
+    ``limits``: when a streamed message rolls over to the next.
     """
     renderer = _Renderer(client, target, limit=limit, interval=interval,
-                         buffer_size=buffer_size, reuse=reuse, on_shown=on_shown)
+                         buffer_size=buffer_size, reuse=reuse, on_shown=on_shown,
+                         limits=limits)
     if reuse and target.thread_ts is not None:
         # The interrupted attempt may have died mid-stream: end that stream first.
         for ts in reuse:
@@ -423,8 +619,14 @@ async def render_reply(
                 await client.chat_stopStream(channel=target.channel, ts=ts)
             except SEND_ERRORS as err:
                 log.debug("chat.stopStream of the earlier attempt: %s", error_kind(err))
+    watchdog = asyncio.create_task(renderer.watch_expiry(), name="slack stream roll-over")
     try:
-        return await _render(renderer, events, on_start)
+        try:
+            return await _render(renderer, events, on_start)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
     except asyncio.CancelledError as cancelled:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(renderer.interrupted(notice=LEASE_LOST not in
@@ -441,16 +643,19 @@ async def _render(renderer: _Renderer, events: AsyncIterator[ReplyEvent],
         if on_start is not None:
             start, on_start = on_start, None
             await start()
-        if isinstance(event, StatusEvent):
-            await renderer.status(event)
-        elif isinstance(event, DeltaEvent):
-            seen_text = True
-            await renderer.delta(event)
-        elif isinstance(event, FinalEvent):
-            return Rendered("final", await renderer.final(event, seen_text))
-        elif isinstance(event, ErrorEvent):
-            await renderer.error(event)
-            return Rendered("error")
+        async with renderer.lock:
+            if isinstance(event, StatusEvent):
+                await renderer.status(event)
+            elif isinstance(event, ThinkingEvent):
+                await renderer.thinking(event)
+            elif isinstance(event, DeltaEvent):
+                seen_text = True
+                await renderer.delta(event)
+            elif isinstance(event, FinalEvent):
+                return Rendered("final", await renderer.final(event, seen_text))
+            elif isinstance(event, ErrorEvent):
+                await renderer.error(event)
+                return Rendered("error")
     # The turn ended without a word (another replica holds it now): this attempt's stream
     # is stopped; its text is left to the other replica, which edits it.
     await renderer.interrupted(notice=False)

@@ -102,6 +102,10 @@ class Splitter:
         rest, self._pending = self._pending, ""
         return self._line(rest) if rest else []
 
+    def cut(self) -> list[str | None]:
+        """End the current message here (a code block open is closed and reopened)."""
+        return self._break()
+
     def _closes(self, fence: re.Match[str] | None) -> bool:
         """Whether a fence line ends the open code block."""
         return bool(fence and self._fence and fence.group(1)[0] == self._fence[1][0]

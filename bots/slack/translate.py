@@ -4,7 +4,9 @@ Pure functions over the event payload; no I/O. Identity follows DESIGN.md: a mes
 ``team/channel/ts`` (so the ``app_mention`` and ``message.channels`` copies of one
 message, and Slack's retries, share one event id), a conversation is
 ``team/channel/thread_ts`` in channel threads and assistant threads, ``team/channel``
-for the top level of a direct message.
+for the top level of a direct message — except on the Agent messaging surface
+(``agent_view``), where every direct message is a thread root: its answer goes in
+``thread_ts or ts`` and each thread is one conversation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["PLATFORM", "Incoming", "ReplyTarget", "incoming_from_event"]
+__all__ = ["PLATFORM", "Focus", "Incoming", "ReplyTarget", "focus_from_context",
+           "incoming_from_event"]
 
 PLATFORM = "slack"
 # Message subtypes a person produces; everything else (edits, deletions, joins, bots,
@@ -50,6 +53,10 @@ class Incoming:
     event_type: str = "message"  # "app_mention" or "message"
     bot_user: str = ""  # the bot's own user ID (its mentions are dropped from the text)
     files: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    # What the person was looking at when writing (app_context_changed): a channel, and
+    # a message in it.
+    context_channel: str = ""
+    context_ts: str = ""
 
     @property
     def event_id(self) -> str:
@@ -108,18 +115,52 @@ def sort_key(ts: str) -> str:
         return ts
 
 
+@dataclass(frozen=True, slots=True)
+class Focus:
+    """What ``app_context_changed`` says the person is looking at (each part may be "")."""
+
+    channel: str = ""
+    message_ts: str = ""
+    thread_ts: str = ""
+
+
+def focus_from_context(context: object) -> Focus:
+    """The most relevant channel (and message) in an ``app_context_changed`` event's
+    ``context``. Entities come ordered by relevance; ``{}`` means nothing in view.
+    Entity shapes (protocols-2 K.1): ``slack#/types/channel_id`` with ``value``,
+    ``slack#/types/message_context`` with ``value`` (or the entity itself) holding
+    ``channel_id`` and ``message_ts``, ``slack#/types/thread_ts``; canvases and lists are
+    not read."""
+    entities = context.get("entities") if isinstance(context, Mapping) else None
+    channel = message_ts = thread_ts = ""
+    for entity in entities if isinstance(entities, list) else ():
+        if not isinstance(entity, Mapping):
+            continue
+        kind, value = _str(entity.get("type")), entity.get("value")
+        if kind.endswith("/channel_id") and not channel:
+            channel = _str(value)
+        elif kind.endswith("/message_context") and not message_ts:
+            inner = value if isinstance(value, Mapping) else entity
+            channel = channel or _str(inner.get("channel_id"))
+            message_ts = _str(inner.get("message_ts"))
+        elif kind.endswith("/thread_ts") and not thread_ts:
+            thread_ts = _str(value)
+    return Focus(channel, message_ts, thread_ts)
+
+
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
 def incoming_from_event(
     body: Mapping[str, Any], *, bot_user_id: str, bot_id: str, allow_bots: bool,
-    assistant: bool = False,
+    assistant: bool = False, agent: bool = False,
 ) -> Incoming | None:
     """The person's message in an ``app_mention`` or ``message`` event, or ``None``.
 
     ``None`` for everything not to be answered: our own messages, other bots (unless
     allowed), edits and other non-user subtypes, events missing what a message needs.
+    ``agent``: the app uses the Agent messaging surface (every DM message a thread root).
     """
     event = body.get("event")
     if not isinstance(event, Mapping):
@@ -145,7 +186,7 @@ def incoming_from_event(
     channel_type = _str(event.get("channel_type"))
     files = tuple(f for f in event.get("files") or () if isinstance(f, Mapping))
     if kind_of_event == "message" and channel_type == "im":
-        kind: Kind = "assistant" if assistant or thread_ts else "dm"
+        kind: Kind = "assistant" if assistant or agent or thread_ts else "dm"
         mentioned = True
     elif channel_type in ("", "channel", "group") and not channel.startswith("D"):
         kind = "channel"

@@ -26,6 +26,7 @@ from core.types import (
     FinalEvent,
     ReplyEvent,
     StatusEvent,
+    ThinkingEvent,
 )
 from tests.fakes.model_server import FakeModelServer, Reply
 
@@ -80,6 +81,25 @@ async def test_turn_streams_and_remembers(service: ChatService,
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
     assert sent[0]["content"] == "You are terse."
     assert sent[2]["content"] == "Paris is the capital."  # reasoning is not the answer
+    assert not [e for e in events if isinstance(e, ThinkingEvent)]  # not asked for
+
+
+async def test_show_thinking_yields_the_reasoning_apart(
+        engine: AsyncEngine, fake_model: FakeModelServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        model = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=5)
+        profile = Profile(show_thinking=True)
+        service = ChatService(store=open_store(engine), model=model,
+                              options=ServiceOptions(model="qwen-plus",
+                                                     profiles={"default": profile}))
+        fake_model.enqueue(Reply(text="Paris.", reasoning="France's capital is Paris."))
+        events = await run(service, request("Capital of France?"))
+    thinking = "".join(e.text for e in events if isinstance(e, ThinkingEvent))
+    assert thinking == "France's capital is Paris."
+    first_delta = next(i for i, e in enumerate(events) if isinstance(e, DeltaEvent))
+    assert all(i < first_delta for i, e in enumerate(events) if isinstance(e, ThinkingEvent))
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and final.text == "Paris."
 
 
 async def test_redelivered_event_answered_once(service: ChatService,

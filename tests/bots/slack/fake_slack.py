@@ -5,6 +5,14 @@ section C: bodies are JSON, form-encoded or a query string depending on the meth
 bot token comes as ``Authorization: Bearer``; 429 with ``Retry-After`` on demand. Private
 files (``/files-pri/…``) are served only with the bot token; without it Slack answers
 with its HTML sign-in page, and so does this fake.
+
+Streamed messages keep Slack's limits (protocols-2 K.2): ``markdown_text`` at most 12,000
+characters per call [docs.slack.dev/reference/methods/chat.appendStream]; and, where a test
+sets them, a stream that expires ``stream_max_seconds`` after it started
+(``message_not_in_streaming_state``, vercel/chat#607 — unconfirmed, ~5 min) and a total of
+``stream_max_chars`` per streamed message (``msg_too_long``, CopilotKit#6063 — unconfirmed,
+~12k). ``conversations.history`` serves ``history[channel]`` to a member
+(``members``), else ``not_in_channel``.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class Message:
     blocks: list[Any] = field(default_factory=list)
     streamed: bool = False
     stopped: bool = False
+    started: float = field(default_factory=time.monotonic)
+    chunks: list[dict[str, Any]] = field(default_factory=list)  # non-text chunks, in order
 
 
 def _chunk_text(args: dict[str, Any]) -> str:
@@ -54,6 +64,11 @@ def _chunk_text(args: dict[str, Any]) -> str:
         if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
             text += str(chunk.get("text") or "")
     return text
+
+
+def _other_chunks(args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in args.get("chunks") or []
+            if isinstance(c, dict) and c.get("type") != "markdown_text"]
 
 
 class FakeSlack:
@@ -68,6 +83,11 @@ class FakeSlack:
         self.blobs: dict[str, tuple[bytes, str]] = {}  # path -> (bytes, content type)
         self._faults: dict[str, deque[tuple[int, str, dict[str, str]]]] = defaultdict(deque)
         self._ts = itertools.count(1)
+        self.stream_max_seconds: float | None = None  # a stream expires after this long
+        self.stream_max_chars: int | None = None  # a streamed message holds at most this
+        self.history: dict[str, list[dict[str, Any]]] = {}  # conversations.history
+        self.members: set[str] = set()  # channels the bot is in
+        self.limit_errors: list[str] = []  # stream calls refused for a limit, in order
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.fake = self  # type: ignore[attr-defined]
@@ -151,7 +171,10 @@ class FakeSlack:
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         with self._lock:
-            return 200, self._ok(method, args), {}
+            body = self._ok(method, args)
+            if body.get("error") in ("msg_too_long", "message_not_in_streaming_state"):
+                self.limit_errors.append(f"{method}: {body['error']}")
+            return 200, body, {}
 
     def _ok(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel") or args.get("channel_id") or "")
@@ -159,6 +182,8 @@ class FakeSlack:
             return {"ok": True, "url": "https://test.slack.com/", "team": "Test Team",
                     "user": "chatbridge", "team_id": TEAM, "user_id": BOT_USER,
                     "bot_id": BOT_ID}
+        if method.endswith("Stream") and len(str(args.get("markdown_text") or "")) > 12_000:
+            return {"ok": False, "error": "msg_too_long"}
         if method in ("chat.postMessage", "chat.startStream"):
             ts = self._new_ts()
             text = _chunk_text(args) or str(args.get("text") or "")
@@ -168,8 +193,12 @@ class FakeSlack:
             for block in blocks:
                 if block.get("type") == "markdown":
                     text = block["text"]
+            if method == "chat.startStream" and self.stream_max_chars is not None \
+                    and len(text) > self.stream_max_chars:
+                return {"ok": False, "error": "msg_too_long"}
             self.messages[ts] = Message(channel, ts, args.get("thread_ts"), text, blocks,
-                                        streamed=method == "chat.startStream")
+                                        streamed=method == "chat.startStream",
+                                        chunks=_other_chunks(args))
             return {"ok": True, "channel": channel, "ts": ts,
                     "message": {"type": "message", "text": text, "bot_id": BOT_ID, "ts": ts}}
         if method in ("chat.appendStream", "chat.stopStream", "chat.update"):
@@ -183,9 +212,16 @@ class FakeSlack:
                         msg.text = block["text"]
                 msg.blocks = args.get("blocks") or msg.blocks
             else:
+                if self.stream_max_seconds is not None and \
+                        time.monotonic() - msg.started > self.stream_max_seconds:
+                    msg.stopped = True  # Slack ends an expired stream with what it has
                 if msg.stopped:
                     return {"ok": False, "error": "message_not_in_streaming_state"}
+                if self.stream_max_chars is not None and \
+                        len(msg.text) + len(_chunk_text(args)) > self.stream_max_chars:
+                    return {"ok": False, "error": "msg_too_long"}
                 msg.text += _chunk_text(args)
+                msg.chunks += _other_chunks(args)
                 if method == "chat.stopStream":
                     msg.stopped = True
                     msg.blocks = args.get("blocks") or []
@@ -200,6 +236,12 @@ class FakeSlack:
             found = self.files.get(str(args.get("file")))
             return {"ok": True, "file": found} if found else {"ok": False,
                                                               "error": "file_not_found"}
+        if method == "conversations.history":
+            if channel not in self.members:
+                return {"ok": False, "error": "not_in_channel"}
+            limit = int(args.get("limit") or 100)
+            return {"ok": True, "messages": self.history.get(channel, [])[:limit],
+                    "has_more": False}
         if method == "conversations.replies":
             return {"ok": True, "messages": [], "has_more": False}
         return {"ok": True}

@@ -43,6 +43,12 @@ support = [{title = "Order", message = "Where is my order?"}]
     assert config.prompts_for("support")[0].title == "Order"
     assert config.max_file_bytes == 5 * 1024 * 1024
     assert "xoxb-1" not in repr(config)
+    assert (config.surface, config.stream_max_seconds, config.stream_max_chars) == \
+        ("auto", 240.0, 10_000)
+    config = load(tmp_path, '[slack]\nsurface = "agent"\nstream_max_seconds = 200\n'
+                  'stream_max_chars = 8000\n')
+    assert (config.surface, config.stream_max_seconds, config.stream_max_chars) == \
+        ("agent", 200.0, 8000)
 
 
 @pytest.mark.parametrize(("toml", "env", "expect"), [
@@ -54,6 +60,10 @@ support = [{title = "Order", message = "Where is my order?"}]
     ("[slack]\nreset_command = \"reset\"\n", {}, "/name"),
     ("[slack]\nmax_file_mb = 0\n", {}, "max_file_mb"),
     ("[slack.prompts]\ndefault = [{title = \"x\"}]\n", {}, "title and a message"),
+    ("[slack]\nsurface = \"home\"\n", {}, "surface"),
+    ("[slack]\nstream_max_seconds = 300\n", {}, "stream_max_seconds"),
+    ("[slack]\nstream_max_chars = 50000\n", {}, "stream_max_chars"),
+    ("[defaults]\nshow_thinking = \"yes\"\n", {}, "show_thinking"),
 ])
 def test_bad_settings(tmp_path: Path, toml: str, env: dict[str, str], expect: str) -> None:
     with pytest.raises(ConfigError, match=expect):

@@ -10,6 +10,7 @@ import time
 import pytest
 from PIL import Image as PILImage
 
+from bots.slack.render import CONTINUED, LOADING
 from tests.bots.slack.conftest import (
     Harness,
     HarnessFactory,
@@ -135,7 +136,8 @@ async def test_assistant_thread(harness: Harness) -> None:
     assert await h.event(question) == 200
     await h.idle()
     status = h.slack.of("assistant.threads.setStatus")[0].args
-    assert status == {"channel_id": "D9", "thread_ts": thread, "status": "is thinking…"}
+    assert status == {"channel_id": "D9", "thread_ts": thread, "status": "is thinking…",
+                      "loading_messages": list(LOADING)}
     title = h.slack.of("assistant.threads.setTitle")[0].args
     assert title["title"] == "When was Slack released?" and title["thread_ts"] == thread
     methods = h.slack.methods()
@@ -276,7 +278,10 @@ async def test_long_answer_is_split_on_boundaries(make_harness: HarnessFactory) 
         def words(s: str) -> list[str]:
             return [w for w in s.split() if not w.startswith("```")]
 
-        assert words(" ".join(m.text for m in posted)) == words(text)  # nothing lost
+        # Each part but the last ends with "continued below" (a stream rolled over).
+        assert all(m.text.endswith(CONTINUED) for m in posted[:-1])
+        assert words(" ".join(m.text.removesuffix(CONTINUED) for m in posted)) \
+            == words(text)  # nothing lost
         assert paragraphs[0] in posted[0].text
 
 

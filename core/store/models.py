@@ -283,3 +283,37 @@ class ToolCallRow(Base):
         UniqueConstraint("message_id", "round", "position"),
         Index("ix_tool_calls_conversation_id_message_id", "conversation_id", "message_id"),
     )
+
+
+class Handoff(Base):
+    """A conversation handed to people: where staff answer it, and whether it is open.
+
+    At most one open handoff per conversation key; every replica reads it here.
+    """
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    scope_key: Mapped[str] = mapped_column(String(512))
+    conversation_id: Mapped[int | None] = mapped_column(BigId)
+    profile: Mapped[str | None] = mapped_column(String(64))
+    # The customer's place, as the adapter needs it to post there (JSON).
+    customer: Mapped[str | None] = mapped_column(Text)
+    staff: Mapped[str] = mapped_column(String(256))  # "slack:C0STAFF", "telegram:-100…"
+    # The staff notice ("C0STAFF/1712345678.000100", "-1001234/42"); replies to it are relayed.
+    notice_ref: Mapped[str | None] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, released
+    reason: Mapped[str] = mapped_column(Text, default="")
+    trigger: Mapped[str] = mapped_column(String(16), default="tool")  # phrase, tool, failures, hours
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_by: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("uq_handoffs_open_key", "platform", "scope_key", unique=True,
+              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index("ix_handoffs_notice_ref", "notice_ref"),
+        Index("ix_handoffs_status", "status"),
+    )

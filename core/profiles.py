@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from core.answer_cap import DEFAULT_MAX_ANSWER_CHARS
 from core.config import config_table
 from core.errors import ConfigError
+from core.handoff import HandoffSettings, parse_handoff
+from core.hours import Hours, parse_hours
 from core.types import Sampling
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "PRESETS", "Profile", "build_profile", "context_window"]
@@ -75,6 +77,8 @@ class Profile:
     timezone: str | None = None  # IANA name, for current_time
     max_tool_rounds: int = 6
     tool_timeout_seconds: float = 20.0
+    handoff: HandoffSettings | None = None  # [profiles.NAME.handoff]: where staff answer
+    hours: Hours = field(default_factory=Hours)  # [profiles.NAME.hours]: opening hours
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -120,7 +124,7 @@ _KNOWN_KEYS = {
     "system_prompt", "model", "preset", "temperature", "top_p", "max_tokens",
     "enable_thinking", "context_tokens", "image_turns", "max_context_messages",
     "max_input_chars", "max_answer_chars", "tools", "timezone", "max_tool_rounds",
-    "tool_timeout_seconds",
+    "tool_timeout_seconds", "handoff", "hours",
 }
 
 
@@ -182,4 +186,8 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
+    if "handoff" in raw:
+        profile = replace(profile, handoff=parse_handoff(raw["handoff"], where))
+    if "hours" in raw:
+        profile = replace(profile, hours=parse_hours(raw["hours"], where))
     return _tool_settings(profile, raw, where)

@@ -37,6 +37,7 @@ DEFAULT_PROMPTS: tuple[Prompt, ...] = (
 _KNOWN = {
     "reset_command", "allow_bots", "dm_profile", "channels", "prompts", "max_file_mb",
     "max_message_chars", "greeting", "update_interval", "stream_buffer", "allow",
+    "auto_reply_channels",
 }
 _ALLOW_KNOWN = {"teams", "channels", "users", "dms"}
 
@@ -90,6 +91,8 @@ class SlackConfig:
     update_interval: float = 1.0
     stream_buffer: int = 256
     allow: SlackAllow = field(default_factory=SlackAllow)
+    # Channels where every top-level message is answered in its thread, without a mention.
+    auto_reply_channels: frozenset[str] = frozenset()
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -193,6 +196,9 @@ def load_slack_config(settings: Settings) -> SlackConfig:
     if isinstance(interval, bool) or not isinstance(interval, int | float) \
             or not 0.2 <= interval <= 10:
         raise ConfigError("[slack] update_interval must be between 0.2 and 10 seconds")
+    auto = table.get("auto_reply_channels", [])
+    if not isinstance(auto, list) or not all(isinstance(c, str) and c for c in auto):
+        raise ConfigError("[slack] auto_reply_channels must be a list of channel IDs")
     api_url = env.get("CHATBRIDGE_SLACK_API_URL", "").strip() or DEFAULT_API_URL
     if not api_url.startswith(("https://", "http://")):
         raise ConfigError("CHATBRIDGE_SLACK_API_URL must be an http(s) URL")
@@ -213,5 +219,6 @@ def load_slack_config(settings: Settings) -> SlackConfig:
         update_interval=float(interval),
         stream_buffer=_int(table, "stream_buffer", 256, 1, 4000),
         allow=_allow(table.get("allow", {})),
+        auto_reply_channels=frozenset(auto),
         secrets=settings.secrets(),
     )

@@ -33,6 +33,7 @@ from telegram import Message, Update, User
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
+from bots.relay import Desk, TelegramPoster, open_posters
 from bots.runtime import Runtime
 from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
@@ -85,12 +86,18 @@ class TelegramAdapter:
         self._config = config
         self._app = application
         self._commands = Commands(service=runtime.service, config=config, platform=PLATFORM)
+        self.desk = Desk(service=runtime.service, store=runtime.store,
+                         posters=open_posters(runtime.settings,
+                                              {"telegram": TelegramPoster(application.bot)}),
+                         profiles=runtime.settings.profiles)
+        self._staff = self.desk.staff_places(PLATFORM)
 
     def install(self) -> None:
         """Become the inbox's handler for Telegram (the caller starts the inbox once the
         bot is initialized: answering needs to know who the bot is)."""
         self._runtime.inbox.register(PLATFORM, self.process)
         self._app.add_error_handler(self._on_error)
+        self.desk.start_sweeper()
 
     @property
     def _me(self) -> User:
@@ -120,6 +127,12 @@ class TelegramAdapter:
             return False  # in a business chat, only the customer's messages are ours
         incoming = read_messages([message], me)
         place, album = incoming.place, message.media_group_id
+        if self._staff_reply(message) and not incoming.empty:
+            # Staff answering a customer: a reply to a notice in a staff group.
+            order = f"{int(message.date.timestamp()):012d}.{message.message_id:012d}"
+            return await self._runtime.inbox.receive(
+                platform=PLATFORM, event_id=place.event_id(me.id, incoming.key),
+                scope=place.scope(me.id), payload=update.to_dict(), sort_key=order)
         if not (incoming.addressed or album) or (incoming.empty and not incoming.bare_mention):
             return False
         command = incoming.command
@@ -142,6 +155,25 @@ class TelegramAdapter:
             scope=place.scope(me.id), payload=update.to_dict(),
             delay=self._config.album_seconds if album else 0.0, sort_key=order)
 
+    def _staff_reply(self, message: Message) -> bool:
+        """A reply, in a staff group, to one of the bot's messages (a handoff notice)."""
+        replied = message.reply_to_message
+        return (str(message.chat.id) in self._staff and replied is not None
+                and replied.from_user is not None and replied.from_user.id == self._me.id)
+
+    async def _relay_staff(self, incoming: Incoming, message: Message) -> None:
+        replied = message.reply_to_message
+        assert replied is not None
+        sender = message.from_user
+        await self.desk.staff_reply(
+            platform=PLATFORM, notice_ref=f"{message.chat.id}/{replied.message_id}",
+            author_id=str(sender.id if sender else ""), author_name=incoming.author.name,
+            text=incoming.text, event_id=self._event_id(incoming))
+
+    async def close(self) -> None:
+        """Stop the handoff desk (its sweeper, the other platform's client)."""
+        await self.desk.close()
+
     async def _refuse(self, incoming: Incoming, event_id: str) -> None:
         """Tell someone outside the allowlist that the bot is not for them (once)."""
         try:
@@ -158,6 +190,12 @@ class TelegramAdapter:
         waiting: list[Incoming] = []
         for messages in self._groups(claim):
             incoming = read_messages(messages, self._me)
+            if self._staff_reply(messages[0]):
+                await self._turn(waiting, claim)
+                waiting = []
+                if incoming.text.strip():
+                    await self._guard(incoming, self._relay_staff(incoming, messages[0]))
+                continue
             if not incoming.addressed or (incoming.empty and not incoming.bare_mention):
                 continue  # an album in a group that does not address the bot
             if incoming.album and not incoming.text and await self._service.seen(
@@ -311,7 +349,17 @@ class TelegramAdapter:
             if answered is None:
                 return
             replier = self._answer_replier(answered, requests, claim)
+            target = replier.target
+            customer = {"chat_id": target.chat_id, "thread_id": target.thread_id,
+                        "business_connection_id": target.business_connection_id,
+                        "reply_to": None}
+            verdict = await self.desk.intercept(requests, customer)
+            if verdict.handled:
+                return  # handed to staff: the bot stays silent in this chat
+            if verdict.note:
+                notes.append(verdict.note)
             await self._answer(requests, replier, claim, note=" ".join(notes))
+            await self.desk.after_turn(requests, customer)
             for incoming in waiting:
                 if incoming.album and len(incoming.images) > self._service.max_images:
                     await self._once(self._album_full(incoming), "answered")

@@ -89,7 +89,7 @@ class Desk:
         self._handoffs = Handoffs(store)
         self._posters = dict(posters)
         self._profiles = profiles
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock or (lambda: datetime.now(UTC))  # tests freeze it
         self._sweeper: asyncio.Task[None] | None = None
         for profile in profiles.values():
             staff = profile.handoff.staff_platform if profile.handoff else None
@@ -126,7 +126,7 @@ class Desk:
             return Verdict(True)
         if settings is None:
             return Verdict(False)
-        now = self._clock()
+        now = self.clock()
         closed = not profile.hours.is_open(now)
         trigger = reason = ""
         if any(wants_human(r.text, settings.phrases) for r in requests):
@@ -172,8 +172,8 @@ class Desk:
                                              event_id=r.event_id)
         if not made:
             return
-        when = profile.hours.when_open(self._clock()) if not profile.hours.is_open(
-            self._clock()) else ""
+        when = profile.hours.when_open(self.clock()) if not profile.hours.is_open(
+            self.clock()) else ""
         await self._send(platform, customer, TOLD_CUSTOMER.format(when=when),
                          f"ho{handoff.id}/told")
         recent = await self._recent(handoff)
@@ -250,7 +250,7 @@ class Desk:
         for handoff in await self._handoffs.open_handoffs():
             profile = self._profiles.get(handoff.profile or "")
             hours = profile.handoff.idle_release_hours if profile and profile.handoff else 24.0
-            if self._clock() - handoff.last_activity_at >= _hours(hours):
+            if self.clock() - handoff.last_activity_at >= _hours(hours):
                 released += await self.release(handoff, by="idle", idle=True)
         return released
 

@@ -305,7 +305,8 @@ class Handoff(Base):
     notice_ref: Mapped[str | None] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(16), default="open")  # open, released
     reason: Mapped[str] = mapped_column(Text, default="")
-    trigger: Mapped[str] = mapped_column(String(16), default="tool")  # phrase, tool, failures, hours
+    # What opened it: phrase, tool, failures, hours.
+    trigger: Mapped[str] = mapped_column(String(16), default="tool")
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -317,3 +318,25 @@ class Handoff(Base):
         Index("ix_handoffs_notice_ref", "notice_ref"),
         Index("ix_handoffs_status", "status"),
     )
+
+
+class BusinessConnection(Base):
+    """A Telegram Business connection as last reported: on, and allowed to reply."""
+
+    __tablename__ = "business_connections"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))  # the business owner
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    can_reply: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChatPause(Base):
+    """The bot keeps quiet in a conversation until ``until`` (the owner wrote by hand)."""
+
+    __tablename__ = "chat_pauses"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))

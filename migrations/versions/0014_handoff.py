@@ -1,4 +1,4 @@
-"""Handoffs: conversations handed to people, their staff place and notice.
+"""Handoffs (conversations handed to staff), Telegram Business connections, chat pauses.
 
 Revision ID: 0014
 Revises: 0009
@@ -21,7 +21,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    """Add handoffs."""
+    """Add handoffs, business connections and chat pauses."""
     op.create_table(
         "handoffs",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
@@ -46,10 +46,28 @@ def upgrade() -> None:
                     postgresql_where=sa.text("status = 'open'"))
     op.create_index("ix_handoffs_notice_ref", "handoffs", ["notice_ref"])
     op.create_index("ix_handoffs_status", "handoffs", ["status"])
+    op.create_table(
+        "business_connections",
+        sa.Column("id", sa.String(128), nullable=False),
+        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("can_reply", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_business_connections"),
+    )
+    op.create_table(
+        "chat_pauses",
+        sa.Column("platform", sa.String(32), nullable=False),
+        sa.Column("scope_key", sa.String(512), nullable=False),
+        sa.Column("until", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("platform", "scope_key", name="pk_chat_pauses"),
+    )
 
 
 def downgrade() -> None:
-    """Drop handoffs."""
+    """Drop handoffs, business connections and chat pauses."""
+    op.drop_table("chat_pauses")
+    op.drop_table("business_connections")
     op.drop_index("ix_handoffs_status", table_name="handoffs")
     op.drop_index("ix_handoffs_notice_ref", table_name="handoffs")
     op.drop_index("uq_handoffs_open_key", table_name="handoffs")

@@ -142,13 +142,21 @@ class Desk:
 
     async def after_turn(self, requests: Sequence[ChatRequest],
                          customer: Mapping[str, Any]) -> None:
-        """After a turn: hand over when the bot failed ``after_failures`` times in a row."""
+        """After a turn: announce a handoff the model opened (``handoff_to_human``), or
+        hand over when the bot failed ``after_failures`` times in a row."""
         if not requests:
             return
         last = requests[-1]
         profile = self._service.profile(last.profile)
         settings = profile.handoff
-        if settings is None or settings.after_failures <= 0:
+        if settings is None:
+            return
+        opened = await self._handoffs.active(platform=last.platform, scope=last.scope)
+        if opened is not None:
+            if opened.notice_ref is None:
+                await self._announce(opened, customer, settings, profile)
+            return
+        if settings.after_failures <= 0:
             return
         failed = await self._handoffs.failures_in_row(
             platform=last.platform, scope=last.scope, limit=settings.after_failures)
@@ -163,26 +171,33 @@ class Desk:
         """Open the handoff (once across replicas), tell the person, post the notice."""
         platform = platform or requests[-1].platform
         scope = scope or requests[-1].scope
-        handoff, made = await self._handoffs.start(
+        handoff, _ = await self._handoffs.start(
             platform=platform, scope=scope, staff=settings.staff, reason=reason,
             trigger=trigger, profile=profile.name, customer=customer)
         for r in requests:
             await self._handoffs.add_message(handoff, role="user", author_id=r.author.id,
                                              author_name=r.author.name, text=r.text,
                                              event_id=r.event_id)
-        if not made:
-            return
-        when = profile.hours.when_open(self.clock()) if not profile.hours.is_open(
-            self.clock()) else ""
-        await self._send(platform, customer, TOLD_CUSTOMER.format(when=when),
+        if handoff.notice_ref is None:
+            await self._announce(handoff, customer, settings, profile)
+
+    async def _announce(self, handoff: HandoffRecord, customer: Mapping[str, Any],
+                        settings: HandoffSettings, profile: Profile) -> None:
+        """Tell the person who answers and when; post the notice to the staff place
+        (each once, whichever replica gets here first)."""
+        if not handoff.customer:
+            await self._handoffs.set_customer(handoff.id, customer)
+        now = self.clock()
+        when = "" if profile.hours.is_open(now) else profile.hours.when_open(now)
+        await self._send(handoff.platform, customer, TOLD_CUSTOMER.format(when=when),
                          f"ho{handoff.id}/told")
-        recent = await self._recent(handoff)
-        notice = (f"Handoff from {platform} ({profile.name}): {reason}\n"
-                  f"Reply to this message to answer the customer; reply /release to hand "
-                  f"it back to the bot.\n\nRecent messages:\n{recent}")
         if not await self._service.first_time(platform=settings.staff_platform,
                                               event_id=f"ho{handoff.id}/notice"):
             return
+        recent = await self._recent(handoff)
+        notice = (f"Handoff from {handoff.platform} ({profile.name}): {handoff.reason}\n"
+                  f"Reply to this message to answer the customer; reply /release to hand "
+                  f"it back to the bot.\n\nRecent messages:\n{recent}")
         poster = self._posters[settings.staff_platform]
         ref = await poster.post(staff_target(settings), notice, button=True)
         await self._handoffs.set_notice(handoff.id, ref)

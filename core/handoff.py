@@ -171,6 +171,14 @@ class Handoffs:
 
         await self._store.run(work, "storing the staff notice")
 
+    async def set_customer(self, handoff_id: int, customer: Mapping[str, Any]) -> None:
+        """Remember where replies to the customer go (a handoff the model opened)."""
+        def work(conn: Connection) -> None:
+            conn.execute(update(_ho).where(_ho.c.id == handoff_id)
+                         .values(customer=json.dumps(dict(customer))))
+
+        await self._store.run(work, "storing the customer's place")
+
     async def by_notice(self, ref: str) -> HandoffRecord | None:
         """The open handoff whose staff notice is ``ref``."""
         def work(conn: Connection) -> HandoffRecord | None:

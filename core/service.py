@@ -32,6 +32,7 @@ from core.errors import (
     ModelStreamBroken,
     StoreError,
 )
+from core.handoff import Handoffs
 from core.image_prep import DEFAULT_MEMORY_BYTES, ImagePreparer
 from core.images import DEFAULT_MAX_SIDE
 from core.limits import Limits
@@ -126,6 +127,7 @@ class ChatService:
                                      memory_bytes=options.image_memory_bytes)
         self._agent = AgentLoop(model, secrets=options.secrets)
         self._toolboxes: dict[str, Toolbox] = {}
+        self._handoffs = Handoffs(store)
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -137,20 +139,41 @@ class ChatService:
         return profile.model or self._options.model
 
     def toolbox(self, profile: Profile) -> Toolbox:
-        """The tools ``profile`` may call."""
+        """The tools ``profile`` may call (``handoff_to_human`` where it has a handoff)."""
         if profile.name not in self._toolboxes:
-            self._toolboxes[profile.name] = self._options.tools.select(profile.tools)
+            patterns = profile.tools
+            if profile.handoff is not None and "handoff_to_human" not in patterns:
+                patterns = (*patterns, "handoff_to_human")
+            self._toolboxes[profile.name] = self._options.tools.select(patterns)
         return self._toolboxes[profile.name]
 
+    def _handoff(self, request: ChatRequest,
+                 profile: Profile) -> Callable[[str], Awaitable[str]] | None:
+        """The ``handoff_to_human`` tool's action for this conversation: the handoff is
+        opened in SQL; the adapter posts the staff notice after the turn."""
+        settings = profile.handoff
+        if settings is None:
+            return None
+
+        async def hand_over(reason: str) -> str:
+            await self._handoffs.start(platform=request.platform, scope=request.scope,
+                                       staff=settings.staff, reason=reason, trigger="tool",
+                                       profile=profile.name)
+            return ("Done: a person from the team will answer in this conversation. Tell the "
+                    "customer so in one short sentence; do not promise a time.")
+
+        return hand_over
+
     def _chunks(self, call: ModelCall, start: TurnStart, profile: Profile,
-                history: tuple[StoredMessage, ...]) -> AsyncIterator[ModelChunk | ToolActivity]:
+                history: tuple[StoredMessage, ...],
+                request: ChatRequest) -> AsyncIterator[ModelChunk | ToolActivity]:
         """The turn's model calls, with the tools the profile may use run in between."""
         counter = self._counter(call.model)
         seconds = self._options.turn_seconds
         return self._agent.stream(
             call, toolbox=self.toolbox(profile),
             settings=ToolSettings(profile.max_tool_rounds, profile.tool_timeout_seconds),
-            context=ToolContext(profile.timezone, counter),
+            context=ToolContext(profile.timezone, counter, self._handoff(request, profile)),
             journal=StoreJournal(self._store, start, counter),
             rounds_done=rounds_done(history, start.message_id), stream=self._options.stream,
             deadline=None if seconds is None else time.monotonic() + seconds,
@@ -434,7 +457,7 @@ class ChatService:
         reasoning: list[str] = []
         finish = FinishChunk("stop")
         try:
-            async for chunk in self._chunks(call, start, profile, history):
+            async for chunk in self._chunks(call, start, profile, history, request):
                 if isinstance(chunk, TextChunk):
                     answer.append(chunk.text)
                     yield DeltaEvent(chunk.text)

@@ -169,3 +169,28 @@ async def test_slack_customer_served_from_a_telegram_group(
         await idle(tg, sl)
         assert "handed the conversation back" in [
             m.text for m in sl.slack.posted() if m.channel == "D1"][2]
+
+
+async def test_model_hands_over_with_the_tool(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        sqlite_url: str) -> None:
+    async with both(tmp_path, bot_api, fake_model, sqlite_url, STAFF_SLACK) as (tg, sl, _):
+        fake_model.enqueue(
+            Reply(text="", tool_calls=[("handoff_to_human",
+                                        '{"reason": "Wants a refund for order 7"}')]),
+            Reply(text="I've asked a colleague to help with the refund."))
+        tg.send(tg_message("I want my money back for order 7"))
+        await tg.api.wait_for(lambda: sl.slack.posted())
+        await idle(tg, sl)
+        tools = [t["function"]["name"] for t in fake_model.requests[0].json.get("tools", [])]
+        assert "handoff_to_human" in tools  # offered because the profile has a handoff
+        texts = tg.api.texts(ALICE["id"])
+        assert texts[0] == "I've asked a colleague to help with the refund."
+        assert "person from our team" in texts[1]
+        notice = staff_notice(sl.slack)
+        assert "Wants a refund for order 7" in notice.text
+        # From now on the bot is silent; the message goes to the staff thread.
+        tg.send(tg_message("How long will it take?"))
+        await tg.api.wait_for(lambda: [m for m in sl.slack.posted() if m.thread_ts])
+        await idle(tg, sl)
+        assert len(fake_model.requests) == 2 and len(tg.api.texts(ALICE["id"])) == 2

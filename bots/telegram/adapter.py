@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import timedelta
 from typing import Any
 
 from telegram import Message, Update, User
@@ -36,12 +35,12 @@ from telegram.ext import Application, ContextTypes
 
 from bots.relay import Desk, TelegramPoster, open_posters
 from bots.runtime import Runtime
+from bots.telegram.business import Business
 from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
 from bots.telegram.inbound import Incoming, read_messages
 from bots.telegram.render import Blocked, Replier, Target
 from core.answer_cap import add_notice
-from core.business import BusinessState
 from core.errors import ChatbridgeError
 from core.inbox import Claim
 from core.outbox import Outbox, Tap
@@ -94,7 +93,9 @@ class TelegramAdapter:
                                               {"telegram": TelegramPoster(application.bot)}),
                          profiles=runtime.settings.profiles)
         self._staff = self.desk.staff_places(PLATFORM)
-        self._business = BusinessState(runtime.store)
+        self._business = Business(runtime.store, me=lambda: self._me,
+                                  clock=lambda: self.desk.clock(),
+                                  pause_minutes=config.owner_pause_minutes)
 
     def install(self) -> None:
         """Become the inbox's handler for Telegram (the caller starts the inbox once the
@@ -118,7 +119,7 @@ class TelegramAdapter:
         ``False`` when it is not (or was recorded before). Raises ``StoreError`` when the
         database cannot take it: the update must then not be confirmed to Telegram.
         """
-        if await self._business_event(update):
+        if await self._business.event(update):
             return False
         message = _message(update)
         if message is None:
@@ -131,7 +132,7 @@ class TelegramAdapter:
                 message.sender_business_bot is not None or sender is None
                 or sender.id != message.chat.id):
             if message.sender_business_bot is None and sender is not None:
-                await self._owner_wrote(message)
+                await self._business.owner_wrote(message)
             return False  # in a business chat, only the customer's messages are ours
         incoming = read_messages([message], me)
         place, album = incoming.place, message.media_group_id
@@ -162,61 +163,6 @@ class TelegramAdapter:
             platform=PLATFORM, event_id=place.event_id(me.id, incoming.key),
             scope=place.scope(me.id), payload=update.to_dict(),
             delay=self._config.album_seconds if album else 0.0, sort_key=order)
-
-    async def _business_event(self, update: Update) -> bool:
-        """A business connection's news, an edit or a deletion; ``True`` when handled."""
-        me = self._me
-        if (conn := update.business_connection) is not None:
-            rights = conn.rights
-            await self._business.save_connection(
-                id=conn.id, user_id=str(conn.user.id), enabled=conn.is_enabled,
-                can_reply=bool(rights is not None and rights.can_reply))
-            return True
-        if (edited := update.edited_business_message) is not None:
-            sender = edited.from_user
-            if sender is not None and sender.id == edited.chat.id \
-                    and edited.sender_business_bot is None:
-                incoming = read_messages([edited], me)
-                # Not answered yet: answered as edited; else the edit comes too late.
-                await self._business.revise(
-                    platform=PLATFORM, event_id=incoming.place.event_id(me.id, incoming.key),
-                    payload={"update_id": update.update_id,
-                             "business_message": edited.to_dict()})
-            return True
-        if (gone := update.deleted_business_messages) is not None:
-            place = f"{me.id}/{gone.business_connection_id}/{gone.chat.id}"
-            await self._business.withdraw(platform=PLATFORM, event_ids=[
-                f"{place}/{mid}" for mid in gone.message_ids])
-            return True
-        return False
-
-    async def _owner_wrote(self, message: Message) -> None:
-        """The business owner answered by hand: the bot keeps quiet in that chat."""
-        minutes = self._config.owner_pause_minutes
-        if minutes <= 0:
-            return
-        place = read_messages([message], self._me).place
-        await self._business.pause(platform=PLATFORM, scope=place.scope(self._me.id),
-                                   until=self.desk.clock() + timedelta(minutes=minutes))
-
-    async def _business_allows(self, incoming: Incoming) -> bool:
-        """Whether the bot may answer in this business chat now (the connection is on and
-        may reply, and the owner has not written by hand lately)."""
-        place = incoming.place
-        if place.business_connection_id is None:
-            return True
-        conn = await self._business.connection(place.business_connection_id)
-        if conn is not None and not (conn.enabled and conn.can_reply):
-            log.info("business connection %s is off or may not reply; not answering",
-                     place.business_connection_id)
-            return False
-        until = await self._business.paused_until(platform=PLATFORM,
-                                                  scope=place.scope(self._me.id))
-        if until is not None and until > self.desk.clock():
-            log.info("the owner wrote in business chat %s; the bot keeps quiet until %s",
-                     place.chat_id, until.isoformat(timespec="minutes"))
-            return False
-        return True
 
     def _staff_reply(self, message: Message) -> bool:
         """A reply, in a staff group, to one of the bot's messages (a handoff notice)."""
@@ -409,7 +355,7 @@ class TelegramAdapter:
                     profile=self._profile(incoming), shared=incoming.place.group,
                 ))
                 answered = incoming
-            if answered is None or not await self._business_allows(answered):
+            if answered is None or not await self._business.allows(answered):
                 return
             replier = self._answer_replier(answered, requests, claim)
             target = replier.target

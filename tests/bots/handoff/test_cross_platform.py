@@ -15,7 +15,7 @@ import pytest
 
 from bots.settings import Settings
 from core.export import load_transcripts, to_markdown
-from tests.bots.slack.conftest import SECRET, Harness, envelope, message, new_ts, serve
+from tests.bots.slack.conftest import SECRET, Harness, message, new_ts, serve
 from tests.bots.slack.fake_slack import TOKEN as SLACK_TOKEN
 from tests.bots.slack.fake_slack import FakeSlack
 from tests.bots.telegram.conftest import (

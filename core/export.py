@@ -13,7 +13,8 @@ from sqlalchemy import Connection, Table, select
 from core.store import Store
 from core.store.models import Conversation, Message, ToolCallRow
 
-__all__ = ["Transcript", "conversation_lines", "find_conversations", "load_transcripts",
+__all__ = ["Transcript", "conversation_lines", "find_conversations", "first_author",
+           "load_transcripts",
            "to_jsonl", "to_markdown"]
 
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
@@ -128,6 +129,18 @@ async def conversation_lines(store: Store, *, platform: str, scope: str,
                 for r in reversed(rows)]
 
     return await store.run(work, "reading recent messages")
+
+
+async def first_author(store: Store, *, platform: str, scope: str) -> str | None:
+    """Who wrote the first message of the open conversation under this key."""
+    def work(conn: Connection) -> str | None:
+        conv = select(_conv.c.id).where(_conv.c.platform == platform,
+                                        _conv.c.scope_key == scope, _conv.c.status == "open")
+        return conn.execute(select(_msg.c.author_id).where(
+            _msg.c.conversation_id.in_(conv.scalar_subquery()), _msg.c.role == "user")
+            .order_by(_msg.c.id).limit(1)).scalar()
+
+    return await store.run(work, "reading who started the conversation")
 
 
 def _short(text: str, size: int = 300) -> str:

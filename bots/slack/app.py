@@ -42,6 +42,7 @@ from bots.slack.server import RECEIPT, Receipt
 from bots.slack.text import command_word, mentions, plain_text
 from bots.slack.translate import PLATFORM, Incoming, ReplyTarget, incoming_from_event
 from core.errors import StoreError
+from core.export import first_author
 from core.inbox import Claim
 from core.model.faults import redact
 from core.outbox import Outbox, Tap
@@ -429,10 +430,22 @@ class SlackBot:
                                   self._answer(waiting, claim))
                 waiting = []
                 await self._guard(msg, self._command(msg, word))
+            elif await self._someone_elses(msg):
+                log.info("%s: a reply in a customer's thread of an auto-reply channel by "
+                         "someone else (staff); not answered", msg.event_id)
             else:
                 waiting.append((msg, text))
         if waiting:
             await self._guard(waiting[-1][0], self._answer(waiting, claim))
+
+    async def _someone_elses(self, msg: Incoming) -> bool:
+        """A reply in an auto-reply channel's thread by someone other than the customer
+        who started it (staff helping in the thread): the bot keeps out of it."""
+        if msg.kind != "channel" or msg.channel not in self._auto or not msg.in_thread \
+                or msg.mentioned:
+            return False
+        starter = await first_author(self.runtime.store, platform=PLATFORM, scope=msg.scope)
+        return starter is not None and starter != msg.user
 
     async def _given_up(self, event_id: str, payload: Mapping[str, Any]) -> None:
         """Tell the person that a message which failed again and again will not be

@@ -15,7 +15,7 @@ from bots.db import create_engine, upgrade
 from bots.settings import load_settings
 from tests.bots.slack.conftest import SECRET, Harness, message, new_ts, serve
 from tests.bots.slack.fake_slack import TOKEN, FakeSlack
-from tests.fakes.model_server import FakeModelServer
+from tests.fakes.model_server import FakeModelServer, Reply
 
 HOURS = """
 [profiles.default.handoff]
@@ -116,3 +116,29 @@ async def test_staff_reply_relayed_once_by_two_replicas(
         thread = [m.text for m in slack.posted() if m.thread_ts == notice[0].ts]
         assert thread.count("Ann: Thanks!") == 1
         assert fake_model.requests == []
+
+
+async def test_auto_reply_channel_answers_customers_not_staff(
+        tmp_path: Path, fake_model: FakeModelServer, sqlite_url: str) -> None:
+    toml = '[slack]\nauto_reply_channels = ["C0SUPPORT"]\n'
+    async with replicas(tmp_path, fake_model, sqlite_url, toml) as (slack, [h]):
+        fake_model.enqueue(Reply(text="We ship in 2 days."), Reply(text="Yes, worldwide."))
+        top = new_ts()
+        await h.event(message("How fast do you ship?", channel="C0SUPPORT", ts=top))
+        await h.idle()
+        answers = [m for m in slack.posted() if m.channel == "C0SUPPORT"]
+        assert [(m.text, m.thread_ts) for m in answers] == [("We ship in 2 days.", top)]
+        # Staff (another person) writing in the customer's thread: not answered.
+        await h.event(message("I'll add tracking details.", user="U2", channel="C0SUPPORT",
+                              thread_ts=top))
+        await h.idle()
+        assert len(fake_model.requests) == 1
+        # The customer again in their thread: answered without a mention.
+        await h.event(message("To Canada too?", user="U1", channel="C0SUPPORT",
+                              thread_ts=top))
+        await h.idle()
+        assert len(fake_model.requests) == 2
+        # Other channels still need a mention.
+        await h.event(message("Hello?", channel="C0OTHER"))
+        await h.idle()
+        assert len(fake_model.requests) == 2

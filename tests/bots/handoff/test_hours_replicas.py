@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -142,3 +142,34 @@ async def test_auto_reply_channel_answers_customers_not_staff(
         await h.event(message("Hello?", channel="C0OTHER"))
         await h.idle()
         assert len(fake_model.requests) == 2
+
+
+async def test_idle_handoff_released_with_a_note_to_both_sides(
+        tmp_path: Path, fake_model: FakeModelServer, sqlite_url: str) -> None:
+    async with replicas(tmp_path, fake_model, sqlite_url, HOURS.format(mode="answer")) as (
+            slack, [h]):
+        await h.event(message("a person please", channel="D1", channel_type="im"))
+        await h.idle()
+        assert len(await h.bot.desk.handoffs.open_handoffs()) == 1
+        assert await h.bot.desk.sweep() == 0  # not idle yet
+        h.bot.desk.clock = lambda: datetime.now(UTC) + timedelta(hours=25)
+        assert await h.bot.desk.sweep() == 1
+        assert await h.bot.desk.sweep() == 0  # released once
+        assert await h.bot.desk.handoffs.open_handoffs() == []
+        assert "not written here for a while" in dm(slack)[-1]
+        notice = next(m for m in slack.posted() if m.channel == "C0STAFF" and not m.thread_ts)
+        assert any("no activity" in m.text for m in slack.posted()
+                   if m.thread_ts == notice.ts)
+
+
+async def test_handed_over_after_failed_turns_in_a_row(
+        tmp_path: Path, fake_model: FakeModelServer, sqlite_url: str) -> None:
+    async with replicas(tmp_path, fake_model, sqlite_url, HOURS.format(mode="answer")) as (
+            slack, [h]):
+        fake_model.enqueue(Reply(kind="error", status=400), Reply(kind="error", status=400))
+        for text in ("first try", "second try"):
+            await h.event(message(text, channel="D1", channel_type="im", ts=new_ts()))
+            await h.idle()
+        notice = [m for m in slack.posted() if m.channel == "C0STAFF"]
+        assert len(notice) == 1 and "could not answer 2 times" in notice[0].text
+        assert "person from our team" in dm(slack)[-1]

@@ -68,7 +68,7 @@ def staff_target(settings: HandoffSettings, thread: str | None = None) -> dict[s
     """The staff place as a reply target (``thread``: the notice, for a reply to it)."""
     place = settings.staff_place
     if settings.staff_platform == "slack":
-        return {"channel": place, "thread_ts": thread}
+        return {"channel": place, "thread_ts": thread, "team": "", "user": ""}
     return {"chat_id": int(place), "thread_id": None, "business_connection_id": None,
             "reply_to": int(thread) if thread else None}
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from bots.outbox import run_outbox
 from bots.settings import Settings
 from core.export import load_transcripts, to_markdown
+from core.outbox import Outbox
 from tests.bots.slack.conftest import SECRET, Harness, message, new_ts, serve
 from tests.bots.slack.fake_slack import TOKEN as SLACK_TOKEN
 from tests.bots.slack.fake_slack import FakeSlack
@@ -194,3 +196,25 @@ async def test_model_hands_over_with_the_tool(
         await tg.api.wait_for(lambda: [m for m in sl.slack.posted() if m.thread_ts])
         await idle(tg, sl)
         assert len(fake_model.requests) == 2 and len(tg.api.texts(ALICE["id"])) == 2
+
+
+async def test_a_refused_relay_goes_to_the_outbox(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        sqlite_url: str) -> None:
+    async with both(tmp_path, bot_api, fake_model, sqlite_url, STAFF_SLACK) as (tg, sl, _):
+        tg.send(tg_message("human please"))
+        await tg.api.wait_for(lambda: sl.slack.posted())
+        await idle(tg, sl)
+        sl.slack.refuse("chat.postMessage", "channel_not_found")
+        tg.send(tg_message("Order 9 is broken"))
+        outbox = Outbox(tg.runtime.store)
+        await tg.api.wait_for(lambda: sl.slack.of("chat.postMessage")[1:])
+        await idle(tg, sl)
+        pending = await outbox.pending("slack")
+        assert [p.text for p in pending] == ["Alice: Order 9 is broken"]
+        # `chatbridge outbox retry` sends it where it was meant to go: the notice's thread.
+        settings = sl.runtime.settings
+        assert await run_outbox(settings, action="retry", platform="slack") == 0
+        notice = staff_notice(sl.slack)
+        assert [m.text for m in sl.slack.posted() if m.thread_ts == notice.ts] == [
+            "Alice: Order 9 is broken"]

@@ -110,3 +110,12 @@ def test_settings_validated() -> None:
                 {"staff": "slack:C1", "phrases": "human"}, {"staff": "slack:C1", "oops": 1}):
         with pytest.raises(ConfigError):
             parse_handoff(bad, "profile 'shop'")
+
+
+def test_staff_place_without_a_token_stops_start_up() -> None:
+    from bots.relay import Desk
+    from core.profiles import build_profile
+
+    shop = build_profile("shop", {"handoff": {"staff": "slack:C0STAFF"}})
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN is not set"):
+        Desk(service=None, store=None, posters={}, profiles={"shop": shop})  # type: ignore[arg-type]

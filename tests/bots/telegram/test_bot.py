@@ -49,8 +49,9 @@ async def test_private_chat_streams_a_draft_then_sends_one_message(bot: Bot) -> 
     assert bot.model_texts() == ["hi there"]
     commands = api.calls_to("setMyCommands")[0].get("commands")
     assert [c["command"] for c in commands] == ["start", "help", "reset", "model"]
-    assert api.calls_to("getUpdates")[0].get("allowed_updates") == ["message",
-                                                                   "business_message"]
+    assert api.calls_to("getUpdates")[0].get("allowed_updates") == [
+        "message", "business_message", "edited_business_message", "deleted_business_messages",
+        "business_connection"]
 
 
 async def test_conversation_is_remembered(bot: Bot) -> None:

@@ -391,6 +391,8 @@ def open_posters(settings: Settings, own: Mapping[str, Poster]) -> dict[str, Pos
     set, the other platform's (a client of its own; ``Desk.close`` closes it)."""
     posters: dict[str, Poster] = dict(own)
     env = settings.env
+    if not any(p.handoff for p in settings.profiles.values()):
+        return posters  # no handoff configured: nothing to post on the other platform
     if "slack" not in posters and env.get("SLACK_BOT_TOKEN", "").strip():
         from slack_sdk.web.async_client import AsyncWebClient
 

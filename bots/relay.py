@@ -91,6 +91,7 @@ class Desk:
         self._profiles = profiles
         self.clock = clock or (lambda: datetime.now(UTC))  # tests freeze it
         self._sweeper: asyncio.Task[None] | None = None
+        self._any_handoff = any(p.handoff for p in profiles.values())
         for profile in profiles.values():
             staff = profile.handoff.staff_platform if profile.handoff else None
             if staff is not None and staff not in self._posters:
@@ -120,6 +121,8 @@ class Desk:
         last = requests[-1]
         profile = self._service.profile(last.profile)
         settings = profile.handoff
+        if not self._any_handoff and profile.hours.always:
+            return Verdict(False)  # nothing to look up: no turn pays for a handoff query
         open_one = await self._handoffs.active(platform=last.platform, scope=last.scope)
         if open_one is not None:
             await self._to_staff(open_one, requests)

@@ -154,6 +154,18 @@ def _parser() -> argparse.ArgumentParser:
     tools.add_argument("--profile", default=None, metavar="NAME",
                        help="the profile whose tools to list (default: the default profile)")
 
+    export = command("export", "print whole conversations (authors, times, staff "
+                     "messages, tool calls)")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--conversation", type=int, metavar="ID", help="one conversation")
+    which.add_argument("--scope", metavar="KEY", help="every conversation under this key")
+    which.add_argument("--user", metavar="PLATFORM:ID",
+                       help="every conversation this person wrote in (telegram:111…)")
+    export.add_argument("--format", choices=("md", "jsonl"), default="md",
+                        help="Markdown, or one JSON object per message")
+
+    command("handoffs", "list the open handoffs to staff, with their age")
+
     local = command("local-model", "run the bundled local model server in the foreground")
     local.add_argument("--port", type=int, default=8080, help="loopback port to listen on")
 
@@ -214,7 +226,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bots.settings import load_settings
 
     settings = load_settings(model_required=args.command not in (
-        "usage", "outbox", "tools", "prune", "forget", "kb"))
+        "usage", "outbox", "tools", "prune", "forget", "kb", "export", "handoffs"))
     if args.command == "kb":
         from bots.kb import run_kb
 
@@ -249,6 +261,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(run_outbox(settings, action=args.outbox_command,
                                       platform=args.platform))
+    if args.command == "export":
+        from bots.transcripts import run_export
+
+        return asyncio.run(run_export(settings, conversation=args.conversation,
+                                      scope=args.scope, user=args.user, fmt=args.format))
+    if args.command == "handoffs":
+        from bots.transcripts import run_handoffs
+
+        return asyncio.run(run_handoffs(settings))
     if args.command == "slack":
         from bots.slack import main as slack_main
 

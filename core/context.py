@@ -47,7 +47,9 @@ def build_messages(
             text = f"{text}\n{_placeholder(stored.image_count - len(stored.images))}".strip()
         if show_authors and stored.role == "user" and stored.author_name:
             text = f"{stored.author_name}: {text}"
-        role: Role = "assistant" if stored.role == "assistant" else "user"
+        if stored.role == "staff":  # a person of the team answered during a handoff
+            text = f"[staff {stored.author_name or 'member'}] {text}"
+        role: Role = "assistant" if stored.role in ("assistant", "staff") else "user"
         messages.append(ContextMessage(role, text, stored.images, stored.author_name))
         if stored.tools:
             messages += tool_messages(stored.tools)

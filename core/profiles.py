@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from core.answer_cap import DEFAULT_MAX_ANSWER_CHARS
 from core.config import config_table
 from core.errors import ConfigError
+from core.handoff import HandoffSettings, parse_handoff
+from core.hours import Hours, parse_hours
 from core.types import Sampling
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "PRESETS", "Profile", "build_profile", "context_window"]
@@ -85,6 +87,8 @@ class Profile:
     kb_mode: str = "auto"
     kb_passages: int = 4
     show_thinking: bool = False  # the model's reasoning shown before the answer
+    handoff: HandoffSettings | None = None  # [profiles.NAME.handoff]: where staff answer
+    hours: Hours = field(default_factory=Hours)  # [profiles.NAME.hours]: opening hours
 
     def budget_for(self, model: str) -> int:
         """Token budget for the context: set explicitly, or half the model's window."""
@@ -134,6 +138,7 @@ _KNOWN_KEYS = {
     "summary_model", "prompt_cache", "retention_days",
     "knowledge", "kb_mode", "kb_passages",
     "show_thinking",
+    "handoff", "hours",
 }
 _KB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -232,4 +237,8 @@ def build_profile(name: str, raw: Mapping[str, Any], base: Profile | None = None
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
             profile = replace(profile, **{key: raw[key]})
+    if "handoff" in raw:
+        profile = replace(profile, handoff=parse_handoff(raw["handoff"], where))
+    if "hours" in raw:
+        profile = replace(profile, hours=parse_hours(raw["hours"], where))
     return _knowledge(_tool_settings(profile, raw, where), raw, where)

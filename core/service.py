@@ -35,6 +35,7 @@ from core.errors import (
     ModelStreamBroken,
     StoreError,
 )
+from core.handoff import Handoffs
 from core.image_prep import DEFAULT_MEMORY_BYTES, ImagePreparer
 from core.images import DEFAULT_MAX_SIDE
 from core.inbox import replica_name
@@ -160,6 +161,7 @@ class ChatService:
         self.memory = Summariser(store=store, model=model, owner=replica_name(),
                                  counter=self._counter, options=options.memory)
         self.stops = Stops(store)  # "stop generating", across replicas
+        self._handoffs = Handoffs(store)
 
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default one."""
@@ -171,17 +173,37 @@ class ChatService:
         return profile.model or self._options.model
 
     def toolbox(self, profile: Profile) -> Toolbox:
-        """The tools ``profile`` may call."""
+        """The tools ``profile`` may call (``handoff_to_human`` where it has a handoff)."""
         if profile.name not in self._toolboxes:
-            box = self._options.tools.select(profile.tools)
+            patterns = profile.tools
+            if profile.handoff is not None and "handoff_to_human" not in patterns:
+                patterns = (*patterns, "handoff_to_human")
+            box = self._options.tools.select(patterns)
             if profile.kb_mode == "tool" and profile.knowledge and self._knowledge is not None:
                 box = Toolbox([*box, kb_search_tool(self._knowledge, profile.knowledge)])
             self._toolboxes[profile.name] = box
         return self._toolboxes[profile.name]
 
+    def _handoff(self, request: ChatRequest,
+                 profile: Profile) -> Callable[[str], Awaitable[str]] | None:
+        """The ``handoff_to_human`` tool's action for this conversation: the handoff is
+        opened in SQL; the adapter posts the staff notice after the turn."""
+        settings = profile.handoff
+        if settings is None:
+            return None
+
+        async def hand_over(reason: str) -> str:
+            await self._handoffs.start(platform=request.platform, scope=request.scope,
+                                       staff=settings.staff, reason=reason, trigger="tool",
+                                       profile=profile.name)
+            return ("Done: a person from the team will answer in this conversation. Tell the "
+                    "customer so in one short sentence; do not promise a time.")
+
+        return hand_over
+
     def _chunks(self, call: ModelCall, start: TurnStart, profile: Profile,
-                history: tuple[StoredMessage, ...], *, queued: bool = False,
-                ) -> AsyncIterator[ModelChunk | ToolActivity]:
+                history: tuple[StoredMessage, ...], request: ChatRequest, *,
+                queued: bool = False) -> AsyncIterator[ModelChunk | ToolActivity]:
         """The turn's model calls, with the tools the profile may use run in between (a
         queued turn's tool calls are stored durably, like its answer)."""
         counter = self._counter(call.model)
@@ -189,7 +211,7 @@ class ChatService:
         return self._agent.stream(
             call, toolbox=self.toolbox(profile),
             settings=ToolSettings(profile.max_tool_rounds, profile.tool_timeout_seconds),
-            context=ToolContext(profile.timezone, counter),
+            context=ToolContext(profile.timezone, counter, self._handoff(request, profile)),
             journal=StoreJournal(self._store, start, counter,
                                  retry=lambda write, doing: self._durably(queued, write, doing)),
             rounds_done=rounds_done(history, start.message_id), stream=self._options.stream,
@@ -617,7 +639,7 @@ class ChatService:
         reasoning: list[str] = []
         finish = FinishChunk("stop")
         try:
-            async for chunk in stoppable(self._chunks(call, start, profile, history,
+            async for chunk in stoppable(self._chunks(call, start, profile, history, request,
                                                       queued=queued), stop):
                 if isinstance(chunk, TextChunk):
                     answer.append(chunk.text)

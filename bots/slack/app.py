@@ -31,6 +31,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.relay import RELEASE_ACTION, Desk, SlackPoster, open_posters
 from bots.runtime import Runtime
 from bots.slack.agent import (
     CHANNEL_TASK,
@@ -55,6 +56,7 @@ from bots.slack.translate import (
     incoming_from_event,
 )
 from core.errors import StoreError
+from core.export import first_author
 from core.inbox import Claim
 from core.model.faults import redact
 from core.outbox import Outbox, Tap
@@ -176,8 +178,14 @@ class SlackBot:
             name="slack_bolt.chatbridge", client=client, signing_secret=config.signing_secret,
             process_before_response=True,  # listeners only hand work to self.tasks
         )
+        self.desk = Desk(service=runtime.service, store=runtime.store,
+                         posters=open_posters(runtime.settings, {"slack": SlackPoster(client)}),
+                         profiles=runtime.settings.profiles)
+        self._staff = self.desk.staff_places(PLATFORM)
+        self._auto = config.auto_reply_channels
         self._register()
         runtime.inbox.register(PLATFORM, self._process)
+        self.desk.start_sweeper()
         runtime.inbox.start()
 
     # ---------------------------------------------------------------- listeners
@@ -295,6 +303,16 @@ class SlackBot:
                 self.tasks.spawn(self._feedback(f"{channel}/{ts}", str(user),
                                                 value == "positive"), "slack feedback")
 
+        @app.action(RELEASE_ACTION)
+        async def release(ack: AsyncAck, body: dict[str, Any]) -> None:
+            await ack()
+            container = body.get("container") or {}
+            channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+            ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+            user = str((body.get("user") or {}).get("id") or "")
+            if channel in self._staff and ts:
+                self.tasks.spawn(self._release(f"{channel}/{ts}", user), "handoff release")
+
         # Last, so it matches only what no listener above took: events the app may be
         # subscribed to that we do not act on (app_home_opened, reaction_added, …). Without
         # it bolt logs a multi-line "Unhandled request" warning for each.
@@ -311,6 +329,11 @@ class SlackBot:
         """
         access = self.config.allow.decide(team=msg.team, channel=msg.channel, user=msg.user,
                                           direct=msg.kind != "channel")
+        staff = msg.kind == "channel" and msg.channel in self._staff and msg.in_thread
+        if staff:
+            access = "answer"  # staff answering a customer in the notice's thread
+        elif msg.kind == "channel" and msg.channel in self._auto and not msg.in_thread:
+            msg = replace(msg, mentioned=True)  # an auto-reply channel: every new message
         if access == "refuse":
             self.tasks.spawn(self._refuse(msg.event_id, msg.target()), "slack refusal")
         if access != "answer" or (msg.kind == "channel" and not msg.mentioned
@@ -319,7 +342,8 @@ class SlackBot:
         try:
             await self.runtime.inbox.receive(
                 platform=PLATFORM, event_id=msg.event_id, scope=msg.scope,
-                payload=msg.to_payload(), if_known=msg.kind == "channel" and not msg.mentioned,
+                payload=msg.to_payload(),
+                if_known=msg.kind == "channel" and not msg.mentioned and not staff,
                 sort_key=msg.sort_key)
         except StoreError as err:
             log.error("could not record %s: %s; Slack will deliver it again", msg.event_id,
@@ -342,6 +366,7 @@ class SlackBot:
         """Stop answering: running turns get ``grace`` seconds, then go back to the inbox."""
         await self.runtime.inbox.stop(grace)
         await self.tasks.drain(grace)
+        await self.desk.close()
 
     # ---------------------------------------------------------------- background work
     async def _first_time(self, event_id: str, what: str) -> bool:
@@ -410,6 +435,16 @@ class SlackBot:
             await _best_effort("the reset failure notice", respond(
                 text=":warning: Sorry, I couldn't start a new conversation; please try again."))
 
+    async def _release(self, notice_ref: str, user: str) -> None:
+        await self.desk.release_by_notice(notice_ref, by=f"{PLATFORM}:{user}")
+
+    async def _relay_staff(self, msg: Incoming, text: str) -> None:
+        """A staff reply in a notice's thread: to the customer (once), or a release."""
+        assert msg.thread_ts is not None
+        await self.desk.staff_reply(
+            platform=PLATFORM, notice_ref=f"{msg.channel}/{msg.thread_ts}", author_id=msg.user,
+            author_name=await self.names.name(msg.user), text=text, event_id=msg.event_id)
+
     async def _save_context(self, save: AsyncSaveThreadContext, new: dict[str, str]) -> None:
         await save(new)
 
@@ -461,16 +496,35 @@ class SlackBot:
             bot = msg.bot_user
             await self.names.load(mentions(msg.text) - {bot})
             text = plain_text(msg.text, name_of=self.names.cached, drop_user=bot)
+            if msg.kind == "channel" and msg.channel in self._staff and msg.in_thread:
+                await self._guard(waiting[-1][0] if waiting else msg,
+                                  self._answer(waiting, claim))
+                waiting = []
+                if text.strip():
+                    await self._guard(msg, self._relay_staff(msg, text))
+                continue
             word = command_word(text) if (msg.kind != "channel" or msg.mentioned) else None
             if word or (not text and not msg.files):
                 await self._guard(waiting[-1][0] if waiting else msg,
                                   self._answer(waiting, claim))
                 waiting = []
                 await self._guard(msg, self._command(msg, word))
+            elif await self._someone_elses(msg):
+                log.info("%s: a reply in a customer's thread of an auto-reply channel by "
+                         "someone else (staff); not answered", msg.event_id)
             else:
                 waiting.append((msg, text))
         if waiting:
             await self._guard(waiting[-1][0], self._answer(waiting, claim))
+
+    async def _someone_elses(self, msg: Incoming) -> bool:
+        """A reply in an auto-reply channel's thread by someone other than the customer
+        who started it (staff helping in the thread): the bot keeps out of it."""
+        if msg.kind != "channel" or msg.channel not in self._auto or not msg.in_thread \
+                or msg.mentioned:
+            return False
+        starter = await first_author(self.runtime.store, platform=PLATFORM, scope=msg.scope)
+        return starter is not None and starter != msg.user
 
     async def _given_up(self, event_id: str, payload: Mapping[str, Any]) -> None:
         """Tell the person that a message which failed again and again will not be
@@ -545,6 +599,12 @@ class SlackBot:
                 text=text, event_id=msg.event_id, images=files.images,
                 profile=self._profile(msg), shared=msg.shared, files=files.files,
             ))
+        customer = asdict(target)
+        verdict = await self.desk.intercept(requests, customer)
+        if verdict.handled:
+            return  # handed to staff: the bot stays silent in this conversation
+        if verdict.note:
+            notes.append(verdict.note)
         first = last.kind == "assistant" and await self._new_thread(last.scope)
         title = _title(waiting[0][1])
 
@@ -602,6 +662,7 @@ class SlackBot:
         if rendered.ref and rendered.ref != (stored_ref[0] if stored_ref else None):
             await _best_effort("recording the reply", service.record_reply(
                 platform=PLATFORM, event_id=last.event_id, ref=rendered.ref))
+        await self.desk.after_turn(requests, customer)
 
 
 async def _best_effort(what: str, call: Awaitable[object]) -> None:

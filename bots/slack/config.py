@@ -37,7 +37,7 @@ DEFAULT_PROMPTS: tuple[Prompt, ...] = (
 _KNOWN = {
     "reset_command", "allow_bots", "dm_profile", "channels", "prompts", "max_file_mb",
     "max_message_chars", "greeting", "update_interval", "stream_buffer", "allow",
-    "surface", "stream_max_seconds", "stream_max_chars",
+    "surface", "stream_max_seconds", "stream_max_chars", "auto_reply_channels",
 }
 # Which DM surface the app uses: the Agent messaging experience (features.agent_view),
 # the older assistant container (features.assistant_view), or whichever events arrive.
@@ -99,6 +99,8 @@ class SlackConfig:
     stream_max_seconds: float = 240.0
     stream_max_chars: int = 10_000
     allow: SlackAllow = field(default_factory=SlackAllow)
+    # Channels where every top-level message is answered in its thread, without a mention.
+    auto_reply_channels: frozenset[str] = frozenset()
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -210,6 +212,9 @@ def load_slack_config(settings: Settings) -> SlackConfig:
             or not 1 <= max_seconds <= 290:
         raise ConfigError("[slack] stream_max_seconds must be between 1 and 290 seconds "
                           "(Slack ends a streamed message after about 5 minutes)")
+    auto = table.get("auto_reply_channels", [])
+    if not isinstance(auto, list) or not all(isinstance(c, str) and c for c in auto):
+        raise ConfigError("[slack] auto_reply_channels must be a list of channel IDs")
     api_url = env.get("CHATBRIDGE_SLACK_API_URL", "").strip() or DEFAULT_API_URL
     if not api_url.startswith(("https://", "http://")):
         raise ConfigError("CHATBRIDGE_SLACK_API_URL must be an http(s) URL")
@@ -234,5 +239,6 @@ def load_slack_config(settings: Settings) -> SlackConfig:
         stream_max_chars=_int(table, "stream_max_chars", SlackConfig.stream_max_chars, 1000,
                               MAX_MESSAGE_CHARS),
         allow=_allow(table.get("allow", {})),
+        auto_reply_channels=frozenset(auto),
         secrets=settings.secrets(),
     )

@@ -34,7 +34,9 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
+from bots.relay import Desk, TelegramPoster, open_posters
 from bots.runtime import Runtime
+from bots.telegram.business import Business
 from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
 from bots.telegram.inbound import Incoming, Place, read_messages
@@ -52,7 +54,9 @@ __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 # message_reaction and stopped_message_generation come only when listed (protocols-2 L.1).
-ALLOWED_UPDATES = ["message", "business_message", "message_reaction", STOP_UPDATE]
+ALLOWED_UPDATES = ["message", "business_message", "edited_business_message",
+                   "deleted_business_messages", "business_connection", "message_reaction",
+                   STOP_UPDATE]
 PROMPT = "Yes? Ask me something after the mention."
 GIVEN_UP = ("Sorry, answering your message failed several times, so I gave up on it. "
             "Please send it again, perhaps in other words.")
@@ -89,12 +93,21 @@ class TelegramAdapter:
         self._config = config
         self._app = application
         self._commands = Commands(service=runtime.service, config=config, platform=PLATFORM)
+        self.desk = Desk(service=runtime.service, store=runtime.store,
+                         posters=open_posters(runtime.settings,
+                                              {"telegram": TelegramPoster(application.bot)}),
+                         profiles=runtime.settings.profiles)
+        self._staff = self.desk.staff_places(PLATFORM)
+        self._business = Business(runtime.store, me=lambda: self._me,
+                                  clock=lambda: self.desk.clock(),
+                                  pause_minutes=config.owner_pause_minutes)
 
     def install(self) -> None:
         """Become the inbox's handler for Telegram (the caller starts the inbox once the
         bot is initialized: answering needs to know who the bot is)."""
         self._runtime.inbox.register(PLATFORM, self.process)
         self._app.add_error_handler(self._on_error)
+        self.desk.start_sweeper()
 
     @property
     def _me(self) -> User:
@@ -118,6 +131,8 @@ class TelegramAdapter:
             place = Place(stop.chat_id, ChatType.PRIVATE)
             return await self._service.stops.request(
                 platform=PLATFORM, event_id=place.event_id(self._me.id, str(stop.draft_id)))
+        if await self._business.event(update):
+            return False
         message = _message(update)
         if message is None:
             return False
@@ -128,9 +143,17 @@ class TelegramAdapter:
         if message.business_connection_id is not None and (
                 message.sender_business_bot is not None or sender is None
                 or sender.id != message.chat.id):
+            if message.sender_business_bot is None and sender is not None:
+                await self._business.owner_wrote(message)
             return False  # in a business chat, only the customer's messages are ours
         incoming = read_messages([message], me)
         place, album = incoming.place, message.media_group_id
+        if self._staff_reply(message) and not incoming.empty:
+            # Staff answering a customer: a reply to a notice in a staff group.
+            order = f"{int(message.date.timestamp()):012d}.{message.message_id:012d}"
+            return await self._runtime.inbox.receive(
+                platform=PLATFORM, event_id=place.event_id(me.id, incoming.key),
+                scope=place.scope(me.id), payload=update.to_dict(), sort_key=order)
         if not (incoming.addressed or album) or (incoming.empty and not incoming.bare_mention):
             return False
         command = incoming.command
@@ -171,6 +194,25 @@ class TelegramAdapter:
             log.info("reaction on %s: no answer recorded there", reaction.ref)
         return stored
 
+    def _staff_reply(self, message: Message) -> bool:
+        """A reply, in a staff group, to one of the bot's messages (a handoff notice)."""
+        replied = message.reply_to_message
+        return (str(message.chat.id) in self._staff and replied is not None
+                and replied.from_user is not None and replied.from_user.id == self._me.id)
+
+    async def _relay_staff(self, incoming: Incoming, message: Message) -> None:
+        replied = message.reply_to_message
+        assert replied is not None
+        sender = message.from_user
+        await self.desk.staff_reply(
+            platform=PLATFORM, notice_ref=f"{message.chat.id}/{replied.message_id}",
+            author_id=str(sender.id if sender else ""), author_name=incoming.author.name,
+            text=incoming.text, event_id=self._event_id(incoming))
+
+    async def close(self) -> None:
+        """Stop the handoff desk (its sweeper, the other platform's client)."""
+        await self.desk.close()
+
     async def _refuse(self, incoming: Incoming, event_id: str) -> None:
         """Tell someone outside the allowlist that the bot is not for them (once)."""
         try:
@@ -187,6 +229,12 @@ class TelegramAdapter:
         waiting: list[Incoming] = []
         for messages in self._groups(claim):
             incoming = read_messages(messages, self._me)
+            if self._staff_reply(messages[0]):
+                await self._turn(waiting, claim)
+                waiting = []
+                if incoming.text.strip():
+                    await self._guard(incoming, self._relay_staff(incoming, messages[0]))
+                continue
             if not incoming.addressed or (incoming.empty and not incoming.bare_mention):
                 continue  # an album in a group that does not address the bot
             if incoming.album and not incoming.text and await self._service.seen(
@@ -346,10 +394,20 @@ class TelegramAdapter:
                     files=files,
                 ))
                 answered = incoming
-            if answered is None:
+            if answered is None or not await self._business.allows(answered):
                 return
             replier = self._answer_replier(answered, requests, claim)
+            target = replier.target
+            customer = {"chat_id": target.chat_id, "thread_id": target.thread_id,
+                        "business_connection_id": target.business_connection_id,
+                        "reply_to": None}
+            verdict = await self.desk.intercept(requests, customer)
+            if verdict.handled:
+                return  # handed to staff: the bot stays silent in this chat
+            if verdict.note:
+                notes.append(verdict.note)
             await self._answer(requests, replier, claim, note=" ".join(notes))
+            await self.desk.after_turn(requests, customer)
             for incoming in waiting:
                 if incoming.album and len(incoming.images) > self._service.max_images:
                     await self._once(self._album_full(incoming), "answered")

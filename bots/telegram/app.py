@@ -96,6 +96,7 @@ async def running_bot(runtime: Runtime, config: TelegramConfig, *, webhook: bool
         if runner is not None:
             await runner.cleanup()
         await runtime.inbox.stop(runtime.settings.shutdown_grace if grace is None else grace)
+        await adapter.close()
         if app.running:
             await app.stop()  # waits for the refusals still being sent
         await app.shutdown()

@@ -27,7 +27,8 @@ DEFAULT_GREETING = (
 )
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-_KEYS = {"profile", "business_profile", "chats", "greeting", "greetings", "album_seconds",
+_KEYS = {"owner_pause_minutes", "profile", "business_profile", "chats", "greeting", "greetings",
+         "album_seconds",
          "draft_interval", "edit_interval", "max_file_mb", "listen", "allow"}
 _ALLOW_KEYS = {"chats", "users"}
 
@@ -76,6 +77,8 @@ class TelegramConfig:
     greeting: str = DEFAULT_GREETING
     greetings: Mapping[str, str] = field(default_factory=dict)
     album_seconds: float = 1.0
+    # Business chats: after the owner writes by hand, the bot keeps quiet this long.
+    owner_pause_minutes: float = 30.0
     draft_interval: float = 0.5
     edit_interval: float = 1.5
     max_file_bytes: int = 20_000_000
@@ -97,6 +100,14 @@ def _seconds(table: Mapping[str, Any], key: str, default: float) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) \
             or not 0 <= raw <= 60:
         raise ConfigError(f"[telegram] {key} must be a number of seconds from 0 to 60")
+    return float(raw)
+
+
+def _minutes(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) \
+            or not 0 <= raw <= 7 * 24 * 60:
+        raise ConfigError("[telegram] owner_pause_minutes must be a number of minutes from 0 "
+                          "to 10080 (a week)")
     return float(raw)
 
 
@@ -199,6 +210,7 @@ def load_config(settings: Settings, *, webhook: bool = False) -> TelegramConfig:
         greeting=_text(table, "greeting") or DEFAULT_GREETING,
         greetings=_greetings(settings, table.get("greetings", {})),
         album_seconds=_seconds(table, "album_seconds", 1.0),
+        owner_pause_minutes=_minutes(table.get("owner_pause_minutes", 30)),
         draft_interval=_seconds(table, "draft_interval", 0.5),
         edit_interval=_seconds(table, "edit_interval", 1.5),
         max_file_bytes=max_mb * 1_000_000,

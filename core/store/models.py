@@ -329,3 +329,60 @@ class DocumentRow(Base):
     pages: Mapped[int] = mapped_column(Integer, default=0)  # PDF pages, slides, sheets
     text: Mapped[str] = mapped_column(Text)  # empty for a scanned PDF (no text layer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Handoff(Base):
+    """A conversation handed to people: where staff answer it, and whether it is open.
+
+    At most one open handoff per conversation key; every replica reads it here.
+    """
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    scope_key: Mapped[str] = mapped_column(String(512))
+    conversation_id: Mapped[int | None] = mapped_column(BigId)
+    profile: Mapped[str | None] = mapped_column(String(64))
+    # The customer's place, as the adapter needs it to post there (JSON).
+    customer: Mapped[str | None] = mapped_column(Text)
+    staff: Mapped[str] = mapped_column(String(256))  # "slack:C0STAFF", "telegram:-100…"
+    # The staff notice ("C0STAFF/1712345678.000100", "-1001234/42"); replies to it are relayed.
+    notice_ref: Mapped[str | None] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, released
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # What opened it: phrase, tool, failures, hours.
+    trigger: Mapped[str] = mapped_column(String(16), default="tool")
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_by: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("uq_handoffs_open_key", "platform", "scope_key", unique=True,
+              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index("ix_handoffs_notice_ref", "notice_ref"),
+        Index("ix_handoffs_status", "status"),
+    )
+
+
+class BusinessConnection(Base):
+    """A Telegram Business connection as last reported: on, and allowed to reply."""
+
+    __tablename__ = "business_connections"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))  # the business owner
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    can_reply: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChatPause(Base):
+    """The bot keeps quiet in a conversation until ``until`` (the owner wrote by hand)."""
+
+    __tablename__ = "chat_pauses"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))

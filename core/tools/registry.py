@@ -33,6 +33,8 @@ class ToolContext:
 
     timezone: str | None = None
     counter: TokenCounter | None = None
+    # Hands the conversation to staff (``handoff_to_human``); None where no handoff is set.
+    handoff: Callable[[str], Awaitable[str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

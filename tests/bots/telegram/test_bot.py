@@ -51,7 +51,8 @@ async def test_private_chat_streams_a_draft_then_sends_one_message(bot: Bot) -> 
     assert [c["command"] for c in commands] == ["start", "help", "reset", "summary", "compact",
                                                "model"]
     assert api.calls_to("getUpdates")[0].get("allowed_updates") == [
-        "message", "business_message", "message_reaction", "stopped_message_generation"]
+        "message", "business_message", "edited_business_message", "deleted_business_messages",
+        "business_connection", "message_reaction", "stopped_message_generation"]
 
 
 async def test_conversation_is_remembered(bot: Bot) -> None:
@@ -306,7 +307,10 @@ async def test_business_messages_have_their_own_conversation(bot: Bot) -> None:
     owner = {"id": 444444444, "is_bot": False, "first_name": "Owner"}
     chat = {"id": customer["id"], "type": "private", "first_name": "Customer"}
     bot.model.enqueue(Reply(text="Yes, we ship to Berlin."))
-    bot.send(message("I'll answer this one myself", sender=owner, chat=chat,
+    # The owner writing by hand in another customer's chat pauses the bot there only
+    # (issue 13); the owner's words never reach the model.
+    other = {"id": 777777777, "type": "private", "first_name": "Other"}
+    bot.send(message("I'll answer this one myself", sender=owner, chat=other,
                      business_connection_id="BiZ1"), kind="business_message")
     bot.send(message("Do you ship to Berlin?", sender=customer, chat=chat,
                      business_connection_id="BiZ1"), kind="business_message")

@@ -64,9 +64,11 @@ async def test_duplicate_update_over_webhook_is_answered_once(
     async with run_bot(settings, bot_api, fake_model, webhook=True, port=port) as bot:
         assert bot_api.webhook == {"url": "https://bot.example.com/telegram/webhook",
                                    "secret_token": SECRET,
-                                   "allowed_updates": ["message", "business_message",
-                                                       "message_reaction",
-                                                       "stopped_message_generation"]}
+                                   "allowed_updates": [
+                                       "message", "business_message",
+                                       "edited_business_message",
+                                       "deleted_business_messages", "business_connection",
+                                       "message_reaction", "stopped_message_generation"]}
         assert not bot_api.calls_to("getUpdates") and not bot_api.calls_to("deleteWebhook")
         delivery = {"update_id": 900001, **update(message("hello once"))}
         assert (await post(port, delivery)).status_code == 200

@@ -6,7 +6,7 @@ from typing import Any
 
 from core.model.cache import cached_usage
 from core.model.http import HTTPModelClient, ModelRequest, Piece
-from core.model.openai import image_data_url, sends_thinking_flag
+from core.model.openai import image_data_url, sampling_fields, sends_thinking_flag
 from core.model.sse import ServerSentEvent
 from core.model.toolwire import chat_tool_message, chat_tools, fragments, parse_tool_calls
 from core.types import (
@@ -85,10 +85,7 @@ class DashScopeClient(HTTPModelClient):
         thinking = sends_thinking_flag(call.model, s.enable_thinking)
         if thinking is not None:
             parameters["enable_thinking"] = thinking and stream
-        for name in ("temperature", "top_p", "max_tokens"):
-            value = getattr(s, name)
-            if value is not None:
-                parameters[name] = value
+        parameters |= sampling_fields(s)
         body = {
             "model": call.model,
             "input": {"messages": _messages(call, multimodal)},

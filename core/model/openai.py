@@ -15,17 +15,30 @@ from core.types import (
     ModelCall,
     ModelChunk,
     ReasoningChunk,
+    Sampling,
     TextChunk,
     ToolCallsChunk,
     Usage,
 )
 
-__all__ = ["OpenAIClient", "image_data_url", "sends_thinking_flag"]
+__all__ = ["OpenAIClient", "image_data_url", "sampling_fields", "sends_thinking_flag"]
 
 
 def image_data_url(data: bytes, mime: str) -> str:
     """A base64 data URL: how images reach the model (never a platform URL)."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def sampling_fields(sampling: Sampling, *, max_tokens: str = "max_tokens") -> dict[str, Any]:
+    """The sampling values that are set, as body fields (``max_tokens`` names the API's
+    field for it: ``max_output_tokens`` in the Responses API)."""
+    fields: dict[str, Any] = {}
+    for name, key in (("temperature", "temperature"), ("top_p", "top_p"),
+                      ("max_tokens", max_tokens)):
+        value = getattr(sampling, name)
+        if value is not None:
+            fields[key] = value
+    return fields
 
 
 def sends_thinking_flag(model: str, explicit: bool | None) -> bool | None:
@@ -93,12 +106,7 @@ class OpenAIClient(HTTPModelClient):
         if stream:
             body["stream_options"] = {"include_usage": True}
         s = call.sampling
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        if s.top_p is not None:
-            body["top_p"] = s.top_p
-        if s.max_tokens is not None:
-            body["max_tokens"] = s.max_tokens
+        body |= sampling_fields(s)
         thinking = sends_thinking_flag(call.model, s.enable_thinking)
         if thinking is not None:
             # Thinking is only allowed on streaming calls.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.model.http import HTTPModelClient, ModelRequest, Piece
-from core.model.openai import image_data_url, sends_thinking_flag
+from core.model.openai import image_data_url, sampling_fields, sends_thinking_flag
 from core.model.sse import ServerSentEvent
 from core.model.toolwire import ToolFragment
 from core.types import (
@@ -108,12 +108,7 @@ class ResponsesClient(HTTPModelClient):
             "store": False,
         }
         s = call.sampling
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        if s.top_p is not None:
-            body["top_p"] = s.top_p
-        if s.max_tokens is not None:
-            body["max_output_tokens"] = s.max_tokens
+        body |= sampling_fields(s, max_tokens="max_output_tokens")
         thinking = sends_thinking_flag(call.model, s.enable_thinking)
         if thinking is not None:
             body["enable_thinking"] = thinking

@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import httpx
 
-from bench.bench_turn import AUTHOR, TimedModel, _seed
+from bench.bench_turn import AUTHOR, TimedModel, _seed, model_server
 from bots.db import create_engine, open_store, upgrade
 from core.model import OpenAIClient
 from core.profiles import Profile
@@ -38,28 +33,6 @@ from core.service import ChatService, ServiceOptions
 from core.tools import Registry, Tool, ToolContext
 from core.types import ChatRequest, FinalEvent
 from tests.pg import Cluster
-
-
-@contextlib.contextmanager
-def tool_model_server() -> Iterator[str]:
-    """``bench.tool_model`` in its own process; yields its OpenAI base URL."""
-    from bots.local_model import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.tool_model", "--port", str(port)],
-                            stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}/compatible-mode/v1"
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{base}/models", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 class NoopTool:
@@ -146,7 +119,7 @@ def main() -> None:
         cluster = Cluster()
         pg_url = cluster.url
     try:
-        with tool_model_server() as base, tempfile.TemporaryDirectory() as tmp:
+        with model_server("bench.tool_model") as base, tempfile.TemporaryDirectory() as tmp:
             rows = {"SQLite": asyncio.run(measure(f"sqlite+aiosqlite:///{tmp}/bench.db", base,
                                                   args.turns))}
             if pg_url:

@@ -44,16 +44,17 @@ AUTHOR = Author("bench", "Bench")
 
 
 @contextlib.contextmanager
-def model_server() -> Iterator[str]:
-    """The loopback model server in its own process; yields its OpenAI base URL."""
+def model_server(module: str = "tests.fakes.model_server") -> Iterator[str]:
+    """A loopback model server (``module``, run with ``--port``) in its own process;
+    yields its OpenAI base URL once it answers."""
     from bots.local_model import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.model_server", "--port",
-                             str(port)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port)],
+                            stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/compatible-mode/v1"
     try:
-        for _ in range(100):
+        for _ in range(200):
             try:
                 httpx.get(f"{base}/models", timeout=0.5)
                 break

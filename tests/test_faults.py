@@ -23,22 +23,25 @@ from bots.db import create_engine, upgrade
 from tests.bots.slack.conftest import mention, new_ts
 from tests.bots.slack.fake_slack import FakeSlack
 from tests.bots.telegram.conftest import ALICE, GROUP
-from tests.bots.telegram.conftest import TOKEN as TG_TOKEN
 from tests.bots.telegram.conftest import mention as tg_mention
 from tests.bots.telegram.conftest import message as tg_message
 from tests.bots.telegram.fake_bot_api import FakeBotApi
 from tests.fakes.model_server import Reply
 from tests.pg import Cluster, bin_dir
-from tests.test_replicas import (
+from tests.test_replicas import (  # the replica tests' fixtures too (model, slack, …)
     ECHO,
     EchoModel,
+    bot_api,
     deliver,
     deliver_update,
     dm,
+    model,
     owner_pid,
     replicas,
     replies_in,
+    session,
     settled,
+    slack,
     slack_env,
     telegram_env,
     tg_update,
@@ -48,6 +51,8 @@ from tests.test_replicas import (
 
 pytestmark = [pytest.mark.postgres,
               pytest.mark.skipif(bin_dir() is None, reason="no PostgreSQL server binaries")]
+
+__all__ = ["bot_api", "model", "session", "slack"]  # fixtures, used by the tests here
 
 SLOW = Reply(text=ECHO, chunk_size=3, chunk_delay=0.25)  # an answer streamed over seconds
 
@@ -72,31 +77,6 @@ async def own_pg(cluster: Cluster) -> AsyncIterator[str]:
     finally:
         await engine.dispose()
     yield cluster.url
-
-
-@pytest.fixture
-def model() -> Iterator[EchoModel]:
-    with EchoModel() as server:
-        yield server
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        fake.users.update({"U1": "Ann", "U2": "Bob"})
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def bot_api() -> AsyncIterator[FakeBotApi]:
-    async with FakeBotApi(TG_TOKEN) as api:
-        yield api
 
 
 async def connect(url: str) -> asyncpg.Connection:

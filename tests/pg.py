@@ -32,6 +32,41 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return cmd
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans() -> list[Path]:
+    """Stop and remove the clusters of test runs that were killed (their ``owner.pid``
+    names a process that is gone): a killed run never reaches ``Cluster.stop``."""
+    reaped = []
+    pattern = os.path.join(tempfile.gettempdir(), "chatbridge-pg-*", "owner.pid")
+    for owner in glob.glob(pattern):
+        where = Path(owner).parent
+        try:
+            pid = int(Path(owner).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        binaries = bin_dir()
+        if binaries is not None and (where / "data" / "postmaster.pid").exists():
+            subprocess.run(
+                _as_server_user([str(binaries / "pg_ctl"), "-D", str(where / "data"),
+                                 "-m", "immediate", "stop"]),
+                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        shutil.rmtree(where, ignore_errors=True)
+        reaped.append(where)
+    return reaped
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,7 +87,9 @@ class Cluster:
         if binaries is None:
             raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
         self.bin = binaries
+        reap_orphans()
         self.dir = Path(tempfile.mkdtemp(prefix="chatbridge-pg-"))
+        (self.dir / "owner.pid").write_text(f"{os.getpid()}\n")
         self.data = self.dir / "data"
         self.port = _free_port()
         if os.geteuid() == 0:

@@ -45,7 +45,7 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.markdown import markdown_to_html, to_plain
-from bots.telegram.rich import rich_blocks, wants_rich
+from bots.telegram.rich import rich_blocks, sources_block, wants_rich
 from bots.telegram.split import split_html
 from core.inbox import LEASE_LOST
 from core.knowledge.cite import sources_markdown
@@ -501,6 +501,8 @@ class Replier:
         blocks = rich_blocks(event.text, self._thinking, draft=False)
         if blocks is None:
             return False
+        if event.sources:
+            blocks.append(sources_block(event.sources))
         if event.notice:
             blocks.append({"type": "paragraph", "text": event.notice})
         return await self._rich_send(blocks)
@@ -525,9 +527,7 @@ class Replier:
                 await self._partial_update(before)
         elif isinstance(event, FinalEvent):
             self._final_seen = True
-            # (A rich message has no place for the sources line: an answer with sources
-            # goes as HTML.)
-            if not event.sources and await self._final_rich(event):
+            if await self._final_rich(event):  # sources: the rich message's last block
                 self.answered = True
                 return
             rendered = markdown_to_html(event.text) or (

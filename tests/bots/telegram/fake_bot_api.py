@@ -492,6 +492,9 @@ class FakeBotApi:
             return value
         if isinstance(value, list):
             return "".join(FakeBotApi._rich_text(v) for v in value)
+        if isinstance(value, dict) and value.get("type") == "url" \
+                and not str(value.get("url") or "").startswith(("http://", "https://")):
+            raise ApiError(400, "Bad Request: url rich text must have a URL")
         if isinstance(value, dict) and "text" in value:
             return FakeBotApi._rich_text(value["text"])
         raise ApiError(400, "Bad Request: can't parse rich text")

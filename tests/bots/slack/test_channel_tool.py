@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from core.store.lifecycle import forget
 from tests.bots.slack.conftest import Harness, HarnessFactory
 from tests.bots.slack.fake_slack import TEAM
 from tests.bots.slack.test_agent_view import AGENT, channel_entity, context_changed, dm
@@ -129,3 +130,14 @@ async def test_without_tools_the_message_still_gets_the_channel(
         assert "tools" not in h.model.requests[0].json
         asked = json.dumps(h.model.requests[0].json["messages"])
         assert "Ship Friday." in asked
+
+
+async def test_forget_drops_what_the_person_looked_at(make_harness: HarnessFactory,
+                                                      db_url: str) -> None:
+    async with make_harness(db_url, toml=TOOLS) as h:
+        assert await h.event(context_changed(channel_entity("C9"))) == 200
+        assert await h.event(context_changed(channel_entity("C7"), user="U2")) == 200
+        assert (await h.bot.focuses.get(TEAM, "U1", None)).channel == "C9"
+        await forget(h.runtime.store, platform="slack", user_id="U1")
+        assert (await h.bot.focuses.get(TEAM, "U1", None)).channel == ""
+        assert (await h.bot.focuses.get(TEAM, "U2", None)).channel == "C7"

@@ -42,7 +42,7 @@ from core.store import ContextLimits, StoredMessage, TurnPart, TurnStart
 from core.store.queue import Claim
 from core.store.toolcalls import StoreJournal
 from core.tokens import message_tokens
-from core.tools import Toolbox, ToolContext, ToolSettings
+from core.tools import Tool, Toolbox, ToolContext, ToolSettings
 from core.types import (
     ChatRequest,
     DeltaEvent,
@@ -105,13 +105,18 @@ class ChatService(Commands, Intake):
 
     def _chunks(self, call: ModelCall, start: TurnStart, profile: Profile,
                 history: tuple[StoredMessage, ...], request: ChatRequest, *,
-                queued: bool = False) -> AsyncIterator[ModelChunk | ToolActivity]:
-        """The turn's model calls, with the tools the profile may use run in between (a
-        queued turn's tool calls are stored durably, like its answer)."""
+                queued: bool = False,
+                tools: Sequence[Tool] = ()) -> AsyncIterator[ModelChunk | ToolActivity]:
+        """The turn's model calls, with the tools the profile may use (and the adapter's
+        ``tools`` for this turn) run in between (a queued turn's tool calls are stored
+        durably, like its answer)."""
         counter = self._counter(call.model)
         seconds = self._options.turn_seconds
+        toolbox = self.toolbox(profile)
+        if tools:
+            toolbox = Toolbox([*toolbox, *tools])
         return self._agent.stream(
-            call, toolbox=self.toolbox(profile),
+            call, toolbox=toolbox,
             settings=ToolSettings(profile.max_tool_rounds, profile.tool_timeout_seconds),
             context=ToolContext(profile.timezone, counter, self._handoff(request, profile)),
             journal=StoreJournal(self._store, start, counter,
@@ -130,6 +135,7 @@ class ChatService(Commands, Intake):
 
     async def answer(
         self, requests: Sequence[ChatRequest], claim: Claim, *, stop: TurnStop | None = None,
+        tools: Sequence[Tool] = (),
     ) -> AsyncIterator[ReplyEvent]:
         """Answer messages of one conversation that waited in the inbox, in one turn.
 
@@ -138,12 +144,14 @@ class ChatService(Commands, Intake):
         are not stored twice. Cancelled (shutdown, a lost lease), the turn records
         nothing more: the events go back to the inbox and are answered again. ``stop``: the
         person may stop the answer (``core.stops``); what was written is then stored as
-        partial and the turn ends with it.
+        partial and the turn ends with it. ``tools``: the adapter's own tools for this
+        turn (Slack's ``read_channel``), offered beside the profile's; only profiles that
+        have tools (``toolbox`` is not empty) should be given any.
         """
         if not requests:
             return
         async for event in self._guarded(tuple(storable_request(r) for r in requests), claim,
-                                         stop):
+                                         stop, tools):
             yield event
 
     @staticmethod
@@ -166,9 +174,10 @@ class ChatService(Commands, Intake):
             await asyncio.sleep(wait)
 
     async def _guarded(self, requests: tuple[ChatRequest, ...], claim: Claim | None,
-                       stop: TurnStop | None = None) -> AsyncIterator[ReplyEvent]:
+                       stop: TurnStop | None = None,
+                       tools: Sequence[Tool] = ()) -> AsyncIterator[ReplyEvent]:
         try:
-            async for event in self._handle(requests, claim, stop):
+            async for event in self._handle(requests, claim, stop, tools):
                 yield event
         except LeaseLost as err:
             # Another replica took the conversation over and answers it: stay quiet.
@@ -178,7 +187,7 @@ class ChatService(Commands, Intake):
             yield ErrorEvent(err.kind, err.user_message, requests[-1].scope)
     async def _handle(
         self, requests: tuple[ChatRequest, ...], claim: Claim | None,
-        stop: TurnStop | None = None,
+        stop: TurnStop | None = None, tools: Sequence[Tool] = (),
     ) -> AsyncIterator[ReplyEvent]:
         request = requests[-1]
         profile = self.profile(request.profile)
@@ -266,7 +275,7 @@ class ChatService(Commands, Intake):
                 ), "loading the conversation"))
             turn = self._run_turn(start, request, profile, model, history,
                                   queued=claim is not None, skipped=skipped, notes=notes,
-                                  stop=stop)
+                                  stop=stop, tools=tools)
             turn = note_unseen_images(turn, self._options.vision, model,
                                       any(p.images for p in parts))
             async for event in cap_answer(turn, profile.max_answer_chars):
@@ -279,7 +288,7 @@ class ChatService(Commands, Intake):
         self, start: TurnStart, request: ChatRequest, profile: Profile, model: str,
         history: tuple[StoredMessage, ...], *, queued: bool = False,
         skipped: Sequence[str] = (), notes: Sequence[str] = (),
-        stop: TurnStop | None = None,
+        stop: TurnStop | None = None, tools: Sequence[Tool] = (),
     ) -> AsyncIterator[ReplyEvent]:
         began = time.monotonic()
         yield StatusEvent("thinking…")
@@ -311,7 +320,7 @@ class ChatService(Commands, Intake):
         finish = FinishChunk("stop")
         try:
             async for chunk in stoppable(self._chunks(call, start, profile, history, request,
-                                                      queued=queued), stop):
+                                                      queued=queued, tools=tools), stop):
                 if isinstance(chunk, TextChunk):
                     answer.append(chunk.text)
                     yield DeltaEvent(chunk.text)

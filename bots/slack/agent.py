@@ -1,128 +1,120 @@
-"""Slack's Agent messaging surface: which DM surface is used, what a person looks at."""
+"""Slack's Agent messaging surface: which DM surface is used, what a person looks at.
+
+Both are learned from events (``app_home_opened``, ``app_context_changed``,
+``assistant_thread_started``) and kept in SQL (``core.platform_state``) as they arrive,
+because the next message may reach another replica than the event did (HTTP behind a
+load balancer; Socket Mode spreads envelopes over connections too). Whichever replica
+handles the message reads them there.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bots.slack.config import Surface
-from bots.slack.errors import error_kind
-from bots.slack.render import SEND_ERRORS
-from bots.slack.translate import Focus
+from bots.slack.translate import PLATFORM, Focus, sort_key
+from core.errors import StoreError
+from core.platform_state import SharedState
 
-__all__ = ["CHANNEL_TASK", "ChannelRead", "Focuses", "SurfaceState", "asks_about_focus",
-           "read_channel"]
+__all__ = ["Focuses", "SurfaceState", "asks_about_focus", "event_stamp"]
 
 log = logging.getLogger(__name__)
-CHANNEL_TASK = "Reading the channel…"
-HISTORY_LIMIT = 100  # messages asked for; the newest that fit the budget are kept
+SURFACE_KEY = "surface"
 # "summarise this channel", "what is this thread about", "the message above", "here"…
 _ABOUT_FOCUS = re.compile(
     r"\b(this|that|the|current)\s+(channel|conversation|thread|discussion|message|post)\b"
     r"|\bhere\b|\bin\s+#?[a-z0-9_-]+\s+channel\b", re.IGNORECASE)
 
 
+def event_stamp(event: Mapping[str, Any], body: Mapping[str, Any]) -> str:
+    """The event's place in Slack's order (``event_ts``, else the delivery's time)."""
+    ts = event.get("event_ts") or body.get("event_time") or f"{time.time():.6f}"
+    return sort_key(str(ts))
+
+
 class SurfaceState:
     """Whether direct messages arrive on the Agent messaging surface (each one a thread
-    root) or the older assistant container. ``auto`` follows the events that arrive:
-    ``app_home_opened`` (Messages tab) and ``app_context_changed`` come only with
-    ``agent_view``; ``assistant_thread_started`` only with ``assistant_view``."""
+    root) or the older assistant container. ``auto`` follows the events that arrive, at
+    any replica: ``app_home_opened`` (Messages tab) and ``app_context_changed`` come only
+    with ``agent_view``; ``assistant_thread_started`` only with ``assistant_view``."""
 
-    def __init__(self, setting: Surface) -> None:
+    def __init__(self, setting: Surface, state: SharedState | None = None) -> None:
         self.setting = setting
-        self._seen_agent: bool | None = None
+        self._state = state
+        self._seen_agent: bool | None = None  # the last answer here (used if SQL fails)
 
-    @property
-    def agent(self) -> bool:
-        """Whether each DM message is a thread root."""
-        return self.setting == "agent" or (self.setting == "auto" and bool(self._seen_agent))
+    async def agent(self) -> bool:
+        """Whether each DM message is a thread root (``auto``: as stored by any replica)."""
+        if self.setting != "auto":
+            return self.setting == "agent"
+        if self._state is not None:
+            try:
+                found = await self._state.get_many(platform=PLATFORM, keys=[SURFACE_KEY])
+            except StoreError as err:
+                log.warning("could not read the Slack DM surface: %s", err)
+            else:
+                if SURFACE_KEY in found:
+                    self._learn(bool(found[SURFACE_KEY].get("agent")))
+        return bool(self._seen_agent)
 
-    def saw(self, *, agent: bool) -> None:
-        """An event only one of the surfaces sends arrived."""
-        if self.setting == "auto" and self._seen_agent is not agent:
-            log.info("Slack DM surface detected: %s", "agent" if agent else "assistant")
+    def _learn(self, agent: bool) -> None:
+        if self._seen_agent is not agent:
+            log.info("Slack DM surface: %s", "agent" if agent else "assistant")
             self._seen_agent = agent
+
+    def record(self, *, agent: bool) -> dict[str, dict[str, Any]]:
+        """What to store after an event only one surface sends (``{}``: not ``auto``)."""
+        if self.setting != "auto":
+            return {}
+        self._learn(agent)
+        return {SURFACE_KEY: {"agent": agent}}
+
+    async def saw(self, *, agent: bool, stamp: str) -> None:
+        """An event only one of the surfaces sends arrived: store it for every replica."""
+        values = self.record(agent=agent)
+        if values and self._state is not None:
+            await self._state.put_many(platform=PLATFORM, values=values, stamp=stamp)
 
 
 class Focuses:
     """The latest ``app_context_changed`` per person (and per thread, when the event names
-    one), newest kept; held in this process only."""
+    one), in SQL for every replica."""
 
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._items: OrderedDict[str, Focus] = OrderedDict()
+    def __init__(self, state: SharedState) -> None:
+        self._state = state
 
-    def note(self, team: str, user: str, focus: Focus) -> None:
-        """Keep what ``user`` looks at now (``{}`` context: nothing); an event without
-        its user applies to the whole workspace's DMs until a person's own arrives."""
-        user = user or "*"
-        for key in {f"{team}/{user}", f"{team}/{user}/{focus.thread_ts}"}:
-            self._items[key] = focus
-            self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+    @staticmethod
+    def values(team: str, user: str, focus: Focus) -> dict[str, dict[str, Any]]:
+        """What to store for what ``user`` looks at now (``{}`` context: nothing); an event
+        without its user applies to the workspace's DMs until a person's own arrives."""
+        base = f"focus/{team}/{user or '*'}"
+        value = {"channel": focus.channel, "message_ts": focus.message_ts,
+                 "thread_ts": focus.thread_ts}
+        return {base: value, f"{base}/{focus.thread_ts}": value}
 
-    def get(self, team: str, user: str, thread_ts: str | None) -> Focus:
-        """What the person looked at when writing in ``thread_ts``."""
-        return self._items.get(f"{team}/{user}/{thread_ts or ''}") \
-            or self._items.get(f"{team}/{user}") or self._items.get(f"{team}/*") or Focus()
+    async def get(self, team: str, user: str, thread_ts: str | None) -> Focus:
+        """What the person looked at last when writing in ``thread_ts`` (nothing known, or
+        the database failing: nothing)."""
+        keys = [f"focus/{team}/{user}/{thread_ts or ''}", f"focus/{team}/{user}",
+                f"focus/{team}/*"]
+        try:
+            found = await self._state.get_many(platform=PLATFORM, keys=keys)
+        except StoreError as err:
+            log.warning("could not read what %s looks at: %s", user, err)
+            return Focus()
+        for key in keys:
+            if (value := found.get(key)) is not None:
+                return Focus(str(value.get("channel") or ""),
+                             str(value.get("message_ts") or ""),
+                             str(value.get("thread_ts") or ""))
+        return Focus()
 
 
 def asks_about_focus(text: str) -> bool:
     """Whether a message is about what the person is looking at ("summarise this
-    channel"): only then is the channel read."""
+    channel"): only then is the channel read (profiles without tools)."""
     return bool(_ABOUT_FOCUS.search(text))
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelRead:
-    """What reading the focused channel gave: text for the model, or why not."""
-
-    text: str
-    ok: bool
-
-
-async def read_channel(client: AsyncWebClient, focus: Focus, *, max_chars: int,
-                       name_of: Any = None) -> ChannelRead:
-    """The channel's recent messages (``conversations.history``), oldest first, the newest
-    that fit ``max_chars``. Slack lets a bot read only channels it is a member of:
-    elsewhere the model is told it cannot (and says so), nothing is read."""
-    where = f"<#{focus.channel}>"
-    try:
-        resp = await client.conversations_history(
-            channel=focus.channel, limit=HISTORY_LIMIT, latest=focus.message_ts or None,
-            inclusive=True if focus.message_ts else None)
-    except SEND_ERRORS as err:
-        kind = error_kind(err)
-        log.info("conversations.history of %s: %s", focus.channel, kind)
-        if kind in ("not_in_channel", "channel_not_found", "missing_scope"):
-            why = "the assistant is not a member of it (invite it to read it)"
-        else:
-            why = "reading it failed"
-        return ChannelRead(f"[The person is looking at channel {where}; its messages could "
-                           f"not be read: {why}.]", False)
-    lines: list[str] = []
-    used = 0
-    for msg in resp.get("messages") or []:  # newest first
-        text = str(msg.get("text") or "").strip()
-        if not text or msg.get("subtype") not in (None, "thread_broadcast", "bot_message"):
-            continue
-        who = str(msg.get("user") or msg.get("bot_id") or "?")
-        if callable(name_of):
-            who = name_of(who) or who
-        line = f"{who}: {text}"
-        if used + len(line) + 1 > max_chars:
-            break
-        lines.append(line)
-        used += len(line) + 1
-    lines.reverse()
-    head = f"[Recent messages in channel {where}, oldest first"
-    head += f", up to the message {focus.message_ts} the person is looking at" \
-        if focus.message_ts else ""
-    return ChannelRead(head + ":]\n" + "\n".join(lines) + "\n[End of the channel's messages.]",
-                       True)

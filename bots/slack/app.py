@@ -33,13 +33,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.relay import RELEASE_ACTION, Desk, SlackPoster, open_posters
 from bots.runtime import Runtime
-from bots.slack.agent import (
-    CHANNEL_TASK,
-    Focuses,
-    SurfaceState,
-    asks_about_focus,
-    read_channel,
-)
+from bots.slack.agent import Focuses, SurfaceState, asks_about_focus, event_stamp
+from bots.slack.channel import CHANNEL_TASK, channel_tool, read_channel
 from bots.slack.config import DENIED, SlackConfig
 from bots.slack.errors import error_kind
 from bots.slack.files import READABLE, Attachments, fetch_attachments
@@ -60,6 +55,7 @@ from core.export import first_author
 from core.inbox import Claim
 from core.model.faults import redact
 from core.outbox import Outbox, Tap
+from core.platform_state import SharedState
 from core.types import Author, ChatRequest, ReplyEvent, StatusEvent, ToolActivity
 
 __all__ = ["SlackBot", "TaskSet", "make_client"]
@@ -170,8 +166,10 @@ class SlackBot:
         self.runtime, self.config, self.client = runtime, config, client
         self.names = Names(client)
         self.tasks = TaskSet(config.secrets)
-        self.surface = SurfaceState(config.surface)
-        self.focuses = Focuses()
+        state = SharedState(runtime.store)  # seen by every replica
+        self.surface = SurfaceState(config.surface, state)
+        self.focuses = Focuses(state)
+        self._state = state
         _quiet_token_warning()
         self.app = AsyncApp(
             # bolt pins the level of the logger named after the app: keep it out of ours.
@@ -193,23 +191,20 @@ class SlackBot:
         app, config = self.app, self.config
         assistant = AsyncAssistant()
 
-        def incoming(body: Mapping[str, Any], context: AsyncBoltContext,
-                     in_assistant: bool = False) -> Incoming | None:
-            msg = incoming_from_event(
+        async def incoming(body: Mapping[str, Any], context: AsyncBoltContext,
+                           in_assistant: bool = False) -> Incoming | None:
+            event = body.get("event")
+            direct = isinstance(event, Mapping) and event.get("channel_type") == "im"
+            return incoming_from_event(
                 body, bot_user_id=context.bot_user_id or "", bot_id=context.bot_id or "",
                 allow_bots=config.allow_bots, assistant=in_assistant,
-                agent=self.surface.agent)
-            if msg is None or msg.kind == "channel":
-                return msg
-            # What the person is looking at goes with the message (any replica answers).
-            focus = self.focuses.get(msg.team, msg.user, msg.thread_ts)
-            return replace(msg, context_channel=focus.channel, context_ts=focus.message_ts)
+                agent=direct and not in_assistant and await self.surface.agent())
 
         @assistant.thread_started
         async def thread_started(payload: dict[str, Any], body: dict[str, Any],
                                  context: AsyncBoltContext, say: AsyncSay,
                                  set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
-            self.surface.saw(agent=False)
+            await self._saw(agent=False, stamp=event_stamp(payload, body))
             thread = payload.get("assistant_thread") or {}
             team = context.team_id or str(body.get("team_id") or "")
             channel, thread_ts = str(thread.get("channel_id")), str(thread.get("thread_ts"))
@@ -233,7 +228,7 @@ class SlackBot:
 
         @assistant.user_message
         async def assistant_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
-            if (msg := incoming(body, context, True)) is not None:
+            if (msg := await incoming(body, context, True)) is not None:
                 await self._receive(msg, context)
 
         app.assistant(assistant)
@@ -243,7 +238,7 @@ class SlackBot:
         async def message(body: dict[str, Any], context: AsyncBoltContext) -> None:
             # Every message event is acknowledged (200), answered or not: an unmatched
             # event would get a 404 and Slack would deliver it again.
-            if (msg := incoming(body, context)) is not None:
+            if (msg := await incoming(body, context)) is not None:
                 await self._receive(msg, context)
 
         @app.event("app_home_opened")
@@ -251,7 +246,7 @@ class SlackBot:
                               context: AsyncBoltContext) -> None:
             if event.get("tab") != "messages":
                 return  # the Home tab: not used
-            self.surface.saw(agent=True)
+            await self._saw(agent=True, stamp=event_stamp(event, body))
             team = context.team_id or str(body.get("team_id") or "")
             user, channel = str(event.get("user") or ""), str(event.get("channel") or "")
             if channel and user and config.allow.permits(team=team, channel=channel,
@@ -261,10 +256,21 @@ class SlackBot:
         @app.event("app_context_changed")
         async def app_context_changed(event: dict[str, Any], body: dict[str, Any],
                                       context: AsyncBoltContext) -> None:
-            self.surface.saw(agent=True)
             team = context.team_id or str(body.get("team_id") or "")
-            self.focuses.note(team, str(event.get("user") or context.user_id or ""),
-                              focus_from_context(event.get("context")))
+            user = str(event.get("user") or context.user_id or "")
+            # Stored before the ack: the next message may reach another replica.
+            values = {**self.surface.record(agent=True),
+                      **Focuses.values(team, user, focus_from_context(event.get("context")))}
+            try:
+                await self._state.put_many(platform=PLATFORM, values=values,
+                                           stamp=event_stamp(event, body))
+            except StoreError as err:
+                log.error("could not store what %s looks at: %s; Slack will deliver it "
+                          "again", user or "a person", err)
+                if isinstance(receipt := context.get(RECEIPT), Receipt):
+                    receipt.failed = True  # HTTP: the answer becomes 503
+                else:
+                    raise
 
         @app.command(config.reset_command)
         async def reset_command(ack: AsyncAck, body: dict[str, Any],
@@ -319,6 +325,14 @@ class SlackBot:
         @app.event(re.compile(".*"))
         async def other_event(body: dict[str, Any]) -> None:
             log.debug("ignored event %s", (body.get("event") or {}).get("type"))
+
+    async def _saw(self, *, agent: bool, stamp: str) -> None:
+        """Store which DM surface an event showed (``auto``); failing to is logged: the
+        next such event stores it."""
+        try:
+            await self.surface.saw(agent=agent, stamp=stamp)
+        except StoreError as err:
+            log.warning("could not store the Slack DM surface: %s", err)
 
     async def _receive(self, msg: Incoming, context: AsyncBoltContext) -> None:
         """Put a message that ``[slack.allow]`` lets through into the inbox — before the
@@ -405,7 +419,15 @@ class SlackBot:
                                prompts=[{"title": p.title, "message": p.message}
                                         for p in prompts]))
 
-    async def _with_channel(self, requests: list[ChatRequest], msg: Incoming,
+    def _channel_room(self, msg: Incoming, text: str) -> int:
+        """Characters of the channel's messages a turn may read: within the message limit
+        and the model's token budget."""
+        profile = self.runtime.service.profile(self._profile(msg))
+        room = min(profile.max_input_chars // 2, profile.max_input_chars - len(text) - 500,
+                   profile.budget_for(self.runtime.service.model_for(profile)) * 2)
+        return max(room, 0)
+
+    async def _with_channel(self, requests: list[ChatRequest], msg: Incoming, focus: Focus,
                             turn: Callable[[list[ChatRequest]], AsyncIterator[ReplyEvent]],
                             ) -> AsyncIterator[ReplyEvent]:
         """Before the turn, read the channel the person is looking at into their message
@@ -413,19 +435,26 @@ class SlackBot:
         call = f"read-channel-{msg.ts}"
         yield StatusEvent(CHANNEL_TASK, tool=ToolActivity(
             call, "conversations.history", "in_progress", CHANNEL_TASK))
-        profile = self.runtime.settings.profiles.get(self._profile(msg) or "default") \
-            or self.runtime.settings.profiles["default"]
         last = requests[-1]
-        room = min(profile.max_input_chars // 2,
-                   profile.max_input_chars - len(last.text) - 500,
-                   profile.budget_for(profile.model or self.runtime.settings.model) * 2)
-        read = await read_channel(self.client, Focus(msg.context_channel, msg.context_ts),
-                                  max_chars=max(room, 0), name_of=self.names.cached)
+        read = await read_channel(self.client, focus,
+                                  max_chars=self._channel_room(msg, last.text),
+                                  name_of=self.names.cached)
         requests[-1] = replace(last, text=f"{read.text}\n\n{last.text}")
         yield StatusEvent("thinking…", tool=ToolActivity(
             call, "conversations.history", "complete" if read.ok else "error", CHANNEL_TASK))
         async for event in turn(requests):
             yield event
+
+    async def _readable_focus(self, msg: Incoming) -> Focus | None:
+        """The channel the person looked at when writing a DM, if the bot may read it
+        there (a channel ``[slack.allow]`` keeps the bot out of is not read into a DM)."""
+        if msg.kind == "channel":
+            return None
+        focus = await self.focuses.get(msg.team, msg.user, msg.thread_ts)
+        if not focus.channel or not self.config.allow.permits(
+                team=msg.team, channel=focus.channel, user=msg.user, direct=False):
+            return None
+        return focus
 
     async def _reset(self, scope: str, respond: AsyncRespond) -> None:
         try:
@@ -631,12 +660,15 @@ class SlackBot:
             stored_ref[:1] = refs[:1]
 
         turn = service.answer(requests, claim)
-        if last.kind != "channel" and last.context_channel \
-                and asks_about_focus(waiting[-1][1]) \
-                and self.config.allow.permits(team=last.team, channel=last.context_channel,
-                                              user=last.user, direct=False):
-            # (a channel [slack.allow] keeps the bot out of is not read into a DM either)
-            turn = self._with_channel(requests, last,
+        focus = await self._readable_focus(last)
+        if focus is not None and service.toolbox(service.profile(self._profile(last))):
+            # The model decides whether the question needs the channel (read_channel).
+            tool = channel_tool(self.client, focus,
+                                max_chars=self._channel_room(last, requests[-1].text),
+                                name_of=self.names.cached)
+            turn = service.answer(requests, claim, tools=(tool,))
+        elif focus is not None and asks_about_focus(waiting[-1][1]):
+            turn = self._with_channel(requests, last, focus,
                                       lambda reqs: service.answer(reqs, claim))
         tap = Tap(self.runtime.metrics.metered(PLATFORM, turn))
         try:

@@ -16,7 +16,8 @@ a context block above a posted answer — never in the answer's text.
 
 Each message of the reply is reported (``on_shown``) as soon as Slack gives it a ``ts``,
 so that a retaken turn (another replica, after a crash or shutdown) edits what the
-interrupted attempt showed (``reuse``) instead of answering a second time beside it. A
+interrupted attempt showed (``reuse``) instead of answering a second time beside it (in
+a thread, an answer longer than those messages streams the rest in new ones). A
 turn cancelled mid-answer (shutdown, a lost lease) ends its message with a short notice
 and stops its stream, so nothing stays "streaming".
 """
@@ -365,9 +366,10 @@ class _Renderer:
                  limits: StreamLimits = StreamLimits()) -> None:
         self._client, self._target = client, target
         self._interval, self._buffer = interval, buffer_size
-        # A retake edits the interrupted attempt's messages: no stream of its own.
+        # A retake edits the interrupted attempt's messages; what goes beyond them streams
+        # on (in a thread, where that attempt streamed too) in new messages.
         self._reuse = list(reuse)
-        self._streaming = target.thread_ts is not None and not self._reuse
+        self._streaming = target.thread_ts is not None
         self._limits = limits
         if self._streaming:  # room for the "continued below" at the end of each message
             limit = min(limit, limits.max_chars) - len(CONTINUED)

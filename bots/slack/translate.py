@@ -53,10 +53,6 @@ class Incoming:
     event_type: str = "message"  # "app_mention" or "message"
     bot_user: str = ""  # the bot's own user ID (its mentions are dropped from the text)
     files: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
-    # What the person was looking at when writing (app_context_changed): a channel, and
-    # a message in it.
-    context_channel: str = ""
-    context_ts: str = ""
 
     @property
     def event_id(self) -> str:

@@ -42,6 +42,7 @@ from bots.telegram.config import DENIED, TelegramConfig
 from bots.telegram.inbound import Incoming, Place, read_messages
 from bots.telegram.render import Blocked, Replier, Target
 from bots.telegram.signals import STOP_UPDATE, read_reaction, read_stop
+from bots.telegram.stop_button import handle_press, read_press, stop_markup
 from core.answer_cap import add_notice
 from core.errors import ChatbridgeError
 from core.inbox import Claim
@@ -53,10 +54,11 @@ __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
-# message_reaction and stopped_message_generation come only when listed (protocols-2 L.1).
+# message_reaction and stopped_message_generation come only when listed (protocols-2 L.1);
+# callback_query: the Stop button of group answers.
 ALLOWED_UPDATES = ["message", "business_message", "edited_business_message",
                    "deleted_business_messages", "business_connection", "message_reaction",
-                   STOP_UPDATE]
+                   STOP_UPDATE, "callback_query"]
 PROMPT = "Yes? Ask me something after the mention."
 GIVEN_UP = ("Sorry, answering your message failed several times, so I gave up on it. "
             "Please send it again, perhaps in other words.")
@@ -126,6 +128,12 @@ class TelegramAdapter:
         """
         if update.message_reaction is not None:
             return await self._reaction(update)
+        if update.callback_query is not None:
+            press = read_press(update.callback_query)
+            if press is None:
+                return False
+            return await handle_press(press, service=self._service, bot=self._app.bot,
+                                      platform=PLATFORM, bot_id=self._me.id)
         if (stop := read_stop(update)) is not None:
             # Drafts are only in private chats, where the draft id is the answered message.
             place = Place(stop.chat_id, ChatType.PRIVATE)
@@ -347,7 +355,8 @@ class TelegramAdapter:
                 "Excel, text, Markdown, CSV, HTML).")
 
     def _replier(self, incoming: Incoming, *, reuse: Sequence[int] = (),
-                 on_shown: Callable[[list[int]], Awaitable[None]] | None = None) -> Replier:
+                 on_shown: Callable[[list[int]], Awaitable[None]] | None = None,
+                 stop_button: bool = False) -> Replier:
         place = incoming.place
         target = Target(
             chat_id=place.chat_id, thread_id=place.thread_id,
@@ -355,9 +364,12 @@ class TelegramAdapter:
             reply_to=incoming.reply_to if place.group else None,
             drafts=place.private, draft_id=incoming.reply_to,
         )
+        # Groups have no drafts (no Bot API stop): their edited answers get a Stop button.
+        button = stop_markup(incoming) if stop_button and place.group \
+            and place.business_connection_id is None else None
         return Replier(self._app.bot, target, draft_interval=self._config.draft_interval,
                        edit_interval=self._config.edit_interval, reuse=reuse,
-                       on_shown=on_shown)
+                       on_shown=on_shown, stop_button=button)
 
     def _profile(self, incoming: Incoming) -> str | None:
         place = incoming.place
@@ -437,13 +449,14 @@ class TelegramAdapter:
             await self._service.note_shown(platform=PLATFORM, event_ids=asked,
                                            refs=[f"{chat}{i}" for i in ids])
 
-        return self._replier(answered, reuse=reuse, on_shown=on_shown)
+        return self._replier(answered, reuse=reuse, on_shown=on_shown, stop_button=True)
 
     async def _answer(self, requests: list[ChatRequest], replier: Replier,
                       claim: Claim, *, note: str = "") -> None:
-        # A draft has a stop button (Bot API 10.3): the person may stop the answer.
+        # A draft has a stop button (Bot API 10.3), a group answer its own: the person may
+        # stop the answer.
         event_id = requests[-1].event_id
-        if not replier.target.drafts:
+        if not replier.target.drafts and not replier.stoppable:
             await self._answer_with(requests, replier, claim, note, None)
             return
         with self._service.stops.watch(PLATFORM, event_id) as stop:

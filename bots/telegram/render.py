@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import (
     BadRequest,
@@ -45,7 +45,7 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.markdown import markdown_to_html, to_plain
-from bots.telegram.rich import rich_blocks, wants_rich
+from bots.telegram.rich import rich_blocks, sources_block, wants_rich
 from bots.telegram.split import split_html
 from core.inbox import LEASE_LOST
 from core.knowledge.cite import sources_markdown
@@ -134,7 +134,8 @@ class Replier:
 
     def __init__(self, bot: Bot, target: Target, *, draft_interval: float = 0.5,
                  edit_interval: float = 1.5, attempts: int = 5, reuse: Sequence[int] = (),
-                 on_shown: Callable[[list[int]], Awaitable[None]] | None = None) -> None:
+                 on_shown: Callable[[list[int]], Awaitable[None]] | None = None,
+                 stop_button: InlineKeyboardMarkup | None = None) -> None:
         self._bot = bot
         if reuse:  # a retake edits what the interrupted attempt showed: no drafts
             target = replace(target, drafts=False)
@@ -153,6 +154,15 @@ class Replier:
         self._partial = True  # partial updates (drafts, edits) still wanted
         self._thinking = ""  # the model's reasoning so far (profiles with show_thinking)
         self.answered = False  # the final answer (or the turn's error) was delivered
+        # Edited answers (groups): a Stop button under the newest message while it streams;
+        # the final text goes without it (``_marked``: messages that show it now).
+        self._stop_button = None if target.drafts else stop_button
+        self._marked: set[int] = set()
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether the streamed answer shows a Stop button (the turn must watch for it)."""
+        return self._stop_button is not None
 
     @property
     def target(self) -> Target:
@@ -214,13 +224,14 @@ class Replier:
         target = self._target
         reply = (ReplyParameters(target.reply_to, allow_sending_without_reply=True)
                  if target.reply_to is not None and not self._sent else None)
+        markup = None if final else self._stop_button
 
         async def call(text: str, mode: str | None) -> Message:
             return await self._bot.send_message(
                 target.chat_id, text, parse_mode=mode, message_thread_id=target.thread_id,
                 business_connection_id=target.business_connection_id,
                 reply_parameters=reply, link_preview_options=_NO_PREVIEW,
-                read_timeout=SEND_TIMEOUT,
+                read_timeout=SEND_TIMEOUT, reply_markup=markup,
             )
 
         try:
@@ -236,6 +247,8 @@ class Replier:
             return None
         if message is not None:
             self._sent.append((message.message_id, part))
+            if markup is not None:
+                self._marked.add(message.message_id)
             await self._noted()
         return message
 
@@ -269,7 +282,10 @@ class Replier:
     async def _edit(self, index: int, part: str, *, final: bool) -> bool:
         """Bring part ``index`` up to date; ``False`` when its message is gone."""
         message_id, shown = self._sent[index]
-        if part == shown:
+        # The newest message keeps the Stop button while the answer streams; the final
+        # edit (also of an unchanged text) takes it away.
+        markup = None if final or index < len(self._sent) - 1 else self._stop_button
+        if part == shown and (markup is not None) == (message_id in self._marked):
             return True
         target = self._target
 
@@ -277,7 +293,7 @@ class Replier:
             return await self._bot.edit_message_text(
                 text, chat_id=target.chat_id, message_id=message_id, parse_mode=mode,
                 business_connection_id=target.business_connection_id,
-                link_preview_options=_NO_PREVIEW,
+                link_preview_options=_NO_PREVIEW, reply_markup=markup,
             )
 
         try:
@@ -288,8 +304,13 @@ class Replier:
             if not _gone(err):
                 raise
             log.info("a message of the answer was deleted; sending its text anew")
+            self._marked.discard(message_id)
             return False
         self._sent[index] = (message_id, part)  # shown, or it already showed this
+        if markup is None:
+            self._marked.discard(message_id)
+        else:
+            self._marked.add(message_id)
         return True
 
     async def _draft(self, part: str) -> None:
@@ -501,6 +522,8 @@ class Replier:
         blocks = rich_blocks(event.text, self._thinking, draft=False)
         if blocks is None:
             return False
+        if event.sources:
+            blocks.append(sources_block(event.sources))
         if event.notice:
             blocks.append({"type": "paragraph", "text": event.notice})
         return await self._rich_send(blocks)
@@ -525,9 +548,7 @@ class Replier:
                 await self._partial_update(before)
         elif isinstance(event, FinalEvent):
             self._final_seen = True
-            # (A rich message has no place for the sources line: an answer with sources
-            # goes as HTML.)
-            if not event.sources and await self._final_rich(event):
+            if await self._final_rich(event):  # sources: the rich message's last block
                 self.answered = True
                 return
             rendered = markdown_to_html(event.text) or (

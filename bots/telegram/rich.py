@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_RICH_CHARS", "rich_blocks", "wants_rich"]
+from core.knowledge.cite import label
+from core.types import Citation
+
+__all__ = ["MAX_RICH_CHARS", "rich_blocks", "sources_block", "wants_rich"]
 
 MAX_RICH_CHARS = 32_768
 MAX_BLOCKS = 500  # list items and table rows count
@@ -170,3 +174,16 @@ def rich_blocks(markdown: str, thinking: str = "", *, draft: bool) -> list[Block
     if _count(blocks) > MAX_BLOCKS:
         return None
     return blocks
+
+
+def sources_block(citations: Sequence[Citation]) -> Block:
+    """The knowledge-base sources an answer cites as its last block: "Sources: [1] Title
+    — Section; [2] …", a web page's name a link (``url`` RichText)."""
+    text: list[Any] = [{"type": "bold", "text": "Sources:"}, " "]
+    for index, c in enumerate(citations):
+        if index:
+            text.append("; ")
+        name = label(c)
+        text += [f"[{c.number}] ", {"type": "url", "text": name, "url": c.url} if c.url
+                 else name]
+    return {"type": "paragraph", "text": text}

@@ -28,6 +28,7 @@ from core.store.models import (
     Message,
     MessageAttachment,
     OutboxItem,
+    PlatformState,
     UsageCounter,
 )
 from core.store.store import Store
@@ -43,6 +44,7 @@ _fb: Table = Feedback.__table__  # type: ignore[assignment]
 _out: Table = OutboxItem.__table__  # type: ignore[assignment]
 _usage: Table = UsageCounter.__table__  # type: ignore[assignment]
 _mem: Table = ConversationMemory.__table__  # type: ignore[assignment]
+_state: Table = PlatformState.__table__  # type: ignore[assignment]
 
 BATCH = 500  # rows per transaction: short enough not to hold up concurrent turns
 
@@ -180,8 +182,9 @@ def _old_bookkeeping(conn: Connection, before: datetime, removed: Removed) -> No
 async def forget(store: Store, *, platform: str, user_id: str) -> Removed:
     """Delete one person's messages on ``platform`` and the answers to them, their
     attachments (unless someone else's message has the same), their feedback, usage
-    counters and unsent outbox replies, and the summaries of the conversations they were
-    in; closed conversations left empty go too."""
+    counters and unsent outbox replies, what the adapter kept of them (``platform_state``
+    keys naming them: what they looked at), and the summaries of the conversations they
+    were in; closed conversations left empty go too."""
     removed = Removed()
     upsert = store.upsert
     in_platform = select(_conv.c.id).where(_conv.c.platform == platform)
@@ -218,6 +221,10 @@ async def forget(store: Store, *, platform: str, user_id: str) -> Removed:
                 in_platform))))).rowcount
         removed.counts["usage rows"] += conn.execute(delete(_usage).where(
             _usage.c.platform == platform, _usage.c.subject == f"user:{user_id}")).rowcount
+        named = user_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conn.execute(delete(_state).where(_state.c.platform == platform, (
+            _state.c.key.like(f"%/{named}", escape="\\")
+            | _state.c.key.like(f"%/{named}/%", escape="\\"))))
         removed.counts.setdefault("conversations", 0)
         _drop_empty_closed(conn, _conv.c.platform == platform, removed, keep_summaries=False)
 

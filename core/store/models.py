@@ -386,3 +386,16 @@ class ChatPause(Base):
     platform: Mapped[str] = mapped_column(String(32), primary_key=True)
     scope_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PlatformState(Base):
+    """A small value an adapter keeps for every replica (what a Slack user looks at, the
+    app's DM surface), from the event with the newest ``stamp`` (``core.platform_state``)."""
+
+    __tablename__ = "platform_state"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # a JSON object
+    stamp: Mapped[str] = mapped_column(String(32))  # the event's place in event order
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

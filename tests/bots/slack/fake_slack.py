@@ -11,8 +11,8 @@ characters per call [docs.slack.dev/reference/methods/chat.appendStream]; and, w
 sets them, a stream that expires ``stream_max_seconds`` after it started
 (``message_not_in_streaming_state``, vercel/chat#607 — unconfirmed, ~5 min) and a total of
 ``stream_max_chars`` per streamed message (``msg_too_long``, CopilotKit#6063 — unconfirmed,
-~12k). ``conversations.history`` serves ``history[channel]`` to a member
-(``members``), else ``not_in_channel``.
+~12k). ``conversations.history`` serves ``history[channel]`` (and ``conversations.replies``
+``replies[(channel, ts)]``) to a member (``members``), else ``not_in_channel``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ class FakeSlack:
         self.stream_max_chars: int | None = None  # a streamed message holds at most this
         self.history: dict[str, list[dict[str, Any]]] = {}  # conversations.history
         self.members: set[str] = set()  # channels the bot is in
+        # conversations.replies: a thread's messages by (channel, thread_ts), oldest first
+        self.replies: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.limit_errors: list[str] = []  # stream calls refused for a limit, in order
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
@@ -243,7 +245,11 @@ class FakeSlack:
             return {"ok": True, "messages": self.history.get(channel, [])[:limit],
                     "has_more": False}
         if method == "conversations.replies":
-            return {"ok": True, "messages": [], "has_more": False}
+            if channel not in self.members:
+                return {"ok": False, "error": "not_in_channel"}
+            limit = int(args.get("limit") or 1000)
+            return {"ok": True, "has_more": False,
+                    "messages": self.replies.get((channel, str(args.get("ts"))), [])[:limit]}
         return {"ok": True}
 
     def serve_file(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:

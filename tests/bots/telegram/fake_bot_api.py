@@ -5,7 +5,9 @@ case-insensitive) and ``GET /file/bot<token>/<path>``. It records every call, ke
 messages it was sent, long-polls ``getUpdates`` honouring ``offset``, and enforces what
 the real server enforces: HTML entities parsed as Telegram does ("Bad Request: can't
 parse entities: …"), the 4096 limit on the visible text after parsing, "message is not
-modified". Failures on demand: ``fail(method, 429, retry_after=1)`` (optionally only for
+modified" (an edit that changes only the inline keyboard is a change), ``callback_data``
+of 1 to 64 bytes, a callback query answered once (``press_button`` sends one). Failures
+on demand: ``fail(method, 429, retry_after=1)`` (optionally only for
 calls matching ``when``), ``stall(method, seconds)`` (the call takes effect, the answer
 comes late: the client times out), ``blocked`` chats (403). Reference:
 /work/shared/reference/protocols.md section D.
@@ -153,6 +155,7 @@ class Sent:
     reply_to: int | None = None
     deleted: bool = False
     rich: dict[str, Any] | None = None  # a rich message's InputRichMessage
+    reply_markup: dict[str, Any] | None = None  # its inline keyboard, if any
 
 
 class FakeBotApi:
@@ -163,6 +166,7 @@ class FakeBotApi:
         self.host, self.port = host, port
         self.calls: list[Call] = []
         self.messages: dict[tuple[int, int], Sent] = {}
+        self.answered_queries: list[str] = []  # answerCallbackQuery ids, in order
         self.files: dict[str, tuple[bytes, int]] = {}  # file_id -> (data, reported size)
         self.blocked: set[int] = set()
         self.webhook: dict[str, Any] = {}
@@ -230,6 +234,20 @@ class FakeBotApi:
         chat = {"id": chat_id, "type": "private", "first_name": "Alice"}
         return self.push({"stopped_message_generation": {"chat": chat,
                                                          "draft_id": draft_id}})
+
+    def press_button(self, chat_id: int, message_id: int, user: dict[str, Any],
+                     data: str | None = None) -> dict[str, Any]:
+        """``user`` presses an inline button of the bot's message: a ``callback_query``
+        update (``CallbackQuery``: id, from, message, chat_instance, data; Bot API).
+        ``data``: the button's ``callback_data`` (default: the message's first button)."""
+        sent = self.messages[(chat_id, message_id)]
+        if data is None:
+            assert sent.reply_markup, "the message has no buttons"
+            data = sent.reply_markup["inline_keyboard"][0][0]["callback_data"]
+        query_id = f"q{next(self._update_ids)}-{message_id}"
+        return self.push({"callback_query": {
+            "id": query_id, "from": user, "chat_instance": f"ci{chat_id}",
+            "message": self._message(sent), "data": data}})
 
     def react(self, chat_id: int, message_id: int, user: dict[str, Any], new: list[str],
               old: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -398,7 +416,24 @@ class FakeBotApi:
             message["is_topic_message"] = True
         if sent.business_connection_id is not None:
             message["business_connection_id"] = sent.business_connection_id
+        if sent.reply_markup:
+            message["reply_markup"] = sent.reply_markup
         return message
+
+    def _markup(self, call: Call) -> dict[str, Any] | None:
+        """An inline keyboard parameter, checked as Telegram checks ``callback_data``
+        (1 to 64 bytes)."""
+        markup = call.get("reply_markup")
+        if not markup:
+            return None
+        if not isinstance(markup, dict) or not isinstance(markup.get("inline_keyboard"), list):
+            raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+        for row in markup["inline_keyboard"]:
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+        return markup
 
     @staticmethod
     def _file_path(file_id: str) -> str:
@@ -458,9 +493,19 @@ class FakeBotApi:
         sent = Sent(chat_id, next(self._message_ids[chat_id]), source, text,
                     thread_id=thread if isinstance(thread, int) else None,
                     business_connection_id=call.get("business_connection_id"),
-                    reply_to=reply.get("message_id") if isinstance(reply, dict) else None)
+                    reply_to=reply.get("message_id") if isinstance(reply, dict) else None,
+                    reply_markup=self._markup(call))
         self.messages[(chat_id, sent.message_id)] = sent
         return self._message(sent)
+
+    async def _m_answercallbackquery(self, call: Call) -> Any:
+        # A query is answered once; a second answer is refused as Telegram refuses it.
+        query_id = str(call.get("callback_query_id"))
+        if query_id in self.answered_queries:
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired "
+                                "or query ID is invalid")
+        self.answered_queries.append(query_id)
+        return True
 
     # Rich messages (Bot API 10.1; 10.3 can_stop/keep_on_stop on drafts), checked as
     # protocols-2 L.2 states [telegram-bot-api-spec api.json; aiogram schema]: exactly one
@@ -492,6 +537,9 @@ class FakeBotApi:
             return value
         if isinstance(value, list):
             return "".join(FakeBotApi._rich_text(v) for v in value)
+        if isinstance(value, dict) and value.get("type") == "url" \
+                and not str(value.get("url") or "").startswith(("http://", "https://")):
+            raise ApiError(400, "Bad Request: url rich text must have a URL")
         if isinstance(value, dict) and "text" in value:
             return FakeBotApi._rich_text(value["text"])
         raise ApiError(400, "Bad Request: can't parse rich text")
@@ -572,9 +620,10 @@ class FakeBotApi:
         if sent is None or sent.deleted:
             raise ApiError(400, "Bad Request: message to edit not found")
         source, text = self._visible(call)
-        if source == sent.html and text == sent.text:
+        markup = self._markup(call)  # an edit without one removes the buttons
+        if source == sent.html and text == sent.text and markup == sent.reply_markup:
             raise ApiError(400, NOT_MODIFIED)
-        sent.html, sent.text = source, text
+        sent.html, sent.text, sent.reply_markup = source, text, markup
         return self._message(sent)
 
     async def _m_deletemessage(self, call: Call) -> Any:

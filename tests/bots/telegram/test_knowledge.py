@@ -33,3 +33,43 @@ async def test_answer_cites_the_right_passage(tmp_path: Path, bot_api: FakeBotAp
         assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in shown
     [(_, number, heading, source)] = await stored_sources(db_url)
     assert (number, heading, source) == (1, "Shop FAQ > Shipping", FAQ_URL)
+
+
+async def test_a_rich_answer_keeps_its_sources_as_a_block(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    await seed(db_url)
+    toml = TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        fake_model.enqueue(Reply(text="Delivery [1]:\n\n| Country | Days |\n|---|---|\n"
+                                      "| Norway | 3 |\n"))
+        bot.send(message("How long to Norway?"))
+        await bot.answered(ALICE["id"])
+        await bot.idle()
+        [sent] = bot_api.sent(ALICE["id"])
+        assert sent.rich is not None and not bot_api.calls_to("sendMessage")
+        blocks = sent.rich["blocks"]
+        assert [b["type"] for b in blocks][-2:] == ["table", "paragraph"]
+        assert blocks[-1]["text"][0] == {"type": "bold", "text": "Sources:"}
+        assert {"type": "url", "text": "Shop FAQ — Shipping", "url": FAQ_URL} \
+            in blocks[-1]["text"]
+        assert sent.text.endswith("Sources: [1] Shop FAQ — Shipping")
+
+
+async def test_without_rich_messages_the_sources_line_is_html(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        sqlite_url: str) -> None:
+    await seed(sqlite_url)
+    bot_api.rich = False  # an older Bot API server
+    toml = TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url, toml)
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        fake_model.enqueue(Reply(text="Delivery [1]:\n\n| Country | Days |\n|---|---|\n"
+                                      "| Norway | 3 |\n"))
+        bot.send(message("How long to Norway?"))
+        await bot.answered(ALICE["id"])
+        await bot.idle()
+        [sent] = bot_api.sent(ALICE["id"])
+        assert sent.rich is None and sent.html is not None
+        assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in sent.html

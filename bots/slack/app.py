@@ -31,7 +31,8 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.relay import RELEASE_ACTION, Desk, SlackPoster, open_posters
+from bots.posters import RELEASE_ACTION, SlackPoster, open_posters
+from bots.relay import Desk
 from bots.runtime import Runtime
 from bots.slack.agent import (
     CHANNEL_TASK,
@@ -180,7 +181,8 @@ class SlackBot:
         )
         self.desk = Desk(service=runtime.service, store=runtime.store,
                          posters=open_posters(runtime.settings, {"slack": SlackPoster(client)}),
-                         profiles=runtime.settings.profiles)
+                         profiles=runtime.settings.profiles,
+                         lease_seconds=runtime.settings.lease_seconds)
         self._staff = self.desk.staff_places(PLATFORM)
         self._auto = config.auto_reply_channels
         self._register()

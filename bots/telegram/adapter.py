@@ -34,7 +34,8 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
-from bots.relay import Desk, TelegramPoster, open_posters
+from bots.posters import TelegramPoster, open_posters
+from bots.relay import Desk
 from bots.runtime import Runtime
 from bots.telegram.business import Business
 from bots.telegram.commands import COMMANDS, NAMES, Commands
@@ -96,7 +97,8 @@ class TelegramAdapter:
         self.desk = Desk(service=runtime.service, store=runtime.store,
                          posters=open_posters(runtime.settings,
                                               {"telegram": TelegramPoster(application.bot)}),
-                         profiles=runtime.settings.profiles)
+                         profiles=runtime.settings.profiles,
+                         lease_seconds=runtime.settings.lease_seconds)
         self._staff = self.desk.staff_places(PLATFORM)
         self._business = Business(runtime.store, me=lambda: self._me,
                                   clock=lambda: self.desk.clock(),

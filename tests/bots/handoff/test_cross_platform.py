@@ -17,6 +17,7 @@ from bots.outbox import run_outbox
 from bots.settings import Settings
 from core.export import load_transcripts, to_markdown
 from core.outbox import Outbox
+from core.relays import Relays
 from tests.bots.slack.conftest import SECRET, Harness, message, new_ts, serve
 from tests.bots.slack.fake_slack import TOKEN as SLACK_TOKEN
 from tests.bots.slack.fake_slack import FakeSlack
@@ -212,6 +213,8 @@ async def test_a_refused_relay_goes_to_the_outbox(
         await idle(tg, sl)
         pending = await outbox.pending("slack")
         assert [p.text for p in pending] == ["Alice: Order 9 is broken"]
+        relays = Relays(tg.runtime.store, owner="test")
+        assert await relays.status(platform="slack", key=pending[0].event_id) == "outbox"
         # `chatbridge outbox retry` sends it where it was meant to go: the notice's thread.
         settings = sl.runtime.settings
         assert await run_outbox(settings, action="retry", platform="slack") == 0

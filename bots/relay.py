@@ -154,6 +154,16 @@ class Desk:
             return Verdict(False, profile.hours.closed_note(now))
         return Verdict(False)
 
+    async def person_asked(self, *, platform: str, scope: str, customer: Mapping[str, Any],
+                           profile: str | None) -> None:
+        """The person pressed "Talk to a person" under "I don't know": hand over (once,
+        however often it is pressed; not at all when the profile has no handoff)."""
+        chosen = self._service.profile(profile)
+        if chosen.handoff is not None:
+            await self.start((), customer, chosen.handoff, chosen, "button",
+                             "The customer asked for a person (the bot did not know the "
+                             "answer).", platform=platform, scope=scope)
+
     async def after_turn(self, requests: Sequence[ChatRequest],
                          customer: Mapping[str, Any]) -> None:
         """After a turn: announce a handoff the model opened (``handoff_to_human``), or

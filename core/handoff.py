@@ -16,7 +16,8 @@ from core.errors import ConfigError
 from core.store import Store
 from core.store.models import Conversation, Handoff, Message, Relay, utcnow
 
-__all__ = ["HandoffRecord", "HandoffSettings", "Handoffs", "parse_handoff", "wants_human"]
+__all__ = ["HandoffRecord", "HandoffSettings", "Handoffs", "offer_line", "parse_handoff",
+           "wants_human"]
 
 _ho: Table = Handoff.__table__  # type: ignore[assignment]
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
@@ -69,6 +70,13 @@ def parse_handoff(raw: Mapping[str, Any] | None, where: str) -> HandoffSettings 
         raise ConfigError(f"{where} handoff: idle_release_hours must lie in (0, 2160]")
     return HandoffSettings(staff, tuple(p.strip().lower() for p in phrases), failures,
                            float(idle))
+
+
+def offer_line(settings: HandoffSettings | None) -> str:
+    """What "I don't know" adds when a person can take over (empty without a handoff)."""
+    if settings is None:
+        return ""
+    return f"Write \"{settings.phrases[0]}\" to talk to a person from our team."
 
 
 def wants_human(text: str, phrases: Sequence[str]) -> bool:

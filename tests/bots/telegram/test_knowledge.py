@@ -33,3 +33,25 @@ async def test_answer_cites_the_right_passage(tmp_path: Path, bot_api: FakeBotAp
         assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in shown
     [(_, number, heading, source)] = await stored_sources(db_url)
     assert (number, heading, source) == (1, "Shop FAQ > Shipping", FAQ_URL)
+
+
+async def test_i_dont_know_offers_a_person(tmp_path: Path, bot_api: FakeBotApi,
+                                           fake_model: FakeModelServer, db_url: str) -> None:
+    await seed(db_url)
+    toml = (TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+            + '\n[profiles.shop.handoff]\nstaff = "telegram:-1001234567890"\n')
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        bot.send(message("Who won the football match yesterday?"))
+        await bot.answered(ALICE["id"])
+        await bot.idle()
+        [sent] = bot_api.sent(ALICE["id"])
+        assert sent.text.startswith("I don't know")
+        assert sent.text.rstrip().endswith('Write "human" to talk to a person from our team.')
+        assert fake_model.requests == []
+        # Writing it hands the chat to staff: the notice goes to the staff group.
+        bot.send(message("human"))
+        await bot_api.wait_for(lambda: bot_api.texts(-1001234567890))
+        await bot.idle()
+        assert "Handoff from telegram" in bot_api.texts(-1001234567890)[0]
+        assert fake_model.requests == []

@@ -42,6 +42,7 @@ from bots.posters import (
 )
 from core.errors import ChatbridgeError, ConfigError
 from core.handoff import HandoffRecord, Handoffs, HandoffSettings, wants_human
+from core.handoff_summary import SUMMARY_SECONDS, summarise_for_staff
 from core.inbox import replica_name
 from core.outbox import Outbox
 from core.profiles import Profile
@@ -98,6 +99,7 @@ class Desk:
         self._handoffs = Handoffs(store)
         self._relays = Relays(store, owner=replica_name())
         self._lease = lease_seconds
+        self.summary_seconds = SUMMARY_SECONDS  # the notice waits this long for a summary
         self._posters = dict(posters)
         self._profiles = profiles
         self.clock = clock or (lambda: datetime.now(UTC))  # tests freeze it
@@ -218,19 +220,23 @@ class Desk:
         key = f"ho{handoff.id}/notice"
         if await self._relays.status(platform=settings.staff_platform, key=key) is not None:
             return  # posted (or being posted) by another replica, or an earlier attempt
-        recent = await self._recent(handoff)
+        lines = await self._recent(handoff)
+        summary = await summarise_for_staff(
+            self._service.model_client, profile.summary_model or self._service.model_for(profile),
+            lines, seconds=self.summary_seconds)
         notice = (f"Handoff from {handoff.platform} ({profile.name}): {handoff.reason}\n"
                   f"Reply to this message to answer the customer; reply /release to hand "
-                  f"it back to the bot.\n\nRecent messages:\n{recent}")
+                  f"it back to the bot.\n\n"
+                  + (f"Summary: {summary}\n\n" if summary else "")
+                  + "Recent messages:\n" + ("\n".join(lines) or "(none)"))
         await self._send(settings.staff_platform, staff_target(settings), notice, key,
                          kind="notice", handoff_id=handoff.id)
 
-    async def _recent(self, handoff: HandoffRecord, count: int = 8) -> str:
+    async def _recent(self, handoff: HandoffRecord, count: int = 8) -> list[str]:
         from core.export import conversation_lines  # the transcript's own reader
 
-        lines = await conversation_lines(self._store, platform=handoff.platform,
-                                         scope=handoff.scope, last=count)
-        return "\n".join(lines) or "(none)"
+        return await conversation_lines(self._store, platform=handoff.platform,
+                                        scope=handoff.scope, last=count)
 
     async def _to_staff(self, handoff: HandoffRecord, requests: Sequence[ChatRequest]) -> None:
         settings = HandoffSettings(handoff.staff)

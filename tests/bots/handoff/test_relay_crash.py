@@ -16,20 +16,7 @@ import asyncpg
 import pytest
 
 from tests.bots.slack.fake_slack import TEAM, FakeSlack
-from tests.test_replicas import (  # noqa: F401  (fixtures)
-    LEASE,
-    EchoModel,
-    _holder,
-    deliver,
-    dm,
-    model,
-    pg,
-    replicas,
-    session,
-    slack,
-    slack_env,
-    until,
-)
+from tests.test_replicas import LEASE, EchoModel, _holder, deliver, dm, replicas, slack_env, until
 
 pytestmark = pytest.mark.postgres
 

@@ -34,7 +34,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
-from bots.posters import TelegramPoster, open_posters
+from bots.posters import RELEASE_ACTION, TelegramPoster, open_posters
 from bots.relay import Desk
 from bots.runtime import Runtime
 from bots.telegram.business import Business
@@ -55,13 +55,16 @@ __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 # message_reaction and stopped_message_generation come only when listed (protocols-2 L.1).
+# callback_query: the "Release to the bot" button on a staff notice.
 ALLOWED_UPDATES = ["message", "business_message", "edited_business_message",
                    "deleted_business_messages", "business_connection", "message_reaction",
-                   STOP_UPDATE]
+                   STOP_UPDATE, "callback_query"]
 PROMPT = "Yes? Ask me something after the mention."
 GIVEN_UP = ("Sorry, answering your message failed several times, so I gave up on it. "
             "Please send it again, perhaps in other words.")
 SORRY = "Sorry, something went wrong on my side; please try again."
+RELEASED = "Released: the bot answers this customer again."
+ALREADY_RELEASED = "This conversation was already handed back to the bot."
 _App = Application[Any, Any, Any, Any, Any, Any]
 
 
@@ -128,6 +131,9 @@ class TelegramAdapter:
         """
         if update.message_reaction is not None:
             return await self._reaction(update)
+        if update.callback_query is not None:
+            await self._pressed(update)
+            return False
         if (stop := read_stop(update)) is not None:
             # Drafts are only in private chats, where the draft id is the answered message.
             place = Place(stop.chat_id, ChatType.PRIVATE)
@@ -195,6 +201,26 @@ class TelegramAdapter:
         if not stored:
             log.info("reaction on %s: no answer recorded there", reaction.ref)
         return stored
+
+    async def _pressed(self, update: Update) -> None:
+        """The release button on a staff notice: the handoff ends once, and the press is
+        answered once (a redelivery, or the same press at another replica, is not)."""
+        query = update.callback_query
+        assert query is not None
+        message = query.message
+        if query.data != RELEASE_ACTION or message is None \
+                or str(message.chat.id) not in self._staff:
+            return
+        released = await self.desk.release_by_notice(
+            f"{message.chat.id}/{message.message_id}", by=f"{PLATFORM}:{query.from_user.id}")
+        if not await self._service.first_time(platform=PLATFORM,
+                                              event_id=f"callback/{query.id}"):
+            return
+        try:
+            await self._app.bot.answer_callback_query(
+                query.id, text=RELEASED if released else ALREADY_RELEASED)
+        except TelegramError as err:  # the spinner stops by itself after a while
+            log.warning("could not answer the button press: %s", type(err).__name__)
 
     def _staff_reply(self, message: Message) -> bool:
         """A reply, in a staff group, to one of the bot's messages (a handoff notice)."""

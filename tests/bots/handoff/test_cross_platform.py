@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bots.db import create_engine, upgrade
 from bots.outbox import run_outbox
 from bots.settings import Settings
 from core.export import load_transcripts, to_markdown
@@ -65,6 +66,16 @@ async def both(tmp_path: Path, api: FakeBotApi, model: FakeModelServer, db_url: 
                                  CHATBRIDGE_SLACK_API_URL=slack.api_url)
         async with run_bot(settings, api, model) as tg, serve(settings, slack, model) as sl:
             yield tg, sl, settings
+
+
+async def migrated(db_url: str) -> None:
+    """A PostgreSQL database migrated first (a new SQLite one migrates itself)."""
+    if not db_url.startswith("sqlite"):
+        engine = create_engine(db_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
 
 
 def staff_notice(slack: FakeSlack) -> Any:
@@ -221,3 +232,45 @@ async def test_a_refused_relay_goes_to_the_outbox(
         notice = staff_notice(sl.slack)
         assert [m.text for m in sl.slack.posted() if m.thread_ts == notice.ts] == [
             "Alice: Order 9 is broken"]
+
+
+async def test_telegram_staff_answer_a_relayed_message_and_release_with_the_button(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    await migrated(db_url)
+    async with both(tmp_path, bot_api, fake_model, db_url, STAFF_TELEGRAM) as (tg, sl, _):
+        group = GROUP["id"]
+        await sl.event(message("I need a human", user="U1", channel="D1", channel_type="im",
+                               ts=new_ts()))
+        await tg.api.wait_for(lambda: tg.api.texts(group))
+        await sl.event(message("It is about order 7", user="U1", channel="D1",
+                               channel_type="im", ts=new_ts()))
+        await tg.api.wait_for(lambda: len(tg.api.texts(group)) >= 2)
+        await idle(tg, sl)
+        notice, relayed = tg.api.sent(group)[:2]
+        assert relayed.text == "Ann: It is about order 7" and relayed.reply_to == notice.message_id
+        assert notice.markup == {"inline_keyboard": [[{
+            "text": "Release to the bot", "callback_data": "handoff_release"}]]}
+
+        # Bob replies to the relayed customer message, not to the notice: still relayed.
+        tg.send(tg_message("Order 7 left the warehouse today.", chat=GROUP, sender=BOB,
+                           reply_to_message=tg_message(relayed.text, chat=GROUP,
+                                                       sender=dict(BOT_USER),
+                                                       message_id=relayed.message_id)))
+        await tg.api.wait_for(lambda: len([m for m in sl.slack.posted()
+                                           if m.channel == "D1"]) >= 2)
+        await idle(tg, sl)
+        assert [m.text for m in sl.slack.posted() if m.channel == "D1"][1:] == [
+            "Order 7 left the warehouse today."]
+
+        # The release button, pressed and its update delivered twice: released once,
+        # the press answered once.
+        press = tg.api.press(group, notice.message_id, "handoff_release", BOB, query_id="cq1")
+        tg.api.push(dict(press))
+        await tg.api.wait_for(lambda: tg.api.calls_to("answerCallbackQuery"))
+        await idle(tg, sl)
+        [answer] = tg.api.calls_to("answerCallbackQuery")
+        assert answer.get("callback_query_id") == "cq1" and "Released" in answer.get("text")
+        dm = [m.text for m in sl.slack.posted() if m.channel == "D1"]
+        assert sum("handed the conversation back" in t for t in dm) == 1
+        assert sum(t.startswith("Released") for t in tg.api.texts(group)) == 1

@@ -153,6 +153,7 @@ class Sent:
     reply_to: int | None = None
     deleted: bool = False
     rich: dict[str, Any] | None = None  # a rich message's InputRichMessage
+    markup: dict[str, Any] | None = None  # reply_markup (an inline keyboard)
 
 
 class FakeBotApi:
@@ -241,6 +242,15 @@ class FakeBotApi:
             "chat": chat, "message_id": message_id, "user": user,
             "date": extra.pop("date", int(time.time())), "old_reaction": before,
             "new_reaction": emoji}, **extra})
+
+    def press(self, chat_id: int, message_id: int, data: str, user: dict[str, Any], *,
+              query_id: str | None = None) -> dict[str, Any]:
+        """Someone presses an inline button of the bot's message: a ``callback_query``
+        update (``CallbackQuery``: id, from, message, chat_instance, data)."""
+        sent = self.messages[(chat_id, message_id)]
+        return self.push({"callback_query": {
+            "id": query_id or f"cq{next(self._update_ids)}", "from": user,
+            "message": self._message(sent), "chat_instance": f"ci{chat_id}", "data": data}})
 
     def fail(self, method: str, code: int, description: str = "", *, times: int = 1,
              retry_after: int | None = None,
@@ -455,12 +465,20 @@ class FakeBotApi:
         source, text = self._visible(call)
         reply = call.get("reply_parameters")
         thread = call.get("message_thread_id")
+        markup = call.get("reply_markup")
         sent = Sent(chat_id, next(self._message_ids[chat_id]), source, text,
                     thread_id=thread if isinstance(thread, int) else None,
                     business_connection_id=call.get("business_connection_id"),
-                    reply_to=reply.get("message_id") if isinstance(reply, dict) else None)
+                    reply_to=reply.get("message_id") if isinstance(reply, dict) else None,
+                    markup=markup if isinstance(markup, dict) else None)
         self.messages[(chat_id, sent.message_id)] = sent
         return self._message(sent)
+
+    async def _m_answercallbackquery(self, call: Call) -> Any:
+        if not call.get("callback_query_id"):
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired "
+                                "or query ID is invalid")
+        return True
 
     # Rich messages (Bot API 10.1; 10.3 can_stop/keep_on_stop on drafts), checked as
     # protocols-2 L.2 states [telegram-bot-api-spec api.json; aiogram schema]: exactly one

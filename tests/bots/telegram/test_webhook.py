@@ -68,7 +68,8 @@ async def test_duplicate_update_over_webhook_is_answered_once(
                                        "message", "business_message",
                                        "edited_business_message",
                                        "deleted_business_messages", "business_connection",
-                                       "message_reaction", "stopped_message_generation"]}
+                                       "message_reaction", "stopped_message_generation",
+                                       "callback_query"]}
         assert not bot_api.calls_to("getUpdates") and not bot_api.calls_to("deleteWebhook")
         delivery = {"update_id": 900001, **update(message("hello once"))}
         assert (await post(port, delivery)).status_code == 200

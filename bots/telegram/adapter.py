@@ -103,7 +103,7 @@ class TelegramAdapter:
                          profiles=runtime.settings.profiles,
                          lease_seconds=runtime.settings.lease_seconds)
         self._staff = self.desk.staff_places(PLATFORM)
-        self._business = Business(runtime.store, me=lambda: self._me,
+        self._business = Business(runtime.store, bot=application.bot, me=lambda: self._me,
                                   clock=lambda: self.desk.clock(),
                                   pause_minutes=config.owner_pause_minutes)
 

@@ -166,6 +166,8 @@ class FakeBotApi:
         self.messages: dict[tuple[int, int], Sent] = {}
         self.files: dict[str, tuple[bytes, int]] = {}  # file_id -> (data, reported size)
         self.blocked: set[int] = set()
+        # getBusinessConnection answers (BusinessConnection objects by id)
+        self.business_connections: dict[str, dict[str, Any]] = {}
         self.webhook: dict[str, Any] = {}
         self.downloads: list[str] = []
         self.reject_html = 0  # answer the next N HTML texts with a parse error
@@ -473,6 +475,12 @@ class FakeBotApi:
                     markup=markup if isinstance(markup, dict) else None)
         self.messages[(chat_id, sent.message_id)] = sent
         return self._message(sent)
+
+    async def _m_getbusinessconnection(self, call: Call) -> Any:
+        found = self.business_connections.get(str(call.get("business_connection_id")))
+        if found is None:
+            raise ApiError(400, "Bad Request: business connection not found")
+        return found
 
     async def _m_answercallbackquery(self, call: Call) -> Any:
         if not call.get("callback_query_id"):

@@ -52,7 +52,8 @@ async def test_private_chat_streams_a_draft_then_sends_one_message(bot: Bot) -> 
                                                "model"]
     assert api.calls_to("getUpdates")[0].get("allowed_updates") == [
         "message", "business_message", "edited_business_message", "deleted_business_messages",
-        "business_connection", "message_reaction", "stopped_message_generation"]
+        "business_connection", "message_reaction", "stopped_message_generation",
+        "callback_query"]
 
 
 async def test_conversation_is_remembered(bot: Bot) -> None:

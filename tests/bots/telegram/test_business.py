@@ -97,3 +97,29 @@ async def test_edited_before_the_answer_is_answered_as_edited_deleted_not_at_all
     assert len(bot.model.requests) == 2
     assert bot.model_texts(1)[-1] == "second question"
     assert "never mind this one" not in str(bot.model.requests[1].json["messages"])
+
+
+async def test_an_unknown_connection_is_asked_for_and_respected(bot: Bot) -> None:
+    # Connected before this bot ran: no business_connection update ever came.
+    bot.api.business_connections[LINK] = connection(can_reply=False)["business_connection"]
+    bot.send(customer("Are you open on Sunday?"), kind="business_message")
+    await bot.idle()
+    await bot.settle()
+    [asked] = bot.api.calls_to("getBusinessConnection")
+    assert asked.get("business_connection_id") == LINK
+    assert bot.api.texts(CUSTOMER["id"]) == [] and bot.model.requests == []
+    stored = await BusinessState(bot.runtime.store).connection(LINK)
+    assert stored is not None and stored.user_id == str(OWNER["id"]) and not stored.can_reply
+    bot.send(customer("Hello?"), kind="business_message")
+    await bot.idle()
+    await bot.settle()
+    assert len(bot.api.calls_to("getBusinessConnection")) == 1  # stored: asked once
+    assert bot.api.texts(CUSTOMER["id"]) == []
+
+
+async def test_a_connection_that_may_reply_is_answered_as_the_business(bot: Bot) -> None:
+    bot.api.business_connections[LINK] = connection()["business_connection"]
+    bot.model.default = Reply(text="Yes, 10 to 4.")
+    bot.send(customer("Are you open on Sunday?"), kind="business_message")
+    assert await bot.answered(CUSTOMER["id"]) == ["Yes, 10 to 4."]
+    assert len(bot.api.calls_to("getBusinessConnection")) == 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-
 from typing import Any
 
 from telegram import BusinessConnection, Message, Update, User

@@ -73,3 +73,26 @@ async def test_i_dont_know_offers_a_person_who_takes_over(make_harness: HarnessF
         await h.event(mention("Are you there?", thread_ts=answer.thread_ts))
         await h.idle()
         assert len(h.model.requests) == calls
+
+
+async def test_the_transcript_names_the_cited_sources(make_harness: HarnessFactory,
+                                                     db_url: str) -> None:
+    import json
+
+    from core.export import load_transcripts, to_jsonl, to_markdown
+
+    await seed(db_url)
+    async with make_harness(db_url, TOML) as h:
+        h.model.enqueue(Reply(text="You have 30 days to return it [1]."))
+        await h.event(mention("How long do I have to return an item?", ts="1710000100.000001"))
+        await h.idle()
+        transcripts = await load_transcripts(h.bot.runtime.store,
+                                             scope="T0TEAM/C1/1710000100.000001")
+    md = to_markdown(transcripts)
+    assert f"Sources: [1] Shop FAQ — Returns ({FAQ_URL})" in md
+    rows = [json.loads(line) for line in to_jsonl(transcripts).splitlines()]
+    answer = next(r for r in rows if r["role"] == "assistant")
+    assert answer["sources"][0] == {"number": 1, "title": "Shop FAQ", "heading":
+                                    "Shop FAQ > Returns", "source": FAQ_URL, "cited": True}
+    assert all(not s["cited"] for s in answer["sources"][1:])
+    assert next(r for r in rows if r["role"] == "user")["sources"] == []

@@ -5,6 +5,7 @@ customer from a Telegram group."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -57,13 +58,13 @@ staff = "telegram:{GROUP['id']}"
 
 @contextlib.asynccontextmanager
 async def both(tmp_path: Path, api: FakeBotApi, model: FakeModelServer, db_url: str,
-               toml: str) -> AsyncIterator[tuple[Bot, Harness, Settings]]:
+               toml: str, **env: str) -> AsyncIterator[tuple[Bot, Harness, Settings]]:
     """A Telegram bot and a Slack bot (each with both platforms' tokens) on one database."""
     with FakeSlack() as slack:
         slack.users.update({"U1": "Ann", "U2": "Dana"})
         settings = make_settings(tmp_path, api, model, db_url, toml,
                                  SLACK_BOT_TOKEN=SLACK_TOKEN, SLACK_SIGNING_SECRET=SECRET,
-                                 CHATBRIDGE_SLACK_API_URL=slack.api_url)
+                                 CHATBRIDGE_SLACK_API_URL=slack.api_url, **env)
         async with run_bot(settings, api, model) as tg, serve(settings, slack, model) as sl:
             yield tg, sl, settings
 
@@ -274,3 +275,29 @@ async def test_telegram_staff_answer_a_relayed_message_and_release_with_the_butt
         dm = [m.text for m in sl.slack.posted() if m.channel == "D1"]
         assert sum("handed the conversation back" in t for t in dm) == 1
         assert sum(t.startswith("Released") for t in tg.api.texts(group)) == 1
+
+
+async def test_a_telegram_relay_left_by_a_dead_sender_is_sent_after_the_lease(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    await migrated(db_url)
+    async with both(tmp_path, bot_api, fake_model, db_url, STAFF_TELEGRAM,
+                    CHATBRIDGE_LEASE_SECONDS="2") as (tg, sl, _):
+        group = GROUP["id"]
+        await sl.event(message("I need a human", user="U1", channel="D1", channel_type="im",
+                               ts=new_ts()))
+        await tg.api.wait_for(lambda: tg.api.texts(group))
+        await idle(tg, sl)
+        [notice] = tg.api.sent(group)
+        # What a replica that died between its claim and Telegram's answer leaves behind.
+        dead = Relays(tg.runtime.store, owner="dead:1:x")
+        left = await dead.claim(platform="telegram", key="T0TEAM/D1/9.9/relay",
+                                target={"chat_id": group, "reply_to": notice.message_id},
+                                text="Ann: are you there?", lease=0.5)
+        assert left is not None
+        await tg.api.wait_for(lambda: len(tg.api.texts(group)) >= 2, within=20)
+        await asyncio.sleep(2.5)  # another lease: nobody sends it again
+        await idle(tg, sl)
+        assert tg.api.texts(group)[1:] == ["Ann: are you there?"]
+        assert tg.api.sent(group)[1].reply_to == notice.message_id
+        assert await dead.status(platform="telegram", key=left.key) == "sent"

@@ -34,13 +34,13 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
-from bots.posters import RELEASE_ACTION, TelegramPoster, open_posters
+from bots.posters import HANDOFF_START, RELEASE_ACTION, TelegramPoster, open_posters
 from bots.relay import Desk
 from bots.runtime import Runtime
 from bots.telegram.business import Business
 from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
-from bots.telegram.inbound import Incoming, Place, read_messages
+from bots.telegram.inbound import Incoming, Place, place_of, read_messages
 from bots.telegram.render import Blocked, Replier, Target
 from bots.telegram.signals import STOP_UPDATE, read_reaction, read_stop
 from core.answer_cap import add_notice
@@ -208,6 +208,12 @@ class TelegramAdapter:
         query = update.callback_query
         assert query is not None
         message = query.message
+        if query.data == HANDOFF_START and isinstance(message, Message):
+            place = place_of(message)
+            if self._config.allow.decide(chat_id=place.chat_id, user_id=query.from_user.id,
+                                         private=place.private) == "answer":
+                await self._person_asked(query.id, message)
+            return
         if query.data != RELEASE_ACTION or message is None \
                 or str(message.chat.id) not in self._staff:
             return
@@ -221,6 +227,22 @@ class TelegramAdapter:
                 query.id, text=RELEASED if released else ALREADY_RELEASED)
         except TelegramError as err:  # the spinner stops by itself after a while
             log.warning("could not answer the button press: %s", type(err).__name__)
+
+    async def _person_asked(self, query_id: str, message: Message) -> None:
+        """"Talk to a person" under "I don't know": the chat is handed to staff (once);
+        the press is answered once."""
+        place = place_of(message)
+        customer = {"chat_id": place.chat_id, "thread_id": place.thread_id,
+                    "business_connection_id": place.business_connection_id, "reply_to": None}
+        await self.desk.person_asked(
+            platform=PLATFORM, scope=place.scope(self._me.id), customer=customer,
+            profile=self._config.profile_for(
+                place.chat_id, business=place.business_connection_id is not None))
+        if await self._service.first_time(platform=PLATFORM, event_id=f"callback/{query_id}"):
+            try:
+                await self._app.bot.answer_callback_query(query_id)
+            except TelegramError as err:
+                log.warning("could not answer the button press: %s", type(err).__name__)
 
     def _staff_reply(self, message: Message) -> bool:
         """A reply, in a staff group, to one of the bot's messages (a handoff notice)."""

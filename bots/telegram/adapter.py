@@ -34,13 +34,14 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
-from bots.posters import HANDOFF_START, RELEASE_ACTION, TelegramPoster, open_posters
+from bots.posters import TelegramPoster, open_posters
 from bots.relay import Desk
 from bots.runtime import Runtime
 from bots.telegram.business import Business
+from bots.telegram.buttons import Buttons
 from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
-from bots.telegram.inbound import Incoming, Place, place_of, read_messages
+from bots.telegram.inbound import Incoming, Place, read_messages
 from bots.telegram.render import Blocked, Replier, Target
 from bots.telegram.signals import STOP_UPDATE, read_reaction, read_stop
 from core.answer_cap import add_notice
@@ -63,8 +64,6 @@ PROMPT = "Yes? Ask me something after the mention."
 GIVEN_UP = ("Sorry, answering your message failed several times, so I gave up on it. "
             "Please send it again, perhaps in other words.")
 SORRY = "Sorry, something went wrong on my side; please try again."
-RELEASED = "Released: the bot answers this customer again."
-ALREADY_RELEASED = "This conversation was already handed back to the bot."
 _App = Application[Any, Any, Any, Any, Any, Any]
 
 
@@ -103,6 +102,8 @@ class TelegramAdapter:
                          profiles=runtime.settings.profiles,
                          lease_seconds=runtime.settings.lease_seconds)
         self._staff = self.desk.staff_places(PLATFORM)
+        self._buttons = Buttons(desk=self.desk, service=runtime.service, config=config,
+                                bot=application.bot, me=lambda: self._me, staff=self._staff)
         self._business = Business(runtime.store, bot=application.bot, me=lambda: self._me,
                                   clock=lambda: self.desk.clock(),
                                   pause_minutes=config.owner_pause_minutes)
@@ -132,7 +133,7 @@ class TelegramAdapter:
         if update.message_reaction is not None:
             return await self._reaction(update)
         if update.callback_query is not None:
-            await self._pressed(update)
+            await self._buttons.pressed(update.callback_query)
             return False
         if (stop := read_stop(update)) is not None:
             # Drafts are only in private chats, where the draft id is the answered message.
@@ -201,48 +202,6 @@ class TelegramAdapter:
         if not stored:
             log.info("reaction on %s: no answer recorded there", reaction.ref)
         return stored
-
-    async def _pressed(self, update: Update) -> None:
-        """The release button on a staff notice: the handoff ends once, and the press is
-        answered once (a redelivery, or the same press at another replica, is not)."""
-        query = update.callback_query
-        assert query is not None
-        message = query.message
-        if query.data == HANDOFF_START and isinstance(message, Message):
-            place = place_of(message)
-            if self._config.allow.decide(chat_id=place.chat_id, user_id=query.from_user.id,
-                                         private=place.private) == "answer":
-                await self._person_asked(query.id, message)
-            return
-        if query.data != RELEASE_ACTION or message is None \
-                or str(message.chat.id) not in self._staff:
-            return
-        released = await self.desk.release_by_notice(
-            f"{message.chat.id}/{message.message_id}", by=f"{PLATFORM}:{query.from_user.id}")
-        if not await self._service.first_time(platform=PLATFORM,
-                                              event_id=f"callback/{query.id}"):
-            return
-        try:
-            await self._app.bot.answer_callback_query(
-                query.id, text=RELEASED if released else ALREADY_RELEASED)
-        except TelegramError as err:  # the spinner stops by itself after a while
-            log.warning("could not answer the button press: %s", type(err).__name__)
-
-    async def _person_asked(self, query_id: str, message: Message) -> None:
-        """"Talk to a person" under "I don't know": the chat is handed to staff (once);
-        the press is answered once."""
-        place = place_of(message)
-        customer = {"chat_id": place.chat_id, "thread_id": place.thread_id,
-                    "business_connection_id": place.business_connection_id, "reply_to": None}
-        await self.desk.person_asked(
-            platform=PLATFORM, scope=place.scope(self._me.id), customer=customer,
-            profile=self._config.profile_for(
-                place.chat_id, business=place.business_connection_id is not None))
-        if await self._service.first_time(platform=PLATFORM, event_id=f"callback/{query_id}"):
-            try:
-                await self._app.bot.answer_callback_query(query_id)
-            except TelegramError as err:
-                log.warning("could not answer the button press: %s", type(err).__name__)
 
     def _staff_reply(self, message: Message) -> bool:
         """A reply, in a staff group, to one of the bot's messages (a handoff notice)."""

@@ -4,15 +4,20 @@ Slack and Telegram.
 Both adapters call one ``Desk``. Before a turn, ``intercept`` decides whether the bot
 stays silent (an open handoff: the messages are stored and relayed to the staff thread) or
 hands the conversation over (the person asked for a human, the shop is closed and
-``after_hours = "handoff"``). On the staff side, a reply to the staff notice (a Slack
-thread reply, a Telegram reply) is ``staff_reply``: stored in the customer's conversation
-as a ``staff`` message once per event, then sent to the customer on their platform;
-``/release`` (or the Slack button) ends the handoff. Each replica posts to the other
-platform with a client of its own, built from that platform's token.
+``after_hours = "handoff"``). On the staff side, a reply to the staff notice or to a
+relayed customer message (a Slack thread reply, a Telegram reply) is ``staff_reply``:
+stored in the customer's conversation as a ``staff`` message once per event, then sent to
+the customer on their platform; ``/release`` (or the button) ends the handoff. Each replica
+posts to the other platform with a client of its own, built from that platform's token.
 
-Every relay is stored before it is sent, keyed by the event that carried it, so a
-redelivery or a second replica (the inbox's lease) never sends it twice; a relay the
-platform refuses goes to the outbox (``chatbridge outbox retry``).
+Every relay is stored before it is sent, then claimed in the relay ledger
+(``core.relays``) with a lease, so a redelivery or a second replica never sends it twice. A
+replica that dies between the claim and the platform's answer leaves the relay to the
+sweeper of whichever replica comes next: after the lease it is sent again, on Slack only
+after looking for the copy that may have arrived (each relay carries its key as message
+metadata). Telegram has no such lookup: there a relay whose sender died after Telegram
+took it and before the ledger heard back is sent twice (the window is one HTTP answer). A
+relay the platform refuses goes to the outbox (``chatbridge outbox retry``).
 """
 
 from __future__ import annotations
@@ -20,40 +25,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from bots.settings import Settings
+from bots.posters import (
+    HANDOFF_START,
+    RELEASE_ACTION,
+    LazyTelegramPoster,
+    Poster,
+    SlackPoster,
+    TelegramPoster,
+    Unconfirmed,
+    open_posters,
+)
 from core.errors import ChatbridgeError, ConfigError
 from core.handoff import HandoffRecord, Handoffs, HandoffSettings, wants_human
+from core.handoff_summary import SUMMARY_SECONDS, summarise_for_staff
+from core.inbox import replica_name
 from core.outbox import Outbox
 from core.profiles import Profile
+from core.relays import RelayRecord, Relays
 from core.service import ChatService
 from core.store import Store
 from core.types import ChatRequest
 
-__all__ = ["RELEASE_ACTION", "Desk", "Poster", "Verdict", "open_posters"]
+__all__ = ["HANDOFF_START", "RELEASE_ACTION", "Desk", "Poster", "SlackPoster", "TelegramPoster",
+           "Verdict", "open_posters"]
 
 log = logging.getLogger(__name__)
-RELEASE_ACTION = "handoff_release"
 RELEASE_WORDS = ("/release", "release")
-SWEEP_SECONDS = 60.0
+SWEEP_SECONDS = 60.0  # idle handoffs are looked for this often
+MAX_ATTEMPTS = 5  # an unconfirmed Slack relay is looked for and sent again at most so often
 TOLD_CUSTOMER = ("I've asked a person from our team to take over; they will answer here"
                  "{when}. You can keep writing meanwhile.")
 BACK = "Our team has handed the conversation back to me; ask me anything."
 IDLE_CUSTOMER = ("Our team has not written here for a while, so I am answering again. "
                  "Write \"human\" to reach a person.")
-
-
-class Poster(Protocol):
-    """Posts plain text to a place on one platform; returns the message's ref."""
-
-    async def post(self, target: Mapping[str, Any], text: str, *,
-                   button: bool = False) -> str:
-        """Post ``text`` to ``target`` (the platform's reply target as a dict)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +92,14 @@ class Desk:
 
     def __init__(self, *, service: ChatService, store: Store,
                  posters: Mapping[str, Poster], profiles: Mapping[str, Profile],
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 lease_seconds: float = 60.0) -> None:
         self._service = service
         self._store = store
         self._handoffs = Handoffs(store)
+        self._relays = Relays(store, owner=replica_name())
+        self._lease = lease_seconds
+        self.summary_seconds = SUMMARY_SECONDS  # the notice waits this long for a summary
         self._posters = dict(posters)
         self._profiles = profiles
         self.clock = clock or (lambda: datetime.now(UTC))  # tests freeze it
@@ -143,6 +156,16 @@ class Desk:
             return Verdict(False, profile.hours.closed_note(now))
         return Verdict(False)
 
+    async def person_asked(self, *, platform: str, scope: str, customer: Mapping[str, Any],
+                           profile: str | None) -> None:
+        """The person pressed "Talk to a person" under "I don't know": hand over (once,
+        however often it is pressed; not at all when the profile has no handoff)."""
+        chosen = self._service.profile(profile)
+        if chosen.handoff is not None:
+            await self.start((), customer, chosen.handoff, chosen, "button",
+                             "The customer asked for a person (the bot did not know the "
+                             "answer).", platform=platform, scope=scope)
+
     async def after_turn(self, requests: Sequence[ChatRequest],
                          customer: Mapping[str, Any]) -> None:
         """After a turn: announce a handoff the model opened (``handoff_to_human``), or
@@ -194,23 +217,26 @@ class Desk:
         when = "" if profile.hours.is_open(now) else profile.hours.when_open(now)
         await self._send(handoff.platform, customer, TOLD_CUSTOMER.format(when=when),
                          f"ho{handoff.id}/told")
-        if not await self._service.first_time(platform=settings.staff_platform,
-                                              event_id=f"ho{handoff.id}/notice"):
-            return
-        recent = await self._recent(handoff)
+        key = f"ho{handoff.id}/notice"
+        if await self._relays.status(platform=settings.staff_platform, key=key) is not None:
+            return  # posted (or being posted) by another replica, or an earlier attempt
+        lines = await self._recent(handoff)
+        summary = await summarise_for_staff(
+            self._service.model_client, profile.summary_model or self._service.model_for(profile),
+            lines, seconds=self.summary_seconds)
         notice = (f"Handoff from {handoff.platform} ({profile.name}): {handoff.reason}\n"
                   f"Reply to this message to answer the customer; reply /release to hand "
-                  f"it back to the bot.\n\nRecent messages:\n{recent}")
-        poster = self._posters[settings.staff_platform]
-        ref = await poster.post(staff_target(settings), notice, button=True)
-        await self._handoffs.set_notice(handoff.id, ref)
+                  f"it back to the bot.\n\n"
+                  + (f"Summary: {summary}\n\n" if summary else "")
+                  + "Recent messages:\n" + ("\n".join(lines) or "(none)"))
+        await self._send(settings.staff_platform, staff_target(settings), notice, key,
+                         kind="notice", handoff_id=handoff.id)
 
-    async def _recent(self, handoff: HandoffRecord, count: int = 8) -> str:
+    async def _recent(self, handoff: HandoffRecord, count: int = 8) -> list[str]:
         from core.export import conversation_lines  # the transcript's own reader
 
-        lines = await conversation_lines(self._store, platform=handoff.platform,
-                                         scope=handoff.scope, last=count)
-        return "\n".join(lines) or "(none)"
+        return await conversation_lines(self._store, platform=handoff.platform,
+                                        scope=handoff.scope, last=count)
 
     async def _to_staff(self, handoff: HandoffRecord, requests: Sequence[ChatRequest]) -> None:
         settings = HandoffSettings(handoff.staff)
@@ -218,30 +244,31 @@ class Desk:
         for r in requests:
             if not r.text.strip():
                 continue
-            stored = await self._handoffs.add_message(
+            await self._handoffs.add_message(
                 handoff, role="user", author_id=r.author.id, author_name=r.author.name,
                 text=r.text, event_id=r.event_id)
-            if stored:
-                await self._send(settings.staff_platform, target,
-                                 f"{r.author.name or 'Customer'}: {r.text}", f"{r.event_id}/relay")
+            # Also when stored before: a retaken turn finds the relay sent, or takes it over.
+            await self._send(settings.staff_platform, target,
+                             f"{r.author.name or 'Customer'}: {r.text}", f"{r.event_id}/relay",
+                             handoff_id=handoff.id)
 
     # ---------------------------------------------------------------- staff side
     async def staff_reply(self, *, platform: str, notice_ref: str, author_id: str,
                           author_name: str, text: str, event_id: str) -> bool:
-        """A staff member's reply to a notice: relay it (or release on ``/release``).
-        ``False`` when ``notice_ref`` is no open handoff's notice."""
-        handoff = await self._handoffs.by_notice(notice_ref)
+        """A staff member's reply to a notice, or to a customer message relayed to staff:
+        relay it (or release on ``/release``). ``False`` when ``notice_ref`` is neither for
+        an open handoff."""
+        handoff = await self._handoffs.by_ref(notice_ref)
         if handoff is None:
             return False
         if text.strip().lower() in RELEASE_WORDS:
             await self.release(handoff, by=f"{platform}:{author_id}")
             return True
-        stored = await self._handoffs.add_message(
+        await self._handoffs.add_message(
             handoff, role="staff", author_id=f"{platform}:{author_id}", author_name=author_name,
             text=text, event_id=f"{platform}:{event_id}")
-        if stored:
-            await self._send(handoff.platform, handoff.customer, text,
-                             f"{platform}:{event_id}/relay")
+        await self._send(handoff.platform, handoff.customer, text,
+                         f"{platform}:{event_id}/relay", handoff_id=handoff.id)
         return True
 
     async def release(self, handoff: HandoffRecord, *, by: str, idle: bool = False) -> bool:
@@ -259,7 +286,7 @@ class Desk:
 
     async def release_by_notice(self, notice_ref: str, *, by: str) -> bool:
         """The release button on a notice."""
-        handoff = await self._handoffs.by_notice(notice_ref)
+        handoff = await self._handoffs.by_ref(notice_ref)
         return handoff is not None and await self.release(handoff, by=by)
 
     async def sweep(self) -> int:
@@ -273,17 +300,24 @@ class Desk:
         return released
 
     def start_sweeper(self) -> None:
-        """Release idle handoffs every minute in the background (stopped by ``close``)."""
+        """In the background (stopped by ``close``): send again the relays of a sender
+        that died (every third of a lease) and release idle handoffs (every minute)."""
         if self._sweeper is None and any(p.handoff for p in self._profiles.values()):
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="handoff sweeper")
 
     async def _sweep_forever(self) -> None:
+        every = max(0.2, min(self._lease / 3, SWEEP_SECONDS))
+        loop = asyncio.get_running_loop()
+        idle_due = loop.time()
         while True:
             try:
-                await self.sweep()
-            except Exception as err:  # the database away, say: next minute again
-                log.warning("idle handoff sweep failed: %s", type(err).__name__)
-            await asyncio.sleep(SWEEP_SECONDS)
+                await self.resend_expired()
+                if loop.time() >= idle_due:
+                    idle_due = loop.time() + SWEEP_SECONDS
+                    await self.sweep()
+            except Exception as err:  # the database away, say: next round again
+                log.warning("handoff sweep failed: %s", type(err).__name__)
+            await asyncio.sleep(every)
 
     async def close(self) -> None:
         """Stop the sweeper."""
@@ -297,114 +331,81 @@ class Desk:
                 await poster.aclose()
 
     # ---------------------------------------------------------------- sending
-    async def _send(self, platform: str, target: Mapping[str, Any], text: str,
-                    once: str) -> None:
-        """Send once (claimed in SQL first); a refusal goes to the outbox."""
-        if not await self._service.first_time(platform=platform, event_id=once):
-            return
-        poster = self._posters.get(platform)
+    async def _send(self, platform: str, target: Mapping[str, Any], text: str, once: str, *,
+                    kind: str = "text", handoff_id: int | None = None) -> None:
+        """Send once: claimed in the relay ledger first (taken over after a crash); a
+        refusal goes to the outbox."""
+        relay = await self._relays.claim(platform=platform, key=once, target=target,
+                                         text=text, lease=self._lease, kind=kind,
+                                         handoff_id=handoff_id)
+        if relay is not None:
+            await self._deliver(relay)
+
+    async def _deliver(self, relay: RelayRecord) -> None:
+        """Post a claimed relay (looking for an earlier copy first when it is claimed again)
+        while renewing its lease; record where it went."""
+        poster = self._posters.get(relay.platform)
+        ref: str | None = None
         try:
             if poster is None:
-                raise ChatbridgeError(f"no {platform} client in this process")
-            await poster.post(target, text)
+                raise ChatbridgeError(f"no {relay.platform} client in this process")
+            async with self._leased(relay.id):
+                if relay.attempts > 1 and poster.can_find:
+                    ref = await poster.find(relay.target, relay.key, since=relay.created_at)
+                    if ref is not None:
+                        log.info("relay %s was shown before its sender stopped; not sent "
+                                 "again", relay.key)
+                if ref is None:
+                    ref = await poster.post(relay.target, relay.text,
+                                            button=relay.kind == "notice", relay=relay.key)
+        except Unconfirmed as err:
+            if poster is not None and poster.can_find and relay.attempts < MAX_ATTEMPTS:
+                # Looked for (and sent if missing) once the lease runs out.
+                log.warning("%s; relay %s is checked again in %g s", err, relay.key,
+                            self._lease)
+                return
+            log.warning("%s; relay %s is most likely shown and is not sent again", err,
+                        relay.key)
         except Exception as err:
             kind = getattr(err, "kind", None) or type(err).__name__
-            await Outbox(self._store).add(platform=platform, event_id=once, target=target,
-                                          text=text, error=str(kind)[:200])
-            log.error("could not relay to %s (%s); kept in the outbox", platform, kind)
+            await Outbox(self._store).add(platform=relay.platform, event_id=relay.key,
+                                          target=relay.target, text=relay.text,
+                                          error=str(kind)[:200])
+            await self._relays.finish(relay.id, status="outbox")
+            log.error("could not relay to %s (%s); kept in the outbox", relay.platform, kind)
+            return
+        await self._relays.finish(relay.id, status="sent", ref=ref)
+        if relay.kind == "notice" and relay.handoff_id is not None and ref:
+            await self._handoffs.set_notice(relay.handoff_id, ref)
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, relay_id: int) -> AsyncIterator[None]:
+        """Renew the relay's lease while the platform call runs (a slow answer is not a
+        dead sender)."""
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self._lease / 3)
+                with contextlib.suppress(ChatbridgeError):
+                    await self._relays.renew(relay_id, self._lease)
+
+        task = asyncio.create_task(renew(), name="relay lease")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def resend_expired(self) -> int:
+        """Send the relays whose sender died before the platform answered; how many."""
+        done = 0
+        for relay_id in await self._relays.expired():
+            relay = await self._relays.retake(relay_id, self._lease)
+            if relay is not None:
+                await self._deliver(relay)
+                done += 1
+        return done
 
 
 def _hours(hours: float) -> timedelta:
     return timedelta(hours=hours)
-
-
-class SlackPoster:
-    """Posts with a Slack Web API client."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    async def post(self, target: Mapping[str, Any], text: str, *,
-                   button: bool = False) -> str:
-        """``chat.postMessage``; the ref is ``channel/ts``."""
-        blocks = None
-        if button:
-            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
-                      {"type": "actions", "elements": [{
-                          "type": "button", "action_id": RELEASE_ACTION, "style": "primary",
-                          "text": {"type": "plain_text", "text": "Release to the bot"},
-                          "value": "release"}]}]
-        reply = await self._client.chat_postMessage(
-            channel=target["channel"], thread_ts=target.get("thread_ts"), text=text,
-            blocks=blocks)
-        return f"{reply['channel']}/{reply['ts']}"
-
-
-class TelegramPoster:
-    """Posts with a Telegram ``Bot``."""
-
-    def __init__(self, bot: Any) -> None:
-        self._bot = bot
-
-    async def post(self, target: Mapping[str, Any], text: str, *,
-                   button: bool = False) -> str:
-        """``sendMessage`` (as the business, in a business chat); the ref is ``chat/id``."""
-        from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
-
-        markup = InlineKeyboardMarkup([[InlineKeyboardButton(
-            "Release to the bot", callback_data=RELEASE_ACTION)]]) if button else None
-        reply_to = target.get("reply_to")
-        sent = await self._bot.send_message(
-            target["chat_id"], text[:4096], message_thread_id=target.get("thread_id"),
-            business_connection_id=target.get("business_connection_id"),
-            reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True)
-            if reply_to else None, reply_markup=markup)
-        return f"{sent.chat.id}/{sent.message_id}"
-
-
-class LazyTelegramPoster(TelegramPoster):
-    """A Telegram poster whose ``Bot`` starts at the first post (for a Slack process)."""
-
-    def __init__(self, settings: Settings) -> None:
-        from telegram import Bot
-
-        from bots.telegram import load_config
-
-        config = load_config(settings)
-        super().__init__(Bot(config.token, base_url=config.api_url,
-                             base_file_url=config.file_url))
-        self._started = False
-
-    async def post(self, target: Mapping[str, Any], text: str, *,
-                   button: bool = False) -> str:
-        """Start the bot once, then post."""
-        if not self._started:
-            await self._bot.initialize()
-            self._started = True
-        return await super().post(target, text, button=button)
-
-    async def aclose(self) -> None:
-        """Shut the bot's HTTP client down."""
-        if self._started:
-            await self._bot.shutdown()
-
-
-def open_posters(settings: Settings, own: Mapping[str, Poster]) -> dict[str, Poster]:
-    """Posters for both platforms: ``own`` (the running adapter's) and, when its token is
-    set, the other platform's (a client of its own; ``Desk.close`` closes it)."""
-    posters: dict[str, Poster] = dict(own)
-    env = settings.env
-    if not any(p.handoff for p in settings.profiles.values()):
-        return posters  # no handoff configured: nothing to post on the other platform
-    if "slack" not in posters and env.get("SLACK_BOT_TOKEN", "").strip():
-        from slack_sdk.web.async_client import AsyncWebClient
-
-        token = env["SLACK_BOT_TOKEN"].strip()
-        if not token.startswith("xoxb-"):
-            raise ConfigError("SLACK_BOT_TOKEN must be the app's Bot User OAuth Token "
-                              "(xoxb-…)")
-        base = env.get("CHATBRIDGE_SLACK_API_URL", "").strip() or "https://slack.com/api/"
-        posters["slack"] = SlackPoster(AsyncWebClient(token=token, base_url=base, timeout=30))
-    if "telegram" not in posters and env.get("TELEGRAM_BOT_TOKEN", "").strip():
-        posters["telegram"] = LazyTelegramPoster(settings)
-    return posters

@@ -1,8 +1,10 @@
-"""Transcripts: whole conversations with authors, times, staff messages and tool calls."""
+"""Transcripts: whole conversations with authors, times, staff messages, tool calls and the
+knowledge-base passages each answer was given (``cited``: its text refers to the number)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -10,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
+from core.knowledge.models import MessageSource
 from core.store import Store
 from core.store.models import Conversation, Message, ToolCallRow
 
@@ -20,6 +23,7 @@ __all__ = ["Transcript", "conversation_lines", "find_conversations", "first_auth
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
 _msg: Table = Message.__table__  # type: ignore[assignment]
 _tools: Table = ToolCallRow.__table__  # type: ignore[assignment]
+_sources: Table = MessageSource.__table__  # type: ignore[assignment]
 WHO = {"user": "customer", "assistant": "bot", "staff": "staff"}
 
 
@@ -34,6 +38,8 @@ class Line:
     status: str
     model: str | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
+    # The passages an answer was given: number, title, heading, source, cited.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +85,22 @@ def _lines(conn: Connection, conversation_id: int) -> list[Line]:
         calls.setdefault(call.message_id, []).append({
             "name": call.name, "arguments": call.arguments, "status": call.status,
             "output": call.output})
+    given: dict[int, list[Any]] = {}
+    for source in conn.execute(select(_sources).join(
+            _msg, _msg.c.id == _sources.c.message_id).where(
+            _msg.c.conversation_id == conversation_id)
+            .order_by(_sources.c.message_id, _sources.c.number)).all():
+        given.setdefault(source.message_id, []).append(source)
     lines = []
     for row in rows:
         author = row.author_name or row.author_id or WHO.get(row.role, row.role)
+        numbers = {int(n) for n in re.findall(r"\[(\d{1,2})\]", row.text or "")}
+        sources = [{"number": s.number, "title": s.title, "heading": s.heading,
+                    "source": s.source, "cited": s.number in numbers}
+                   for s in given.get(row.id, [])]
         # A turn's tool calls hang on its user message; they are shown with the answer.
         lines.append(Line(_iso(row.created_at), row.role, author, row.text, row.status,
-                          row.model, calls.get(row.id, [])))
+                          row.model, calls.get(row.id, []), sources))
     return lines
 
 
@@ -165,7 +181,21 @@ def to_markdown(transcripts: Sequence[Transcript]) -> str:
                 out.append(f"> tool `{call['name']}` {call['arguments']} → {call['status']}")
             if line.tools:
                 out.append("")
+            cited = [s for s in line.sources if s["cited"]]
+            if cited:
+                out.append("Sources: " + "; ".join(_source(s) for s in cited) + "\n")
+            if len(cited) < len(line.sources):
+                out.append("Passages given, not cited: " + "; ".join(
+                    _source(s) for s in line.sources if not s["cited"]) + "\n")
     return "\n".join(out).rstrip() + "\n" if out else ""
+
+
+def _source(s: dict[str, Any]) -> str:
+    heading = s["heading"]
+    if heading == s["title"] or heading.startswith(f"{s['title']} > "):
+        heading = heading[len(s["title"]):].removeprefix(" > ")
+    name = f"{s['title']} — {heading}" if heading else s["title"]
+    return f"[{s['number']}] {name} ({s['source']})"
 
 
 def to_jsonl(transcripts: Sequence[Transcript]) -> str:

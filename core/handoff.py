@@ -14,13 +14,15 @@ from sqlalchemy import Connection, Table, and_, func, insert, select, update
 from core.config import config_table
 from core.errors import ConfigError
 from core.store import Store
-from core.store.models import Conversation, Handoff, Message, utcnow
+from core.store.models import Conversation, Handoff, Message, Relay, utcnow
 
-__all__ = ["HandoffRecord", "HandoffSettings", "Handoffs", "parse_handoff", "wants_human"]
+__all__ = ["HandoffRecord", "HandoffSettings", "Handoffs", "offer_line", "parse_handoff",
+           "wants_human"]
 
 _ho: Table = Handoff.__table__  # type: ignore[assignment]
 _conv: Table = Conversation.__table__  # type: ignore[assignment]
 _msg: Table = Message.__table__  # type: ignore[assignment]
+_rel: Table = Relay.__table__  # type: ignore[assignment]
 PLATFORMS = ("slack", "telegram")
 _KEYS = {"staff", "phrases", "after_failures", "idle_release_hours"}
 DEFAULT_PHRASES = ("human", "agent", "a person")
@@ -68,6 +70,13 @@ def parse_handoff(raw: Mapping[str, Any] | None, where: str) -> HandoffSettings 
         raise ConfigError(f"{where} handoff: idle_release_hours must lie in (0, 2160]")
     return HandoffSettings(staff, tuple(p.strip().lower() for p in phrases), failures,
                            float(idle))
+
+
+def offer_line(settings: HandoffSettings | None) -> str:
+    """What "I don't know" adds when a person can take over (empty without a handoff)."""
+    if settings is None:
+        return ""
+    return f"Write \"{settings.phrases[0]}\" to talk to a person from our team."
 
 
 def wants_human(text: str, phrases: Sequence[str]) -> bool:
@@ -184,6 +193,23 @@ class Handoffs:
         def work(conn: Connection) -> HandoffRecord | None:
             row = conn.execute(select(*_COLUMNS).where(
                 _ho.c.notice_ref == ref, _ho.c.status == "open")).first()
+            return None if row is None else _record(row)
+
+        return await self._store.run(work, "finding the handoff")
+
+    async def by_ref(self, ref: str) -> HandoffRecord | None:
+        """The open handoff whose staff notice, or a customer message relayed to staff,
+        is the message ``ref`` (what a staff member replied to)."""
+        relayed = select(_rel.c.handoff_id).where(_rel.c.ref == ref,
+                                                  _rel.c.handoff_id.is_not(None))
+
+        def work(conn: Connection) -> HandoffRecord | None:
+            row = conn.execute(select(*_COLUMNS).where(
+                _ho.c.notice_ref == ref, _ho.c.status == "open")).first()
+            if row is None:
+                row = conn.execute(select(*_COLUMNS).where(
+                    _ho.c.id.in_(relayed.scalar_subquery()), _ho.c.status == "open")
+                    .order_by(_ho.c.id.desc())).first()
             return None if row is None else _record(row)
 
         return await self._store.run(work, "finding the handoff")

@@ -30,6 +30,7 @@ from core.errors import (
     ModelStreamBroken,
     StoreError,
 )
+from core.handoff import offer_line
 from core.intake import Intake, storable_request
 from core.knowledge.cite import NOT_FOUND, cited, context_block, store_sources
 from core.knowledge.search import Passage
@@ -308,7 +309,9 @@ class ChatService(Commands, Intake):
                 latency_ms=int((time.monotonic() - began) * 1000))
             yield DeltaEvent(NOT_FOUND)
             yield FinalEvent(NOT_FOUND, request.scope, model, Usage(),
-                             int((time.monotonic() - began) * 1000))
+                             int((time.monotonic() - began) * 1000),
+                             notice=offer_line(profile.handoff),
+                             offer_person=profile.handoff is not None)
             return
         call = ModelCall(
             model, build_messages(profile, history, show_authors=request.shared,

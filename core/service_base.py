@@ -88,6 +88,12 @@ class ServiceBase:
     def model_for(self, profile: Profile) -> str:
         """The model a profile uses."""
         return profile.model or self._options.model
+
+    @property
+    def model_client(self) -> ModelClient:
+        """The model client (for side calls such as the handoff notice's summary)."""
+        return self._model
+
     def _counter(self, model: str) -> TokenCounter:
         if model not in self._counters:
             self._counters[model] = counter_for(model)

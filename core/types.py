@@ -245,6 +245,8 @@ class FinalEvent:
     notice: str = ""
     # Knowledge-base passages the answer cites, to be shown as links or source names.
     sources: tuple[Citation, ...] = ()
+    # "I don't know" in a profile with a handoff: the adapter offers a person (a button).
+    offer_person: bool = False
 
 
 @dataclass(frozen=True, slots=True)

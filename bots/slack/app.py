@@ -31,7 +31,8 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.relay import RELEASE_ACTION, Desk, SlackPoster, open_posters
+from bots.posters import HANDOFF_START, RELEASE_ACTION, SlackPoster, open_posters
+from bots.relay import Desk
 from bots.runtime import Runtime
 from bots.slack.agent import Focuses, SurfaceState, asks_about_focus, event_stamp
 from bots.slack.channel import CHANNEL_TASK, channel_tool, read_channel
@@ -178,7 +179,8 @@ class SlackBot:
         )
         self.desk = Desk(service=runtime.service, store=runtime.store,
                          posters=open_posters(runtime.settings, {"slack": SlackPoster(client)}),
-                         profiles=runtime.settings.profiles)
+                         profiles=runtime.settings.profiles,
+                         lease_seconds=runtime.settings.lease_seconds)
         self._staff = self.desk.staff_places(PLATFORM)
         self._auto = config.auto_reply_channels
         self._register()
@@ -318,6 +320,28 @@ class SlackBot:
             user = str((body.get("user") or {}).get("id") or "")
             if channel in self._staff and ts:
                 self.tasks.spawn(self._release(f"{channel}/{ts}", user), "handoff release")
+
+        @app.action(HANDOFF_START)
+        async def person(ack: AsyncAck, body: dict[str, Any]) -> None:
+            await ack()
+            container = body.get("container") or {}
+            message = body.get("message") or {}
+            channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id")
+                          or "")
+            user = str((body.get("user") or {}).get("id") or "")
+            team = str((body.get("team") or {}).get("id") or body.get("team_id") or "")
+            scope = str((body.get("actions") or [{}])[0].get("value") or "")
+            allowed = config.allow.permits(team=team, channel=channel, user=user,
+                                           direct=channel.startswith("D"))
+            if channel and user and allowed and scope.startswith(f"{team}/{channel}"):
+                thread = container.get("thread_ts") or message.get("thread_ts")
+                customer = {"channel": channel, "thread_ts": thread, "team": team,
+                            "user": user, "assistant": False}
+                profile = config.dm_profile if channel.startswith("D") \
+                    else config.profile_for_channel(channel)
+                self.tasks.spawn(self.desk.person_asked(
+                    platform=PLATFORM, scope=scope, customer=customer, profile=profile),
+                    "handoff on request")
 
         # Last, so it matches only what no listener above took: events the app may be
         # subscribed to that we do not act on (app_home_opened, reaction_added, …). Without

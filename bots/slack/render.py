@@ -38,6 +38,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.posters import HANDOFF_START
 from bots.slack.errors import error_kind
 from bots.slack.text import Splitter
 from bots.slack.translate import ReplyTarget
@@ -90,6 +91,13 @@ def feedback_blocks() -> list[dict[str, Any]]:
                                 "accessibility_label": "Mark this answer as unhelpful"},
         }],
     }]
+
+
+def person_blocks(scope: str) -> list[dict[str, Any]]:
+    """A "Talk to a person" button under "I don't know" (its value: the conversation)."""
+    return [{"type": "actions", "elements": [{
+        "type": "button", "action_id": HANDOFF_START, "value": scope[:2000],
+        "text": {"type": "plain_text", "text": "Talk to a person"}}]}]
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,7 +592,10 @@ class _Renderer:
             ops += self._splitter.feed("_(The model gave an empty answer.)_")
             ops += self._splitter.flush()
         await self._apply(ops)
-        ts = await self._guarded(None, feedback_blocks())
+        blocks = feedback_blocks()
+        if event.offer_person:
+            blocks += person_blocks(event.conversation)
+        ts = await self._guarded(None, blocks)
         return f"{self._target.channel}/{ts}" if ts else None
 
     async def error(self, event: ErrorEvent) -> None:

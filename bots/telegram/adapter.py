@@ -34,9 +34,11 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes
 
-from bots.relay import Desk, TelegramPoster, open_posters
+from bots.posters import TelegramPoster, open_posters
+from bots.relay import Desk
 from bots.runtime import Runtime
 from bots.telegram.business import Business
+from bots.telegram.buttons import Buttons
 from bots.telegram.commands import COMMANDS, NAMES, Commands
 from bots.telegram.config import DENIED, TelegramConfig
 from bots.telegram.inbound import Incoming, Place, read_messages
@@ -55,7 +57,8 @@ __all__ = ["ALLOWED_UPDATES", "COMMANDS", "PLATFORM", "TelegramAdapter"]
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 # message_reaction and stopped_message_generation come only when listed (protocols-2 L.1);
-# callback_query: the Stop button of group answers.
+# callback_query: the Stop button of group answers, "Release to the bot" on a staff notice
+# and "Talk to a person" under "I don't know".
 ALLOWED_UPDATES = ["message", "business_message", "edited_business_message",
                    "deleted_business_messages", "business_connection", "message_reaction",
                    STOP_UPDATE, "callback_query"]
@@ -98,9 +101,12 @@ class TelegramAdapter:
         self.desk = Desk(service=runtime.service, store=runtime.store,
                          posters=open_posters(runtime.settings,
                                               {"telegram": TelegramPoster(application.bot)}),
-                         profiles=runtime.settings.profiles)
+                         profiles=runtime.settings.profiles,
+                         lease_seconds=runtime.settings.lease_seconds)
         self._staff = self.desk.staff_places(PLATFORM)
-        self._business = Business(runtime.store, me=lambda: self._me,
+        self._buttons = Buttons(desk=self.desk, service=runtime.service, config=config,
+                                bot=application.bot, me=lambda: self._me, staff=self._staff)
+        self._business = Business(runtime.store, bot=application.bot, me=lambda: self._me,
                                   clock=lambda: self.desk.clock(),
                                   pause_minutes=config.owner_pause_minutes)
 
@@ -130,10 +136,11 @@ class TelegramAdapter:
             return await self._reaction(update)
         if update.callback_query is not None:
             press = read_press(update.callback_query)
-            if press is None:
-                return False
-            return await handle_press(press, service=self._service, bot=self._app.bot,
-                                      platform=PLATFORM, bot_id=self._me.id)
+            if press is not None:
+                return await handle_press(press, service=self._service, bot=self._app.bot,
+                                          platform=PLATFORM, bot_id=self._me.id)
+            await self._buttons.pressed(update.callback_query)
+            return False
         if (stop := read_stop(update)) is not None:
             # Drafts are only in private chats, where the draft id is the answered message.
             place = Place(stop.chat_id, ChatType.PRIVATE)

@@ -1,16 +1,19 @@
-"""Telegram Business in the adapter: connection news, the owner's pause, edits and
-deletions of customer messages still waiting in the inbox."""
+"""Telegram Business in the adapter: connection news (asked for with
+``getBusinessConnection`` when a message names one the store does not know), the owner's
+pause, edits and deletions of customer messages still waiting in the inbox."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from telegram import Message, Update, User
+from telegram import BusinessConnection, Message, Update, User
+from telegram.error import TelegramError
 
 from bots.telegram.inbound import Incoming, read_messages
-from core.business import BusinessState
+from core.business import BusinessLink, BusinessState
 from core.store import Store
 
 __all__ = ["Business"]
@@ -22,9 +25,10 @@ PLATFORM = "telegram"
 class Business:
     """What the adapter does with business updates, and whether it may answer now."""
 
-    def __init__(self, store: Store, *, me: Callable[[], User], clock: Callable[[], datetime],
-                 pause_minutes: float) -> None:
+    def __init__(self, store: Store, *, bot: Any, me: Callable[[], User],
+                 clock: Callable[[], datetime], pause_minutes: float) -> None:
         self._state = BusinessState(store)
+        self._bot = bot
         self._me_ = me
         self._clock = clock
         self._minutes = pause_minutes
@@ -33,10 +37,7 @@ class Business:
         """A business connection's news, an edit or a deletion; ``True`` when handled."""
         me = self._me_()
         if (conn := update.business_connection) is not None:
-            rights = conn.rights
-            await self._state.save_connection(
-                id=conn.id, user_id=str(conn.user.id), enabled=conn.is_enabled,
-                can_reply=bool(rights is not None and rights.can_reply))
+            await self._save(conn)
             return True
         if (edited := update.edited_business_message) is not None:
             sender = edited.from_user
@@ -56,6 +57,29 @@ class Business:
             return True
         return False
 
+    async def _save(self, conn: BusinessConnection) -> BusinessLink:
+        rights = conn.rights
+        link = BusinessLink(conn.id, str(conn.user.id), conn.is_enabled,
+                            bool(rights is not None and rights.can_reply))
+        await self._state.save_connection(id=link.id, user_id=link.user_id,
+                                          enabled=link.enabled, can_reply=link.can_reply)
+        return link
+
+    async def _ask(self, connection_id: str) -> BusinessLink | None:
+        """The connection as Telegram has it now (stored); ``None`` when Telegram would not
+        say (then the answer is tried, as before the connection was known)."""
+        try:
+            conn = await self._bot.do_api_request(
+                "getBusinessConnection", api_kwargs={"business_connection_id": connection_id},
+                return_type=BusinessConnection)
+        except TelegramError as err:
+            log.warning("getBusinessConnection %s failed: %s", connection_id,
+                        type(err).__name__)
+            return None
+        if not isinstance(conn, BusinessConnection):
+            return None
+        return await self._save(conn)
+
     async def owner_wrote(self, message: Message) -> None:
         """The business owner answered by hand: the bot keeps quiet in that chat."""
         minutes = self._minutes
@@ -72,6 +96,8 @@ class Business:
         if place.business_connection_id is None:
             return True
         conn = await self._state.connection(place.business_connection_id)
+        if conn is None:  # connected before this bot ran, or its update went astray
+            conn = await self._ask(place.business_connection_id)
         if conn is not None and not (conn.enabled and conn.can_reply):
             log.info("business connection %s is off or may not reply; not answering",
                      place.business_connection_id)

@@ -113,7 +113,8 @@ class Incoming:
     recordings: tuple[FileRef, ...] = ()  # voice notes and audio, for a speech model
 
 
-def _place(message: Message) -> Place:
+def place_of(message: Message) -> Place:
+    """Where ``message`` was written (the conversation it belongs to)."""
     thread = message.message_thread_id if message.is_topic_message else None
     return Place(message.chat.id, message.chat.type, thread, message.business_connection_id)
 
@@ -218,7 +219,7 @@ def _unsupported(message: Message) -> str | None:
 def read_messages(messages: Sequence[Message], me: User) -> Incoming:
     """What one message, or the items of one album, ask of the bot."""
     first = min(messages, key=lambda m: m.message_id)
-    place = _place(first)
+    place = place_of(first)
     commands = not first.media_group_id and first.business_connection_id is None
     command = _command(first, me) if commands else None
     texts: list[str] = []

@@ -31,7 +31,14 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    ReplyParameters,
+)
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import (
     BadRequest,
@@ -44,6 +51,7 @@ from telegram.error import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
+from bots.posters import HANDOFF_START
 from bots.telegram.markdown import markdown_to_html, to_plain
 from bots.telegram.rich import rich_blocks, sources_block, wants_rich
 from bots.telegram.split import split_html
@@ -151,6 +159,7 @@ class Replier:
         # keeps it with the answer); later messages are not noted (no retake comes).
         self.noted_first: int | None = reuse[0] if reuse else None
         self._final_seen = False
+        self._markup: InlineKeyboardMarkup | None = None  # on the final answer's last part
         self._partial = True  # partial updates (drafts, edits) still wanted
         self._thinking = ""  # the model's reasoning so far (profiles with show_thinking)
         self.answered = False  # the final answer (or the turn's error) was delivered
@@ -220,8 +229,9 @@ class Replier:
                     raise
                 await asyncio.sleep(min(2.0**attempt, 10.0))
 
-    async def _send(self, part: str, *, final: bool) -> Message | None:
+    async def _send(self, part: str, *, final: bool, last: bool = False) -> Message | None:
         target = self._target
+        markup = self._markup if final and last else None
         reply = (ReplyParameters(target.reply_to, allow_sending_without_reply=True)
                  if target.reply_to is not None and not self._sent else None)
         markup = None if final else self._stop_button
@@ -279,13 +289,19 @@ class Replier:
         except Exception as err:
             log.info("could not mark the interrupted reply: %s", type(err).__name__)
 
-    async def _edit(self, index: int, part: str, *, final: bool) -> bool:
+    async def _edit(self, index: int, part: str, *, final: bool, last: bool = False) -> bool:
         """Bring part ``index`` up to date; ``False`` when its message is gone."""
         message_id, shown = self._sent[index]
         # The newest message keeps the Stop button while the answer streams; the final
-        # edit (also of an unchanged text) takes it away.
-        markup = None if final or index < len(self._sent) - 1 else self._stop_button
-        if part == shown and (markup is not None) == (message_id in self._marked):
+        # edit (also of an unchanged text) takes it away, and may add "Talk to a person"
+        # to the last part.
+        if final:
+            markup = self._markup if last else None
+        else:
+            markup = None if index < len(self._sent) - 1 else self._stop_button
+        same_markup = (message_id not in self._marked if markup is None
+                       else markup is self._stop_button and message_id in self._marked)
+        if part == shown and same_markup:
             return True
         target = self._target
 
@@ -427,11 +443,13 @@ class Replier:
         while index < len(parts):
             if index < len(self._sent):
                 # While streaming only the newest part changes; the final pass fixes all.
+                last = index == len(parts) - 1
                 if (final or index == len(self._sent) - 1) and \
-                        not await self._edit(index, parts[index], final=final):
+                        not await self._edit(index, parts[index], final=final, last=last):
                     del self._sent[index]  # deleted: the next message takes its place
                     continue
-            elif await self._send(parts[index], final=final) is None:
+            elif await self._send(parts[index], final=final,
+                                  last=index == len(parts) - 1) is None:
                 return
             index += 1
         if final:
@@ -548,7 +566,9 @@ class Replier:
                 await self._partial_update(before)
         elif isinstance(event, FinalEvent):
             self._final_seen = True
-            if await self._final_rich(event):  # sources: the rich message's last block
+            # Sources go as the rich message's last block; the "Talk to a person" button
+            # only on HTML.
+            if not event.offer_person and await self._final_rich(event):
                 self.answered = True
                 return
             rendered = markdown_to_html(event.text) or (
@@ -559,6 +579,9 @@ class Replier:
                 rendered = f"<i>{html.escape(event.notice, quote=False)}</i>"
             elif event.notice:
                 rendered += f"\n\n<i>{html.escape(event.notice, quote=False)}</i>"
+            if event.offer_person:
+                self._markup = InlineKeyboardMarkup([[InlineKeyboardButton(
+                    "Talk to a person", callback_data=HANDOFF_START)]])
             await self.show(split_html(_thinking_html(self._thinking) + rendered), final=True)
             self.answered = True
         elif isinstance(event, ErrorEvent):

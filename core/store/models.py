@@ -399,3 +399,35 @@ class PlatformState(Base):
     value: Mapped[str] = mapped_column(Text)  # a JSON object
     stamp: Mapped[str] = mapped_column(String(32))  # the event's place in event order
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Relay(Base):
+    """A message relayed between a customer and staff: claimed with a lease, then sent.
+
+    One row per platform and key; a row left ``sending`` with its lease over belongs to a
+    sender that died before the platform answered, and is sent again (``core.relays``).
+    """
+
+    __tablename__ = "relays"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(32))  # where it is posted
+    key: Mapped[str] = mapped_column(String(256))  # the carrying event + what it is
+    target: Mapped[str] = mapped_column(Text)  # the platform's reply target (JSON)
+    text: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), default="text")  # text, notice
+    handoff_id: Mapped[int | None] = mapped_column(BigId)
+    status: Mapped[str] = mapped_column(String(16), default="sending")  # sending, sent, outbox
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Where it was posted ("C0STAFF/1712345678.000200", "-1001234/57"): a staff reply to
+    # a relayed customer message is matched to its handoff by it.
+    ref: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("platform", "key"),
+        Index("ix_relays_status_lease_until", "status", "lease_until"),
+        Index("ix_relays_ref", "ref"),
+    )

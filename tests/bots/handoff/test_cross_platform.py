@@ -5,6 +5,7 @@ customer from a Telegram group."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -13,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from bots.db import create_engine, upgrade
 from bots.outbox import run_outbox
 from bots.settings import Settings
 from core.export import load_transcripts, to_markdown
 from core.outbox import Outbox
+from core.relays import Relays
 from tests.bots.slack.conftest import SECRET, Harness, message, new_ts, serve
 from tests.bots.slack.fake_slack import TOKEN as SLACK_TOKEN
 from tests.bots.slack.fake_slack import FakeSlack
@@ -55,15 +58,25 @@ staff = "telegram:{GROUP['id']}"
 
 @contextlib.asynccontextmanager
 async def both(tmp_path: Path, api: FakeBotApi, model: FakeModelServer, db_url: str,
-               toml: str) -> AsyncIterator[tuple[Bot, Harness, Settings]]:
+               toml: str, **env: str) -> AsyncIterator[tuple[Bot, Harness, Settings]]:
     """A Telegram bot and a Slack bot (each with both platforms' tokens) on one database."""
     with FakeSlack() as slack:
         slack.users.update({"U1": "Ann", "U2": "Dana"})
         settings = make_settings(tmp_path, api, model, db_url, toml,
                                  SLACK_BOT_TOKEN=SLACK_TOKEN, SLACK_SIGNING_SECRET=SECRET,
-                                 CHATBRIDGE_SLACK_API_URL=slack.api_url)
+                                 CHATBRIDGE_SLACK_API_URL=slack.api_url, **env)
         async with run_bot(settings, api, model) as tg, serve(settings, slack, model) as sl:
             yield tg, sl, settings
+
+
+async def migrated(db_url: str) -> None:
+    """A PostgreSQL database migrated first (a new SQLite one migrates itself)."""
+    if not db_url.startswith("sqlite"):
+        engine = create_engine(db_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
 
 
 def staff_notice(slack: FakeSlack) -> Any:
@@ -212,9 +225,79 @@ async def test_a_refused_relay_goes_to_the_outbox(
         await idle(tg, sl)
         pending = await outbox.pending("slack")
         assert [p.text for p in pending] == ["Alice: Order 9 is broken"]
+        relays = Relays(tg.runtime.store, owner="test")
+        assert await relays.status(platform="slack", key=pending[0].event_id) == "outbox"
         # `chatbridge outbox retry` sends it where it was meant to go: the notice's thread.
         settings = sl.runtime.settings
         assert await run_outbox(settings, action="retry", platform="slack") == 0
         notice = staff_notice(sl.slack)
         assert [m.text for m in sl.slack.posted() if m.thread_ts == notice.ts] == [
             "Alice: Order 9 is broken"]
+
+
+async def test_telegram_staff_answer_a_relayed_message_and_release_with_the_button(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    await migrated(db_url)
+    async with both(tmp_path, bot_api, fake_model, db_url, STAFF_TELEGRAM) as (tg, sl, _):
+        group = GROUP["id"]
+        await sl.event(message("I need a human", user="U1", channel="D1", channel_type="im",
+                               ts=new_ts()))
+        await tg.api.wait_for(lambda: tg.api.texts(group))
+        await sl.event(message("It is about order 7", user="U1", channel="D1",
+                               channel_type="im", ts=new_ts()))
+        await tg.api.wait_for(lambda: len(tg.api.texts(group)) >= 2)
+        await idle(tg, sl)
+        notice, relayed = tg.api.sent(group)[:2]
+        assert relayed.text == "Ann: It is about order 7" and relayed.reply_to == notice.message_id
+        assert notice.reply_markup == {"inline_keyboard": [[{
+            "text": "Release to the bot", "callback_data": "handoff_release"}]]}
+
+        # Bob replies to the relayed customer message, not to the notice: still relayed.
+        tg.send(tg_message("Order 7 left the warehouse today.", chat=GROUP, sender=BOB,
+                           reply_to_message=tg_message(relayed.text, chat=GROUP,
+                                                       sender=dict(BOT_USER),
+                                                       message_id=relayed.message_id)))
+        await tg.api.wait_for(lambda: len([m for m in sl.slack.posted()
+                                           if m.channel == "D1"]) >= 2)
+        await idle(tg, sl)
+        assert [m.text for m in sl.slack.posted() if m.channel == "D1"][1:] == [
+            "Order 7 left the warehouse today."]
+
+        # The release button, pressed and its update delivered twice: released once,
+        # the press answered once.
+        press = tg.api.press(group, notice.message_id, "handoff_release", BOB, query_id="cq1")
+        tg.api.push(dict(press))
+        await tg.api.wait_for(lambda: tg.api.calls_to("answerCallbackQuery"))
+        await idle(tg, sl)
+        [answer] = tg.api.calls_to("answerCallbackQuery")
+        assert answer.get("callback_query_id") == "cq1" and "Released" in answer.get("text")
+        dm = [m.text for m in sl.slack.posted() if m.channel == "D1"]
+        assert sum("handed the conversation back" in t for t in dm) == 1
+        assert sum(t.startswith("Released") for t in tg.api.texts(group)) == 1
+
+
+async def test_a_telegram_relay_left_by_a_dead_sender_is_sent_after_the_lease(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    await migrated(db_url)
+    async with both(tmp_path, bot_api, fake_model, db_url, STAFF_TELEGRAM,
+                    CHATBRIDGE_LEASE_SECONDS="2") as (tg, sl, _):
+        group = GROUP["id"]
+        await sl.event(message("I need a human", user="U1", channel="D1", channel_type="im",
+                               ts=new_ts()))
+        await tg.api.wait_for(lambda: tg.api.texts(group))
+        await idle(tg, sl)
+        [notice] = tg.api.sent(group)
+        # What a replica that died between its claim and Telegram's answer leaves behind.
+        dead = Relays(tg.runtime.store, owner="dead:1:x")
+        left = await dead.claim(platform="telegram", key="T0TEAM/D1/9.9/relay",
+                                target={"chat_id": group, "reply_to": notice.message_id},
+                                text="Ann: are you there?", lease=0.5)
+        assert left is not None
+        await tg.api.wait_for(lambda: len(tg.api.texts(group)) >= 2, within=20)
+        await asyncio.sleep(2.5)  # another lease: nobody sends it again
+        await idle(tg, sl)
+        assert tg.api.texts(group)[1:] == ["Ann: are you there?"]
+        assert tg.api.sent(group)[1].reply_to == notice.message_id
+        assert await dead.status(platform="telegram", key=left.key) == "sent"

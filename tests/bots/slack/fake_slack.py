@@ -11,8 +11,14 @@ characters per call [docs.slack.dev/reference/methods/chat.appendStream]; and, w
 sets them, a stream that expires ``stream_max_seconds`` after it started
 (``message_not_in_streaming_state``, vercel/chat#607 — unconfirmed, ~5 min) and a total of
 ``stream_max_chars`` per streamed message (``msg_too_long``, CopilotKit#6063 — unconfirmed,
-~12k). ``conversations.history`` serves ``history[channel]`` (and ``conversations.replies``
-``replies[(channel, ts)]``) to a member (``members``), else ``not_in_channel``.
+~12k). ``conversations.history`` serves ``history[channel]`` to a member
+(``members``), else ``not_in_channel``, then the bot's own top-level messages there, newest
+first; ``conversations.replies`` serves ``replies[(channel, ts)]`` (to a member) and a thread the
+bot posted in, oldest first. Both
+return a message's ``metadata`` (set by ``chat.postMessage``) only with
+``include_all_metadata`` and honour ``oldest``; timestamps follow the clock, as Slack's do.
+``hold`` keeps the next call of a method unanswered (carried out or not) to stand for a
+sender that died waiting.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class Message:
     stopped: bool = False
     started: float = field(default_factory=time.monotonic)
     chunks: list[dict[str, Any]] = field(default_factory=list)  # non-text chunks, in order
+    metadata: dict[str, Any] | None = None  # chat.postMessage's message metadata
 
 
 def _chunk_text(args: dict[str, Any]) -> str:
@@ -90,6 +97,8 @@ class FakeSlack:
         # conversations.replies: a thread's messages by (channel, thread_ts), oldest first
         self.replies: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.limit_errors: list[str] = []  # stream calls refused for a limit, in order
+        self._holds: dict[str, deque[tuple[bool, threading.Event]]] = defaultdict(deque)
+        self.held: list[str] = []  # methods whose call is being held, as they arrive
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.fake = self  # type: ignore[attr-defined]
@@ -104,6 +113,10 @@ class FakeSlack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            for holds in self._holds.values():
+                for _, gate in holds:
+                    gate.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -124,6 +137,15 @@ class FakeSlack:
         body (a proxy's error page), or with ``status=0`` drop the connection unanswered."""
         for _ in range(times):
             self._faults[method].append((status, "", {}))
+
+    def hold(self, method: str, *, carried_out: bool) -> threading.Event:
+        """Keep the next call of ``method`` waiting until the returned event is set, then
+        drop its connection unanswered: carried out first (Slack took it, the answer was
+        lost) or not at all (it never got through)."""
+        gate = threading.Event()
+        with self._lock:
+            self._holds[method].append((carried_out, gate))
+        return gate
 
     def add_file(self, file_id: str, name: str, data: bytes, mime: str, **extra: Any) -> dict[
             str, Any]:
@@ -158,13 +180,22 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ serving
     def _new_ts(self) -> str:
-        return f"1700000000.{next(self._ts):06d}"
+        return f"{int(time.time())}.{next(self._ts):06d}"
 
     def answer(self, method: str, args: dict[str, Any], headers: dict[str, str]
                ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
         """The status, the JSON body (``None``: a failure without one) and extra headers."""
         with self._lock:
             self.calls.append(Call(method, args, headers))
+            held = self._holds[method].popleft() if self._holds.get(method) else None
+            if held is not None:
+                self.held.append(method)
+                if held[0]:
+                    self._ok(method, args)
+        if held is not None:
+            held[1].wait(60)
+            return 0, None, {}  # the connection dropped: no answer
+        with self._lock:
             if self._faults.get(method):
                 status, error, extra = self._faults[method].popleft()
                 if not error:
@@ -198,9 +229,12 @@ class FakeSlack:
             if method == "chat.startStream" and self.stream_max_chars is not None \
                     and len(text) > self.stream_max_chars:
                 return {"ok": False, "error": "msg_too_long"}
+            metadata = args.get("metadata")
+            if isinstance(metadata, str):
+                metadata = json.loads(metadata)
             self.messages[ts] = Message(channel, ts, args.get("thread_ts"), text, blocks,
                                         streamed=method == "chat.startStream",
-                                        chunks=_other_chunks(args))
+                                        chunks=_other_chunks(args), metadata=metadata)
             return {"ok": True, "channel": channel, "ts": ts,
                     "message": {"type": "message", "text": text, "bot_id": BOT_ID, "ts": ts}}
         if method in ("chat.appendStream", "chat.stopStream", "chat.update"):
@@ -239,18 +273,43 @@ class FakeSlack:
             return {"ok": True, "file": found} if found else {"ok": False,
                                                               "error": "file_not_found"}
         if method == "conversations.history":
-            if channel not in self.members:
+            own = [m for m in self.messages.values() if m.channel == channel
+                   and m.thread_ts is None]
+            if channel not in self.members and not own:
                 return {"ok": False, "error": "not_in_channel"}
             limit = int(args.get("limit") or 100)
-            return {"ok": True, "messages": self.history.get(channel, [])[:limit],
+            mine = self._listed(sorted(own, key=lambda m: -float(m.ts)), args)
+            return {"ok": True, "messages": (self.history.get(channel, []) + mine)[:limit],
                     "has_more": False}
         if method == "conversations.replies":
-            if channel not in self.members:
+            parent = str(args.get("ts") or "")
+            seeded = self.replies.get((channel, parent), [])
+            thread = [m for m in self.messages.values() if m.channel == channel
+                      and (m.ts == parent or m.thread_ts == parent)]
+            if channel not in self.members and not thread:
                 return {"ok": False, "error": "not_in_channel"}
-            limit = int(args.get("limit") or 1000)
-            return {"ok": True, "has_more": False,
-                    "messages": self.replies.get((channel, str(args.get("ts"))), [])[:limit]}
+            limit = int(args.get("limit") or 100)
+            return {"ok": True, "has_more": False, "messages": (seeded + self._listed(
+                sorted(thread, key=lambda m: float(m.ts)), args))[:limit]}
         return {"ok": True}
+
+    @staticmethod
+    def _listed(messages: list[Message], args: dict[str, Any]) -> list[dict[str, Any]]:
+        """Messages as conversations.history / replies return them (after ``oldest``)."""
+        oldest = float(args.get("oldest") or 0)
+        with_meta = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        out = []
+        for m in messages:
+            if float(m.ts) <= oldest:
+                continue
+            item: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text,
+                                    "bot_id": BOT_ID, "user": BOT_USER}
+            if m.thread_ts:
+                item["thread_ts"] = m.thread_ts
+            if with_meta and m.metadata:
+                item["metadata"] = m.metadata
+            out.append(item)
+        return out
 
     def serve_file(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
         with self._lock:

@@ -169,6 +169,8 @@ class FakeBotApi:
         self.answered_queries: list[str] = []  # answerCallbackQuery ids, in order
         self.files: dict[str, tuple[bytes, int]] = {}  # file_id -> (data, reported size)
         self.blocked: set[int] = set()
+        # getBusinessConnection answers (BusinessConnection objects by id)
+        self.business_connections: dict[str, dict[str, Any]] = {}
         self.webhook: dict[str, Any] = {}
         self.downloads: list[str] = []
         self.reject_html = 0  # answer the next N HTML texts with a parse error
@@ -259,6 +261,15 @@ class FakeBotApi:
             "chat": chat, "message_id": message_id, "user": user,
             "date": extra.pop("date", int(time.time())), "old_reaction": before,
             "new_reaction": emoji}, **extra})
+
+    def press(self, chat_id: int, message_id: int, data: str, user: dict[str, Any], *,
+              query_id: str | None = None) -> dict[str, Any]:
+        """Someone presses an inline button of the bot's message: a ``callback_query``
+        update (``CallbackQuery``: id, from, message, chat_instance, data)."""
+        sent = self.messages[(chat_id, message_id)]
+        return self.push({"callback_query": {
+            "id": query_id or f"cq{next(self._update_ids)}", "from": user,
+            "message": self._message(sent), "chat_instance": f"ci{chat_id}", "data": data}})
 
     def fail(self, method: str, code: int, description: str = "", *, times: int = 1,
              retry_after: int | None = None,
@@ -498,10 +509,16 @@ class FakeBotApi:
         self.messages[(chat_id, sent.message_id)] = sent
         return self._message(sent)
 
+    async def _m_getbusinessconnection(self, call: Call) -> Any:
+        found = self.business_connections.get(str(call.get("business_connection_id")))
+        if found is None:
+            raise ApiError(400, "Bad Request: business connection not found")
+        return found
+
     async def _m_answercallbackquery(self, call: Call) -> Any:
         # A query is answered once; a second answer is refused as Telegram refuses it.
-        query_id = str(call.get("callback_query_id"))
-        if query_id in self.answered_queries:
+        query_id = str(call.get("callback_query_id") or "")
+        if not query_id or query_id in self.answered_queries:
             raise ApiError(400, "Bad Request: query is too old and response timeout expired "
                                 "or query ID is invalid")
         self.answered_queries.append(query_id)

@@ -4,13 +4,19 @@ and respected, answers as the business, the owner's pause, edited and deleted me
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bots.db import create_engine, upgrade
 from core.business import BusinessState
 from core.store.models import utcnow
-from tests.bots.telegram.conftest import BOT_USER, Bot, message
-from tests.fakes.model_server import Reply
+from tests.bots.telegram.conftest import BOT_USER, Bot, make_settings, message, run_bot
+from tests.bots.telegram.fake_bot_api import FakeBotApi
+from tests.fakes.model_server import FakeModelServer, Reply
 
 OWNER = {"id": 555555555, "is_bot": False, "first_name": "Olga"}
 CUSTOMER = {"id": 333333333, "is_bot": False, "first_name": "Cara"}
@@ -97,3 +103,46 @@ async def test_edited_before_the_answer_is_answered_as_edited_deleted_not_at_all
     assert len(bot.model.requests) == 2
     assert bot.model_texts(1)[-1] == "second question"
     assert "never mind this one" not in str(bot.model.requests[1].json["messages"])
+
+
+@pytest.fixture
+async def any_bot(tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+                  db_url: str) -> AsyncIterator[Bot]:
+    """A polling bot on SQLite and on PostgreSQL (migrated first)."""
+    if not db_url.startswith("sqlite"):
+        engine = create_engine(db_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url)
+    async with run_bot(settings, bot_api, fake_model) as running:
+        yield running
+
+
+async def test_an_unknown_connection_is_asked_for_and_respected(any_bot: Bot) -> None:
+    bot = any_bot
+    # Connected before this bot ran: no business_connection update ever came.
+    bot.api.business_connections[LINK] = connection(can_reply=False)["business_connection"]
+    bot.send(customer("Are you open on Sunday?"), kind="business_message")
+    await bot.idle()
+    await bot.settle()
+    [asked] = bot.api.calls_to("getBusinessConnection")
+    assert asked.get("business_connection_id") == LINK
+    assert bot.api.texts(CUSTOMER["id"]) == [] and bot.model.requests == []
+    stored = await BusinessState(bot.runtime.store).connection(LINK)
+    assert stored is not None and stored.user_id == str(OWNER["id"]) and not stored.can_reply
+    bot.send(customer("Hello?"), kind="business_message")
+    await bot.idle()
+    await bot.settle()
+    assert len(bot.api.calls_to("getBusinessConnection")) == 1  # stored: asked once
+    assert bot.api.texts(CUSTOMER["id"]) == []
+
+
+async def test_a_connection_that_may_reply_is_answered_as_the_business(any_bot: Bot) -> None:
+    bot = any_bot
+    bot.api.business_connections[LINK] = connection()["business_connection"]
+    bot.model.default = Reply(text="Yes, 10 to 4.")
+    bot.send(customer("Are you open on Sunday?"), kind="business_message")
+    assert await bot.answered(CUSTOMER["id"]) == ["Yes, 10 to 4."]
+    assert len(bot.api.calls_to("getBusinessConnection")) == 1

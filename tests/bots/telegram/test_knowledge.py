@@ -73,3 +73,55 @@ async def test_without_rich_messages_the_sources_line_is_html(
         [sent] = bot_api.sent(ALICE["id"])
         assert sent.rich is None and sent.html is not None
         assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in sent.html
+
+
+async def test_i_dont_know_offers_a_person(tmp_path: Path, bot_api: FakeBotApi,
+                                           fake_model: FakeModelServer, db_url: str) -> None:
+    await seed(db_url)
+    toml = (TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+            + '\n[profiles.shop.handoff]\nstaff = "telegram:-1001234567890"\n')
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        bot.send(message("Who won the football match yesterday?"))
+        await bot.answered(ALICE["id"])
+        await bot.idle()
+        [sent] = bot_api.sent(ALICE["id"])
+        assert sent.text.startswith("I don't know")
+        assert sent.text.rstrip().endswith('Write "human" to talk to a person from our team.')
+        assert fake_model.requests == []
+        assert sent.reply_markup == {"inline_keyboard": [[{
+            "text": "Talk to a person", "callback_data": "handoff_start"}]]}
+        # Writing it hands the chat to staff: the notice goes to the staff group.
+        bot.send(message("human"))
+        await bot_api.wait_for(lambda: bot_api.texts(-1001234567890))
+        await bot.idle()
+        assert "Handoff from telegram" in bot_api.texts(-1001234567890)[0]
+        # The only model call is the notice's summary (three messages by now).
+        assert [r.json["messages"][0]["content"][:39] for r in fake_model.requests] == [
+            "A customer conversation is being handed"]
+
+
+async def test_the_talk_to_a_person_button_hands_the_chat_over(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer, db_url: str) -> None:
+    await seed(db_url)
+    toml = (TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+            + '\n[profiles.shop.handoff]\nstaff = "telegram:-1001234567890"\n')
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
+    async with run_bot(settings, bot_api, fake_model) as bot:
+        bot.send(message("Who won the football match yesterday?"))
+        await bot.answered(ALICE["id"])
+        await bot.idle()
+        [sent] = bot_api.sent(ALICE["id"])
+        press = bot_api.press(ALICE["id"], sent.message_id, "handoff_start", ALICE,
+                              query_id="cq7")
+        bot_api.push(dict(press))  # delivered twice
+        await bot_api.wait_for(lambda: bot_api.texts(-1001234567890))
+        await bot_api.wait_for(lambda: bot_api.calls_to("answerCallbackQuery"))
+        await bot.idle()
+        await bot.settle()
+        [notice] = bot_api.texts(-1001234567890)
+        assert "did not know the answer" in notice
+        told = bot_api.texts(ALICE["id"])[1:]
+        assert len(told) == 1 and "person from our team" in told[0]
+        assert len(bot_api.calls_to("answerCallbackQuery")) == 1
+        assert fake_model.requests == []

@@ -231,10 +231,11 @@ class Replier:
 
     async def _send(self, part: str, *, final: bool, last: bool = False) -> Message | None:
         target = self._target
-        markup = self._markup if final and last else None
+        # The Stop button while the answer streams; the final's last part may carry
+        # "Talk to a person".
+        markup = (self._markup if last else None) if final else self._stop_button
         reply = (ReplyParameters(target.reply_to, allow_sending_without_reply=True)
                  if target.reply_to is not None and not self._sent else None)
-        markup = None if final else self._stop_button
 
         async def call(text: str, mode: str | None) -> Message:
             return await self._bot.send_message(

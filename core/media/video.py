@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 FPS = 2.0  # frames a second, at most (Qwen-VL's default sampling rate)
-MIN_FRAMES = 4  # a frame list shorter than this is padded (some Qwen-VL models ask for 4)
+# A frame list shorter than this is padded: Qwen-VL documents 4 to 512 images for a video
+# given as a list (unconfirmed for the newest models, so never fewer).
+MIN_FRAMES = 4
 FRAME_SIDE = 768  # a frame's long side, at most: ~600 tokens, halved by Qwen's 2-frame merge
 MAX_VIDEO_SECONDS = 300  # CHATBRIDGE_MAX_VIDEO_SECONDS
 MAX_VIDEO_BYTES = 50 * 1024 * 1024
@@ -172,8 +174,8 @@ def _jpeg(frame: VideoFrame, size: tuple[int, int]) -> Image:
 def sample_video(data: bytes, *, max_frames: int, max_seconds: float = MAX_VIDEO_SECONDS,
                  max_side: int = FRAME_SIDE) -> Video:
     """Frames of the video at most ``FPS`` a second and at most ``max_frames`` in all,
-    spread over its length; a clip shorter than ``MIN_FRAMES`` frames is padded with its
-    last frame."""
+    spread over its length; fewer than ``MIN_FRAMES`` (a short clip) are padded with the
+    last one."""
     from av.error import FFmpegError
 
     probe = probe_video(data, max_seconds=max_seconds)
@@ -212,7 +214,7 @@ def sample_video(data: bytes, *, max_frames: int, max_seconds: float = MAX_VIDEO
         raise _damaged()
     length = seconds or last_time + step
     fps = min(FPS, len(frames) / length) if length else FPS
-    while len(frames) < min(MIN_FRAMES, max_frames):
+    while len(frames) < MIN_FRAMES:
         frames.append(frames[-1])
     return Video(tuple(frames), round(fps, 3), round(length, 3))
 

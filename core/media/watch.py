@@ -13,6 +13,7 @@ from core.media.video import (
     FRAME_SIDE,
     MAX_VIDEO_BYTES,
     MAX_VIDEO_SECONDS,
+    MIN_FRAMES,
     VideoError,
     decode_cost,
     probe_video,
@@ -23,7 +24,8 @@ from core.types import Upload, Video
 __all__ = ["DEFAULT_VIDEO_FRAMES", "VideoReader", "Watching"]
 
 log = logging.getLogger(__name__)
-DEFAULT_VIDEO_FRAMES = 16  # frames of one message's videos together (CHATBRIDGE_MAX_VIDEO_FRAMES)
+# Frames of one message's videos together (CHATBRIDGE_MAX_VIDEO_FRAMES, at least MIN_FRAMES).
+DEFAULT_VIDEO_FRAMES = 16
 
 
 @dataclass(slots=True)
@@ -46,21 +48,27 @@ class VideoReader:
         self._max_side = max_side
         self._max_bytes = max_bytes
 
+    @property
+    def max_videos(self) -> int:
+        """Videos one message may carry: each gets ``MIN_FRAMES`` frames at least."""
+        return max(self.max_frames // MIN_FRAMES, 1)
+
     async def read(self, uploads: Sequence[Upload]) -> Watching:
-        """Frames of each video, the budget split evenly; videos past the budget (one
-        frame each at least) and unreadable ones are named in ``refused``."""
+        """Frames of each video, the budget split evenly; videos past ``max_videos`` and
+        unreadable ones are named in ``refused``."""
         watching = Watching()
-        share = max(self.max_frames // max(len(uploads), 1), 1)
+        most = self.max_videos
+        share = max(self.max_frames // min(max(len(uploads), 1), most), MIN_FRAMES)
         for number, upload in enumerate(uploads):
             label = upload.name or "the video"
-            if number >= self.max_frames:
-                watching.refused.append(f"I watch at most {self.max_frames} videos in one "
-                                        f"message, so I skipped {label}.")
+            if number >= most:
+                watching.refused.append(f"I watch at most {_count(most)} in one message, so "
+                                        f"I skipped {label}.")
                 continue
             if len(upload.data) > self._max_bytes:
                 watching.refused.append(
-                    f"{label} is too large ({len(upload.data) / 2**20:.0f} MB); I watch "
-                    f"videos up to {self._max_bytes // 2**20} MB.")
+                    f"{label} is too large ({_mb(len(upload.data))}); I watch videos up to "
+                    f"{_mb(self._max_bytes)}.")
                 continue
             try:
                 probe = await asyncio.to_thread(probe_video, upload.data,
@@ -78,6 +86,14 @@ class VideoReader:
                 continue
             watching.videos.append(video)
         return watching
+
+
+def _count(videos: int) -> str:
+    return "one video" if videos == 1 else f"{videos} videos"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f}".removesuffix(".0") + " MB"
 
 
 def _named(message: str, label: str) -> str:

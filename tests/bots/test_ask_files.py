@@ -33,3 +33,21 @@ def test_ask_with_an_unreadable_file_only_is_exit_2(tmp_path: Path,
     missing = run(tmp_path, fake_model, "ask", "--file", "nope.pdf", "hi")
     assert missing.returncode == 2 and "cannot read file nope.pdf" in missing.stderr
     assert fake_model.requests == []
+
+
+def test_ask_with_a_video(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    (tmp_path / "clip.mp4").write_bytes(media_files.video_clip(2.0))
+    fake_model.enqueue(Reply(text="Red, then green, then blue."))
+    result = run(tmp_path, fake_model, "ask", "--file", "clip.mp4", "what colours?",
+                 CHATBRIDGE_MODEL="qwen3-vl-plus")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Red, then green, then blue."
+    video, text = fake_model.requests[-1].json["messages"][-1]["content"]
+    assert video["type"] == "video" and len(video["video"]) == 4 and video["fps"] == 2.0
+    assert text == {"type": "text", "text": "what colours?"}
+    (tmp_path / "cut.mp4").write_bytes(media_files.video_clip(2.0)[:700])
+    broken = run(tmp_path, fake_model, "ask", "--file", "cut.mp4", " ",
+                 CHATBRIDGE_MODEL="qwen3-vl-plus")
+    assert broken.returncode == 2
+    assert "cut.mp4: that video seems to be damaged" in one_clean_line(broken.stderr)
+    assert len(fake_model.requests) == 1

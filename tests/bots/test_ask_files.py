@@ -51,3 +51,20 @@ def test_ask_with_a_video(tmp_path: Path, fake_model: FakeModelServer) -> None:
     assert broken.returncode == 2
     assert "cut.mp4: that video seems to be damaged" in one_clean_line(broken.stderr)
     assert len(fake_model.requests) == 1
+
+
+def test_chat_file_command_attaches_to_the_next_message(
+        tmp_path: Path, fake_model: FakeModelServer) -> None:
+    (tmp_path / "clip.mp4").write_bytes(media_files.video_clip(2.0))
+    (tmp_path / "memo.docx").write_bytes(media_files.docx("Lunch at noon."))
+    fake_model.enqueue(Reply(text="Colours."), Reply(text="Noon."), Reply(text="Plain."))
+    result = run(tmp_path, fake_model, "chat", CHATBRIDGE_MODEL="qwen3.5-plus",
+                 stdin="/file clip.mp4\nwhat colours?\n/file\n/file nope.pdf\n"
+                       "/file memo.docx\nwhen is lunch?\nand now?\n")
+    assert result.returncode == 0, result.stderr
+    assert "/file needs a file" in result.stdout
+    assert "cannot read file nope.pdf" in result.stderr and "(not attached)" in result.stderr
+    first, second, third = (r.json["messages"][-1]["content"] for r in fake_model.requests)
+    assert first[0]["type"] == "video" and first[-1]["text"] == "what colours?"
+    assert second.startswith("when is lunch?\n\n[Document: memo.docx") and "noon" in second
+    assert third == "and now?"  # attached to one message only

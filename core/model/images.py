@@ -63,6 +63,7 @@ class ImageGate:
             call, has_images = without_images(call), False
         elif not self._vision.takes_video(call.model):
             call = without_videos(call)
+            has_images = any(m.images for m in call.messages)
         yielded = False
         try:
             async for chunk in self._inner.stream(call, stream=stream):

@@ -154,6 +154,7 @@ async def open_runtime(settings: Settings, *, bot: bool = False) -> AsyncIterato
                     image_memory_bytes=settings.image_memory_mb * 1024 * 1024,
                     max_video_frames=settings.max_video_frames,
                     max_video_seconds=settings.max_video_seconds,
+                    video_file_bytes=int(settings.video_file_mb * 1024 * 1024),
                     model_choices=settings.model_choices,
                     limits=settings.limits, vision=vision, tools=registry,
                     turn_seconds=settings.turn_seconds, secrets=settings.secrets(),

@@ -85,6 +85,7 @@ class Settings:
     image_memory_mb: int = 512
     max_video_frames: int = 16  # frames of one message's videos together
     max_video_seconds: int = 300
+    video_file_mb: float = 0.0  # send a video this small whole, as a base64 video_url
     profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     config_path: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -248,6 +249,15 @@ def _frames(env: Mapping[str, str]) -> int:
     return frames
 
 
+def _file_mb(env: Mapping[str, str]) -> float:
+    """CHATBRIDGE_VIDEO_FILE_MB: 0 (off) to 7 (its base64 stays under the 10 MB cap)."""
+    size = number(env, "CHATBRIDGE_VIDEO_FILE_MB", 0.0)
+    if size > 7:
+        raise ConfigError(f"CHATBRIDGE_VIDEO_FILE_MB must be at most 7 (a data URL is at most "
+                          f"10 MB), not {size:g}")
+    return size
+
+
 def _local_available() -> bool:
     import importlib.util
 
@@ -334,6 +344,7 @@ def load_settings(
         image_memory_mb=integer(env, "CHATBRIDGE_IMAGE_MEMORY_MB", 512, minimum=64),
         max_video_frames=_frames(env),
         max_video_seconds=integer(env, "CHATBRIDGE_MAX_VIDEO_SECONDS", 300, minimum=1),
+        video_file_mb=_file_mb(env),
         profiles=profiles,
         fetch=fetch,
         mcp=servers,

@@ -45,6 +45,7 @@ class ServiceOptions:
     # Frames of one message's videos together, and the longest video watched.
     max_video_frames: int = DEFAULT_VIDEO_FRAMES
     max_video_seconds: float = MAX_VIDEO_SECONDS
+    video_file_bytes: int = 0  # a video this small is also sent whole (video_url); 0: never
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     # Which models take images; shared with the model stack's ImageGate.
@@ -77,7 +78,8 @@ class ServiceBase:
                                          max_bytes=options.max_document_bytes)
         self._videos = VideoReader(self._images.budget, max_frames=options.max_video_frames,
                                    max_seconds=options.max_video_seconds,
-                                   max_side=min(FRAME_SIDE, options.max_image_side))
+                                   max_side=min(FRAME_SIDE, options.max_image_side),
+                                   file_bytes=options.video_file_bytes)
         self._transcriber = Transcriber(options.asr_client, options.asr_model,
                                         self._images.budget) \
             if options.asr_client is not None and options.asr_model else None

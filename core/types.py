@@ -32,11 +32,12 @@ class Image:
 @dataclass(frozen=True, slots=True)
 class Video:
     """A video ready for a model: frames sampled from it (images, in order), their rate
-    in frames a second, and the clip's length."""
+    in frames a second, the clip's length, and (small enough to send whole) the file."""
 
     frames: tuple[Image, ...]
     fps: float
     seconds: float = 0.0
+    file: Image | None = None  # the video file itself (``mime`` video/…), as a data URL
 
 
 @dataclass(frozen=True, slots=True)

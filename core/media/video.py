@@ -26,9 +26,18 @@ if TYPE_CHECKING:  # PyAV is imported when a video is read, not with the module
     from av.video.stream import VideoStream
 
 __all__ = [
-    "FPS", "FRAME_SIDE", "MAX_VIDEO_BYTES", "MAX_VIDEO_SECONDS", "MIN_FRAMES", "Probe",
-    "VideoError", "decode_cost",
-    "is_video", "probe_video", "sample_video",
+    "FPS",
+    "FRAME_SIDE",
+    "MAX_VIDEO_BYTES",
+    "MAX_VIDEO_SECONDS",
+    "MIN_FRAMES",
+    "Probe",
+    "VideoError",
+    "decode_cost",
+    "is_video",
+    "probe_video",
+    "sample_video",
+    "video_mime",
 ]
 
 FPS = 2.0  # frames a second, at most (Qwen-VL's default sampling rate)
@@ -54,6 +63,17 @@ def _container_like(data: bytes) -> bool:
     return (data[4:8] == b"ftyp" or data.startswith(b"\x1a\x45\xdf\xa3")
             or (data[:4] == b"RIFF" and data[8:12] == b"AVI ")
             or data.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")))
+
+
+def video_mime(data: bytes, declared: str = "") -> str:
+    """The video's MIME type from its bytes (MP4/MOV, WebM/MKV, AVI), else as declared."""
+    if data[4:8] == b"ftyp":
+        return "video/quicktime" if data[8:10] == b"qt" else "video/mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if b"webm" in data[:64] else "video/x-matroska"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    return declared if declared.startswith("video/") else "video/mp4"
 
 
 def is_video(data: bytes, name: str = "", mime: str = "") -> bool:

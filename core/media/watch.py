@@ -4,9 +4,10 @@ them, decoding under the process's memory budget, a note for each one left out."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.image_prep import MemoryBudget
 from core.media.video import (
@@ -18,12 +19,14 @@ from core.media.video import (
     decode_cost,
     probe_video,
     sample_video,
+    video_mime,
 )
-from core.types import Upload, Video
+from core.types import Image, Upload, Video
 
 __all__ = ["DEFAULT_VIDEO_FRAMES", "VideoReader", "Watching"]
 
 log = logging.getLogger(__name__)
+MAX_FILE_BYTES = 7 * 1024 * 1024  # base64 of it stays under the 10 MB data-URI cap
 # Frames of one message's videos together (CHATBRIDGE_MAX_VIDEO_FRAMES, at least MIN_FRAMES).
 DEFAULT_VIDEO_FRAMES = 16
 
@@ -41,8 +44,10 @@ class VideoReader:
 
     def __init__(self, budget: MemoryBudget, *, max_frames: int = DEFAULT_VIDEO_FRAMES,
                  max_seconds: float = MAX_VIDEO_SECONDS, max_side: int = FRAME_SIDE,
-                 max_bytes: int = MAX_VIDEO_BYTES) -> None:
+                 max_bytes: int = MAX_VIDEO_BYTES, file_bytes: int = 0) -> None:
         self._budget = budget
+        # A video this small also goes whole, as a base64 ``video_url`` (0: never).
+        self._file_bytes = min(file_bytes, MAX_FILE_BYTES)
         self.max_frames = max_frames
         self._max_seconds = max_seconds
         self._max_side = max_side
@@ -84,8 +89,17 @@ class VideoReader:
                 log.warning("video decoder failed: %s", type(err).__name__)
                 watching.refused.append(f"{label} seems to be damaged; I couldn't play it.")
                 continue
+            if 0 < len(upload.data) <= self._file_bytes:
+                video = replace(video, file=_whole(upload, video))
             watching.videos.append(video)
         return watching
+
+
+def _whole(upload: Upload, video: Video) -> Image:
+    """The video file as an attachment (its frames' size stands for the picture's)."""
+    frame = video.frames[0]
+    return Image(upload.data, video_mime(upload.data, upload.mime), frame.width, frame.height,
+                 hashlib.sha256(upload.data).hexdigest())
 
 
 def _count(videos: int) -> str:

@@ -36,7 +36,8 @@ def is_multimodal(call: ModelCall) -> bool:
 def _content(message: ContextMessage, multimodal: bool) -> str | list[dict[str, Any]]:
     if not multimodal:
         return message.text
-    # The native multimodal shape: a video is its list of frames (and their rate).
+    # The native multimodal shape: a video is its list of frames (and their rate); the
+    # native API is always sent the frames (a whole file as a data URL is unconfirmed).
     items: list[dict[str, Any]] = [
         {"video": video_frames(v), "fps": v.fps} for v in message.videos
     ]

@@ -55,13 +55,19 @@ def video_frames(video: Video) -> list[str]:
     return [image_data_url(f.data, f.mime) for f in video.frames]
 
 
+def _video(video: Video) -> dict[str, Any]:
+    """A small video whole (base64 ``video_url``: the model samples it), else its frames."""
+    if video.file is not None:
+        return {"type": "video_url",
+                "video_url": {"url": image_data_url(video.file.data, video.file.mime)}}
+    return {"type": "video", "video": video_frames(video), "fps": video.fps}
+
+
 def _content(message: ContextMessage) -> str | list[dict[str, Any]]:
     if not message.images and not message.videos:
         return message.text
     # Videos first: the same video asked about again keeps the cached prefix (protocols-2 J).
-    parts: list[dict[str, Any]] = [
-        {"type": "video", "video": video_frames(v), "fps": v.fps} for v in message.videos
-    ]
+    parts: list[dict[str, Any]] = [_video(v) for v in message.videos]
     parts += [
         {"type": "image_url", "image_url": {"url": image_data_url(i.data, i.mime)}}
         for i in message.images

@@ -125,18 +125,24 @@ class ContextReads(StoreBase):
             .order_by(_link.c.message_id, _link.c.position)
         )
         images: dict[int, list[Image]] = {}
-        frames: dict[int, dict[int, tuple[float, list[Image]]]] = {}
+        frames: dict[int, dict[int, list[Image]]] = {}
+        rates: dict[tuple[int, int], float] = {}
+        files: dict[tuple[int, int], Image] = {}
         for r in rows:
             image = Image(data=r.data, mime=r.mime, width=r.width, height=r.height,
                           sha256=r.sha256)
             if r.video is None:
                 images.setdefault(r.message_id, []).append(image)
+            elif r.mime.startswith("video/"):  # the file of a video sent whole
+                files[(r.message_id, r.video)] = image
             else:
-                clips = frames.setdefault(r.message_id, {})
-                clips.setdefault(r.video, (float(r.fps or 0) or 2.0, []))[1].append(image)
+                frames.setdefault(r.message_id, {}).setdefault(r.video, []).append(image)
+                rates[(r.message_id, r.video)] = float(r.fps or 0) or 2.0
         found: dict[int, tuple[tuple[Image, ...], tuple[Video, ...]]] = {}
         for message_id in {*images, *frames}:
-            videos = tuple(Video(tuple(shots), fps, round(len(shots) / fps, 3))
-                           for _, (fps, shots) in sorted(frames.get(message_id, {}).items()))
+            videos = tuple(
+                Video(tuple(shots), rate, round(len(shots) / rate, 3), files.get(key))
+                for number, shots in sorted(frames.get(message_id, {}).items())
+                for key in [(message_id, number)] for rate in [rates[key]])
             found[message_id] = (tuple(images.get(message_id, ())), videos)
         return found

@@ -244,11 +244,14 @@ class Store(ContextReads, Records):
             "created_at": utcnow(),
         })
         message_id = int(result.scalar_one())
-        # Images first, then each video's frames (marked with the video's number and rate).
+        # Images first, then each video's frames (marked with the video's number and rate)
+        # and, when it is sent whole, its file (the video's number, no rate).
         linked: list[tuple[Image, int | None, float | None]] = [
             (image, None, None) for image in images]
-        linked += [(frame, number, video.fps) for number, video in enumerate(videos, 1)
-                   for frame in video.frames]
+        for number, video in enumerate(videos, 1):
+            linked += [(frame, number, video.fps) for frame in video.frames]
+            if video.file is not None:
+                linked.append((video.file, number, None))
         for position, (image, video_number, fps) in enumerate(linked):
             conn.execute(self._insert_attachment, {
                 "sha256": image.sha256, "mime": image.mime, "size": image.size,

@@ -33,6 +33,7 @@ BAD: dict[str, tuple[str, str]] = {
     "CHATBRIDGE_MODEL_VIDEO": ("often", "check"),
     "CHATBRIDGE_MAX_VIDEO_FRAMES": ("600", "check"),
     "CHATBRIDGE_MAX_VIDEO_SECONDS": ("0", "check"),
+    "CHATBRIDGE_VIDEO_FILE_MB": ("8", "check"),
     "CHATBRIDGE_MODEL_TIMEOUT": ("soon", "check"),
     "CHATBRIDGE_RETRY_SECONDS": ("-5", "check"),
     "CHATBRIDGE_MODEL_FALLBACKS": ("qwen plus,qwen-flash", "check"),

@@ -21,7 +21,7 @@ from core.model.base import ModelClient
 from core.model.images import ImageGate
 from core.profiles import Profile
 from core.service import ChatService, ServiceOptions
-from core.store.models import Message, MessageAttachment
+from core.store.models import Attachment, Message, MessageAttachment
 from core.types import Author, ChatRequest, ErrorEvent, FinalEvent, ReplyEvent, Upload
 from core.vision import Vision
 from tests import media_files
@@ -48,13 +48,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def make_service(engine: AsyncEngine, client: ModelClient, model: str,
-                 image_turns: int = 3) -> ChatService:
+                 image_turns: int = 3, video_file_bytes: int = 0) -> ChatService:
     vision = Vision()
     profile = Profile(system_prompt="You are terse.", context_tokens=60_000,
                       image_turns=image_turns)
     return ChatService(store=open_store(engine), model=ImageGate(client, vision),
                        options=ServiceOptions(model=model, profiles={"default": profile},
-                                              vision=vision))
+                                              vision=vision,
+                                              video_file_bytes=video_file_bytes))
 
 
 def colour_of(url: str) -> str:
@@ -101,6 +102,31 @@ async def test_video_frames_reach_the_model_and_are_stored(
     await run(service, request("Anything else?"))
     earlier = fake_model.requests[-1].json["messages"][1]["content"]
     assert earlier == "What colours?\n[1 earlier video not shown]"  # ... then a placeholder
+
+
+async def test_a_small_video_goes_whole_as_a_video_url_when_allowed(
+        engine: AsyncEngine, fake_model: FakeModelServer,
+        http: aiohttp.ClientSession) -> None:
+    client = OpenAIClient(http, base_url=fake_model.openai_base, api_key="k", timeout=10)
+    service = make_service(engine, client, "qwen3-vl-plus", video_file_bytes=1024 * 1024)
+    data = media_files.video_clip(2.0)
+    fake_model.enqueue(Reply(text="Colours."), Reply(text="Again."))
+    await run(service, request("What is it?", Upload("clip.mp4", data)))
+    part, _ = user_parts(fake_model.requests[-1].json)
+    assert part == {"type": "video_url", "video_url": {
+        "url": "data:video/mp4;base64," + base64.b64encode(data).decode()}}
+    async with engine.connect() as conn:
+        mimes = (await conn.scalars(select(Attachment.mime).join(
+            MessageAttachment, MessageAttachment.sha256 == Attachment.sha256)
+            .order_by(MessageAttachment.position))).all()
+    assert mimes == ["image/jpeg"] * 4 + ["video/mp4"]  # the frames are kept as well
+    await run(service, request("And now?"))
+    earlier = fake_model.requests[-1].json["messages"][1]["content"][0]
+    assert earlier["type"] == "video_url"  # later turns send it whole again
+    big = make_service(engine, client, "qwen3-vl-plus", video_file_bytes=len(data) - 1)
+    fake_model.enqueue(Reply(text="Frames."))
+    await run(big, request("This one?", Upload("clip.mp4", data), scope="console/big"))
+    assert user_parts(fake_model.requests[-1].json)[0]["type"] == "video"
 
 
 async def test_a_model_without_video_gets_a_placeholder_and_the_person_a_note(

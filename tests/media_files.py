@@ -125,7 +125,7 @@ COLOURS = ((230, 20, 20), (20, 160, 40), (30, 40, 220))  # red, green, blue
 
 def video_clip(seconds: float = 3.0, *, fps: int = 10, size: tuple[int, int] = (96, 64),
                colours: tuple[tuple[int, int, int], ...] = COLOURS, container: str = "mp4",
-               codec: str = "libx264") -> bytes:
+               codec: str = "libx264", keyframe_every: int = 0) -> bytes:
     """A real video written with PyAV: ``seconds`` long, the screen one colour after the
     other (each an equal stretch of the clip), H.264 in MP4 by default."""
     import av
@@ -136,6 +136,8 @@ def video_clip(seconds: float = 3.0, *, fps: int = 10, size: tuple[int, int] = (
         stream = box.add_stream(codec, rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
+        if keyframe_every:
+            stream.codec_context.gop_size = keyframe_every
         total = max(int(seconds * fps), 1)
         for i in range(total):
             pixels = np.zeros((size[1], size[0], 3), dtype=np.uint8)

@@ -48,6 +48,7 @@ FRAME_SIDE = 768  # a frame's long side, at most: ~600 tokens, halved by Qwen's 
 MAX_VIDEO_SECONDS = 300  # CHATBRIDGE_MAX_VIDEO_SECONDS
 MAX_VIDEO_BYTES = 50 * 1024 * 1024
 MAX_FRAME_PIXELS = 100_000_000  # as an image's pixel limit
+SEEK_STEP = 4.0  # seconds between frames from which seeking beats decoding every frame
 _VIDEO_EXT = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".3gp", ".mpg", ".mpeg")
 _QUALITY = 85
 
@@ -213,7 +214,12 @@ def sample_video(data: bytes, *, max_frames: int, max_seconds: float = MAX_VIDEO
                 stream = _picture(container)
                 stream.thread_type = "AUTO"
                 target = step / 2  # the middle of each stretch
-                for frame in container.decode(stream):
+                if seconds and step >= SEEK_STEP and stream.time_base:
+                    # Far apart: seek to each (a keyframe before it), not decode it all.
+                    targets = [target + i * step for i in range(count)]
+                    frames = _seeking(container, stream, targets, size)
+                    last_time = seconds
+                for frame in () if frames else container.decode(stream):
                     at = float(frame.time) if frame.time is not None else last_time
                     last_time = at
                     if at > max_seconds:
@@ -237,6 +243,20 @@ def sample_video(data: bytes, *, max_frames: int, max_seconds: float = MAX_VIDEO
     while len(frames) < MIN_FRAMES:
         frames.append(frames[-1])
     return Video(tuple(frames), round(fps, 3), round(length, 3))
+
+
+def _seeking(container: InputContainer, stream: VideoStream, targets: list[float],
+             size: tuple[int, int]) -> list[Image]:
+    """The first frame at or after each target time, seeking to the keyframe before it."""
+    assert stream.time_base is not None
+    frames: list[Image] = []
+    for target in targets:
+        container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.time is None or frame.time + 1e-6 >= target:
+                frames.append(_jpeg(frame, size))
+                break
+    return frames
 
 
 def _duration(seconds: float) -> str:

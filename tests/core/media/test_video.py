@@ -43,6 +43,14 @@ def test_a_long_clip_gets_the_budget_spread_evenly() -> None:
                                                         "blue", "blue"]
 
 
+def test_far_apart_frames_are_found_by_seeking() -> None:
+    clip = media_files.video_clip(60.0, fps=5, keyframe_every=10)  # a keyframe every 2 s
+    video = sample_video(clip, max_frames=6)  # one frame every 10 s: seeks
+    assert len(video.frames) == 6 and video.fps == pytest.approx(0.1)
+    assert [dominant(f.data) for f in video.frames] == ["red", "red", "green", "green",
+                                                        "blue", "blue"]
+
+
 def test_a_short_clip_is_padded_to_the_minimum_frame_list() -> None:
     video = sample_video(media_files.video_clip(0.5), max_frames=16)
     assert len(video.frames) == MIN_FRAMES and video.fps <= FPS

@@ -111,7 +111,7 @@ def build_model(settings: Settings, http: aiohttp.ClientSession,
     inner = cls(http, base_url=settings.model_base_url, api_key=settings.model_api_key,
                 timeout=settings.model_timeout)
     retrying = RetryingClient(inner, RetryPolicy(budget=settings.retry_budget))
-    gated = ImageGate(retrying, vision or Vision(settings.vision))
+    gated = ImageGate(retrying, vision or Vision(settings.vision, settings.video))
     return FallbackClient(gated, fallbacks=settings.model_fallbacks,
                           breaker=CircuitBreaker(), deadline=settings.turn_seconds)
 
@@ -146,12 +146,15 @@ async def open_runtime(settings: Settings, *, bot: bool = False) -> AsyncIterato
                         model_session(settings) as model_http,
                         open_registry(settings) as registry):
                 store = open_store(engine)
-                vision = Vision(settings.vision)
+                vision = Vision(settings.vision, settings.video)
                 await warn_missing_bases(settings, KnowledgeIndex(store))
                 options = ServiceOptions(
                     model=settings.model, profiles=settings.profiles, stream=settings.stream,
                     max_image_side=settings.max_image_side,
                     image_memory_bytes=settings.image_memory_mb * 1024 * 1024,
+                    max_video_frames=settings.max_video_frames,
+                    max_video_seconds=settings.max_video_seconds,
+                    video_file_bytes=int(settings.video_file_mb * 1024 * 1024),
                     model_choices=settings.model_choices,
                     limits=settings.limits, vision=vision, tools=registry,
                     turn_seconds=settings.turn_seconds, secrets=settings.secrets(),

@@ -83,6 +83,9 @@ class Settings:
     stream: bool = True
     max_image_side: int = 2048
     image_memory_mb: int = 512
+    max_video_frames: int = 16  # frames of one message's videos together
+    max_video_seconds: int = 300
+    video_file_mb: float = 0.0  # send a video this small whole, as a base64 video_url
     profiles: Mapping[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     config_path: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -99,6 +102,8 @@ class Settings:
     log_format: str = "plain"
     # Model name → whether it takes images ([models.NAME] vision, CHATBRIDGE_MODEL_VISION).
     vision: Mapping[str, bool] = field(default_factory=dict)
+    # Model name → whether it watches videos ([models.NAME] video, CHATBRIDGE_MODEL_VIDEO).
+    video: Mapping[str, bool] = field(default_factory=dict)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     mcp: tuple[McpServerConfig, ...] = ()
     # Knowledge bases: dense vectors when a model is named (else full-text alone).
@@ -206,9 +211,10 @@ def _config(env: Mapping[str, str], cwd: Path) -> tuple[dict[str, Any], str | No
 
 
 def _vision(env: Mapping[str, str], config: Mapping[str, Any], model: str, *,
-            local: bool) -> dict[str, bool]:
+            local: bool, key: str = "vision") -> dict[str, bool]:
     """``[models.NAME] vision = true|false`` tables, and CHATBRIDGE_MODEL_VISION for the
-    main model (it wins). The bundled local model reads text only."""
+    main model (it wins); ``key="video"``: the same for ``video`` and
+    CHATBRIDGE_MODEL_VIDEO. The bundled local model reads text only."""
     models = config.get("models") or {}
     if not isinstance(models, dict):
         raise ConfigError("[models] must be a table")
@@ -219,20 +225,37 @@ def _vision(env: Mapping[str, str], config: Mapping[str, Any], model: str, *,
         if not isinstance(table, dict):
             raise ConfigError(f"[models] {name!r}: expected a table such as "
                               f'[models."{name}"] with vision = true or false')
-        unknown = set(table) - {"vision"}
+        unknown = set(table) - {"vision", "video"}
         if unknown:
             raise ConfigError(f"[models.\"{name}\"]: unknown key(s) {', '.join(sorted(unknown))} "
-                              "(known: vision)")
-        if "vision" in table:
-            if not isinstance(table["vision"], bool):
-                raise ConfigError(f"[models.\"{name}\"] vision must be true or false")
-            found[name] = table["vision"]
-    main = _bool(env, "CHATBRIDGE_MODEL_VISION")
+                              "(known: vision, video)")
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ConfigError(f"[models.\"{name}\"] {key} must be true or false")
+            found[name] = table[key]
+    main = _bool(env, f"CHATBRIDGE_MODEL_{key.upper()}")
     if main is not None:
         found[model] = main
     elif local:
         found.setdefault(model, False)
     return found
+
+
+def _frames(env: Mapping[str, str]) -> int:
+    """CHATBRIDGE_MAX_VIDEO_FRAMES: 4 to 512 (Qwen-VL takes a video as 4 to 512 frames)."""
+    frames = integer(env, "CHATBRIDGE_MAX_VIDEO_FRAMES", 16, minimum=4)
+    if frames > 512:
+        raise ConfigError(f"CHATBRIDGE_MAX_VIDEO_FRAMES must be at most 512, not {frames}")
+    return frames
+
+
+def _file_mb(env: Mapping[str, str]) -> float:
+    """CHATBRIDGE_VIDEO_FILE_MB: 0 (off) to 7 (its base64 stays under the 10 MB cap)."""
+    size = number(env, "CHATBRIDGE_VIDEO_FILE_MB", 0.0)
+    if size > 7:
+        raise ConfigError(f"CHATBRIDGE_VIDEO_FILE_MB must be at most 7 (a data URL is at most "
+                          f"10 MB), not {size:g}")
+    return size
 
 
 def _local_available() -> bool:
@@ -319,6 +342,9 @@ def load_settings(
         stream=_bool(env, "CHATBRIDGE_STREAM") is not False,
         max_image_side=integer(env, "CHATBRIDGE_MAX_IMAGE_SIDE", 2048, minimum=64),
         image_memory_mb=integer(env, "CHATBRIDGE_IMAGE_MEMORY_MB", 512, minimum=64),
+        max_video_frames=_frames(env),
+        max_video_seconds=integer(env, "CHATBRIDGE_MAX_VIDEO_SECONDS", 300, minimum=1),
+        video_file_mb=_file_mb(env),
         profiles=profiles,
         fetch=fetch,
         mcp=servers,
@@ -336,6 +362,7 @@ def load_settings(
         log_level=log_level,
         log_format=log_format,
         vision=_vision(env, config, model or Settings.model, local=base == LOCAL),
+        video=_vision(env, config, model or Settings.model, local=base == LOCAL, key="video"),
         embedding_model=embedding_model,
         embedding_dimensions=dimensions,
         embedding_base_url=embedding_base,

@@ -19,8 +19,8 @@ __all__ = ["SUMMARY_HEADING", "build_messages"]
 SUMMARY_HEADING = "Summary of the earlier conversation (older messages are not shown):"
 
 
-def _placeholder(count: int) -> str:
-    noun = "image" if count == 1 else "images"
+def _placeholder(count: int, kind: str = "image") -> str:
+    noun = kind if count == 1 else f"{kind}s"
     return f"[{count} earlier {noun} not shown]"
 
 
@@ -29,7 +29,7 @@ def build_messages(
     knowledge: str = "",
 ) -> tuple[ContextMessage, ...]:
     """System prompt (+ the rolling summary, + knowledge-base passages) plus history
-    (oldest first); old images become a placeholder."""
+    (oldest first); old images and videos become a placeholder."""
     system = profile.system_prompt
     if history and history[0].role == SUMMARY_ROLE:
         system = f"{system}\n\n{SUMMARY_HEADING}\n{history[0].text}"
@@ -45,12 +45,16 @@ def build_messages(
         said = ""
         if stored.image_count and len(stored.images) < stored.image_count:
             text = f"{text}\n{_placeholder(stored.image_count - len(stored.images))}".strip()
+        if stored.video_count and len(stored.videos) < stored.video_count:
+            missing = stored.video_count - len(stored.videos)
+            text = f"{text}\n{_placeholder(missing, 'video')}".strip()
         if show_authors and stored.role == "user" and stored.author_name:
             text = f"{stored.author_name}: {text}"
         if stored.role == "staff":  # a person of the team answered during a handoff
             text = f"[staff {stored.author_name or 'member'}] {text}"
         role: Role = "assistant" if stored.role in ("assistant", "staff") else "user"
-        messages.append(ContextMessage(role, text, stored.images, stored.author_name))
+        messages.append(ContextMessage(role, text, stored.images, stored.author_name,
+                                       videos=stored.videos))
         if stored.tools:
             messages += tool_messages(stored.tools)
             said = "".join(t.preamble or "" for t in stored.tools)

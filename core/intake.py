@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from core.errors import (
     ImageError,
@@ -12,6 +12,7 @@ from core.errors import (
     ModelError,
 )
 from core.media.transcribe import is_recording, transcription_failed
+from core.media.video import is_video
 from core.profiles import Profile
 from core.service_base import ServiceBase
 from core.types import (
@@ -19,6 +20,8 @@ from core.types import (
     ChatRequest,
     Image,
     Upload,
+    Usage,
+    Video,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,16 @@ def storable_request(request: ChatRequest) -> ChatRequest:
 
 
 
+@dataclass(slots=True)
+class Extras:
+    """What reading a message added besides its text and images: the frames of its
+    videos, and the speech model's usage for its recordings."""
+
+    videos: tuple[Video, ...] = ()
+    asr_model: str | None = None
+    asr_usage: Usage | None = None
+
+
 class Intake(ServiceBase):
     """Checks and reads what people sent before their turn is recorded."""
 
@@ -72,16 +85,27 @@ class Intake(ServiceBase):
         return None
 
     async def _with_documents(self, request: ChatRequest, profile: Profile, model: str,
-                              notes: list[str], refused: list[str]) -> ChatRequest:
+                              notes: list[str], refused: list[str],
+                              extras: dict[str, Extras] | None = None) -> ChatRequest:
         """``request`` with its documents read into its text (and a scanned PDF's pages
-        into its images); what was cut or not read goes to ``notes``/``refused``. A
-        message with nothing left to answer raises the first refusal."""
+        into its images), its recordings transcribed and its videos sampled (into
+        ``extras``); what was cut or not read goes to ``notes``/``refused``. A message
+        with nothing left to answer raises the first refusal."""
         if not request.files:
             return request
-        recordings = [u for u in request.files if is_recording(u)]
-        documents = [u for u in request.files if not is_recording(u)]
+        videos = [u for u in request.files if is_video(u.data, u.name, u.mime)]
+        rest = [u for u in request.files if u not in videos]
+        recordings = [u for u in rest if is_recording(u)]
+        documents = [u for u in rest if not is_recording(u)]
         mine: list[str] = []  # this message's refusals
-        heard = await self._heard(recordings, notes, mine)
+        extra = Extras()
+        heard = await self._heard(recordings, notes, mine, extra)
+        if videos:
+            watching = await self._videos.read(videos)
+            mine += watching.refused
+            extra.videos = tuple(watching.videos)
+        if extras is not None:
+            extras[request.event_id] = extra
         counter = self._counter(model)
         room = profile.budget_for(model) - counter.count(profile.system_prompt)
         reading = await self._documents.read(
@@ -93,7 +117,7 @@ class Intake(ServiceBase):
         if reading.text:
             text = f"{text}\n\n{storable(reading.text)}" if text else storable(reading.text)
         mine += reading.refused
-        if not text and not request.images and not reading.images:
+        if not text and not request.images and not reading.images and not extra.videos:
             raise InputError(user_message=mine[0] if mine else
                              "Your message was empty; please write something.")
         refused += mine
@@ -101,9 +125,9 @@ class Intake(ServiceBase):
                        files=())
 
     async def _heard(self, recordings: Sequence[Upload], notes: list[str],
-                     refused: list[str]) -> list[str]:
+                     refused: list[str], extra: Extras) -> list[str]:
         """Each recording's transcript, marked as transcribed (what was heard is noted
-        for the person when it is short)."""
+        for the person when it is short); the speech model's usage goes to ``extra``."""
         heard: list[str] = []
         for upload in recordings:
             transcriber = self._transcriber
@@ -112,7 +136,7 @@ class Intake(ServiceBase):
                                "up); please write your message.")
                 continue
             try:
-                words, _ = await transcriber.transcribe(upload.data)
+                words, _, used = await transcriber.transcribe(upload.data)
             except InputError as err:
                 refused.append(err.user_message)
                 continue
@@ -120,6 +144,8 @@ class Intake(ServiceBase):
                 log.warning("transcription with %s failed: %s", transcriber.model, err.detail)
                 refused.append(transcription_failed(err))
                 continue
+            extra.asr_model = transcriber.model
+            extra.asr_usage = used if extra.asr_usage is None else extra.asr_usage + used
             words = storable(words)
             heard.append(f"{TRANSCRIBED} {words}")
             if len(words) <= HEARD_SHOWN:
@@ -128,7 +154,7 @@ class Intake(ServiceBase):
 
     async def _usable(
         self, requests: tuple[ChatRequest, ...], profile: Profile, model: str,
-        notes: list[str],
+        notes: list[str], extras: dict[str, Extras],
     ) -> tuple[tuple[ChatRequest, ...], dict[str, tuple[Image, ...]], list[str]]:
         """The messages of a batch that can be answered, their images, and why the
         others (or their images) were left out."""
@@ -142,7 +168,7 @@ class Intake(ServiceBase):
                 skipped.append(problem)
                 continue
             try:
-                r = await self._with_documents(r, profile, model, notes, skipped)
+                r = await self._with_documents(r, profile, model, notes, skipped, extras)
             except InputError as err:
                 skipped.append(err.user_message)
                 continue
@@ -150,7 +176,7 @@ class Intake(ServiceBase):
                 images[r.event_id] = await self._prepare_images(r.images)
             except InputError as err:
                 skipped.append(err.user_message)
-                if not r.text.strip():
+                if not r.text.strip() and not extras.get(r.event_id, Extras()).videos:
                     continue
                 images[r.event_id] = ()
             kept.append(r)

@@ -31,7 +31,7 @@ from core.errors import (
     StoreError,
 )
 from core.handoff import offer_line
-from core.intake import Intake, storable_request
+from core.intake import Extras, Intake, storable_request
 from core.knowledge.cite import NOT_FOUND, cited, context_block, store_sources
 from core.knowledge.search import Passage
 from core.knowledge.tool import kb_search_tool
@@ -198,12 +198,14 @@ class ChatService(Commands, Intake):
             "reading the model choice")
         bad_input: InputError | None = None
         images: dict[str, tuple[Image, ...]] = {}
+        extras: dict[str, Extras] = {}  # videos' frames, the speech model's usage
         skipped: list[str] = []
         notes: list[str] = []
         if len(requests) > 1:
             # Several messages waited together: one that cannot be used is left out (and
             # named in the answer's notice) rather than costing the others their answer.
-            requests, images, skipped = await self._usable(requests, profile, model, notes)
+            requests, images, skipped = await self._usable(requests, profile, model, notes,
+                                                           extras)
             if not requests:
                 yield ErrorEvent("bad_input", skipped[0] if skipped else
                                  "Your message was empty; please write something.")
@@ -214,7 +216,8 @@ class ChatService(Commands, Intake):
                 yield ErrorEvent("bad_input", problem)
                 return
             try:
-                request = await self._with_documents(request, profile, model, notes, skipped)
+                request = await self._with_documents(request, profile, model, notes, skipped,
+                                                     extras)
             except InputError as err:
                 yield ErrorEvent(err.kind, err.user_message)
                 return
@@ -226,13 +229,16 @@ class ChatService(Commands, Intake):
         counter = self._counter(model)
         stored = {e.event_id: e.message_id for e in claim.events} if claim else {}
         order = {e.event_id: e.sort_key for e in claim.events} if claim else {}
-        parts = [
-            TurnPart(r.event_id, r.author, r.text.strip(),
-                     message_tokens(counter, r.text.strip(), images.get(r.event_id, ())),
-                     images.get(r.event_id, ()), stored.get(r.event_id),
-                     order.get(r.event_id))
-            for r in requests if r.text.strip() or r.images
-        ]
+        parts: list[TurnPart] = []
+        for r in requests:
+            extra = extras.get(r.event_id, Extras())
+            if r.text.strip() or r.images or extra.videos:
+                seen = images.get(r.event_id, ())
+                parts.append(TurnPart(
+                    r.event_id, r.author, r.text.strip(),
+                    message_tokens(counter, r.text.strip(), seen, extra.videos), seen,
+                    stored.get(r.event_id), order.get(r.event_id), extra.videos,
+                    extra.asr_model, extra.asr_usage))
         limits = ContextLimits(
             budget_tokens=max(profile.budget_for(model) - counter.count(profile.system_prompt), 1),
             max_messages=profile.max_context_messages,
@@ -278,7 +284,8 @@ class ChatService(Commands, Intake):
                                   queued=claim is not None, skipped=skipped, notes=notes,
                                   stop=stop, tools=tools)
             turn = note_unseen_images(turn, self._options.vision, model,
-                                      any(p.images for p in parts))
+                                      any(p.images for p in parts),
+                                      any(p.videos for p in parts))
             async for event in cap_answer(turn, profile.max_answer_chars):
                 yield event
         finally:

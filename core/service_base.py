@@ -16,6 +16,8 @@ from core.limits import Limits
 from core.media.documents import MAX_DOCUMENT_BYTES
 from core.media.reader import DocumentReader
 from core.media.transcribe import Transcriber
+from core.media.video import FRAME_SIDE, MAX_VIDEO_SECONDS
+from core.media.watch import DEFAULT_VIDEO_FRAMES, VideoReader
 from core.memory import MemoryOptions, Summariser
 from core.model.base import ModelClient
 from core.profiles import Profile
@@ -40,6 +42,10 @@ class ServiceOptions:
     image_memory_bytes: int = DEFAULT_MEMORY_BYTES
     max_images: int = 10
     max_document_bytes: int = MAX_DOCUMENT_BYTES
+    # Frames of one message's videos together, and the longest video watched.
+    max_video_frames: int = DEFAULT_VIDEO_FRAMES
+    max_video_seconds: float = MAX_VIDEO_SECONDS
+    video_file_bytes: int = 0  # a video this small is also sent whole (video_url); 0: never
     model_choices: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     # Which models take images; shared with the model stack's ImageGate.
@@ -70,6 +76,10 @@ class ServiceBase:
                                      memory_bytes=options.image_memory_bytes)
         self._documents = DocumentReader(DocumentStore(store), self._images.budget,
                                          max_bytes=options.max_document_bytes)
+        self._videos = VideoReader(self._images.budget, max_frames=options.max_video_frames,
+                                   max_seconds=options.max_video_seconds,
+                                   max_side=min(FRAME_SIDE, options.max_image_side),
+                                   file_bytes=options.video_file_bytes)
         self._transcriber = Transcriber(options.asr_client, options.asr_model,
                                         self._images.budget) \
             if options.asr_client is not None and options.asr_model else None

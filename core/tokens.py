@@ -12,9 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.types import Image
+from core.types import Image, Video
 
-__all__ = ["EstimateCounter", "QwenCounter", "TokenCounter", "counter_for", "image_tokens"]
+__all__ = ["EstimateCounter", "QwenCounter", "TokenCounter", "counter_for", "image_tokens",
+           "video_tokens"]
 
 # From dashscope/tokenizers/qwen_tokenizer.py.
 _PAT = (
@@ -101,6 +102,13 @@ def image_tokens(image: Image) -> int:
     return min(math.ceil(image.width / 28) * math.ceil(image.height / 28), 1280) + 2
 
 
-def message_tokens(counter: TokenCounter, text: str, images: tuple[Image, ...] = ()) -> int:
-    """Tokens a message takes in the context, with its images and role markers."""
-    return counter.count(text) + sum(image_tokens(i) for i in images) + _MESSAGE_OVERHEAD
+def video_tokens(video: Video) -> int:
+    """Qwen-VL's cost of a video's frames: image patches, two frames merged into one."""
+    return (sum(image_tokens(f) for f in video.frames) + 1) // 2 + 2
+
+
+def message_tokens(counter: TokenCounter, text: str, images: tuple[Image, ...] = (),
+                   videos: tuple[Video, ...] = ()) -> int:
+    """Tokens a message takes in the context, with its images, videos and role markers."""
+    return (counter.count(text) + sum(image_tokens(i) for i in images)
+            + sum(video_tokens(v) for v in videos) + _MESSAGE_OVERHEAD)

@@ -30,8 +30,20 @@ class Image:
 
 
 @dataclass(frozen=True, slots=True)
+class Video:
+    """A video ready for a model: frames sampled from it (images, in order), their rate
+    in frames a second, the clip's length, and (small enough to send whole) the file."""
+
+    frames: tuple[Image, ...]
+    fps: float
+    seconds: float = 0.0
+    file: Image | None = None  # the video file itself (``mime`` video/…), as a data URL
+
+
+@dataclass(frozen=True, slots=True)
 class Upload:
-    """A file a person posted that is not an image (a document): its name, bytes, type."""
+    """A file a person posted that is not an image (a document, recording or video): its
+    name, bytes, type."""
 
     name: str
     data: bytes
@@ -62,7 +74,7 @@ class ChatRequest:
     images: tuple[bytes, ...] = ()
     profile: str | None = None
     shared: bool = False
-    files: tuple[Upload, ...] = ()  # documents, read into the message's text
+    files: tuple[Upload, ...] = ()  # documents, recordings and videos
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,7 @@ class ContextMessage(NamedTuple):
     author_name: str = ""
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant message asking for tools
     tool_call_id: str = ""  # a tool message: the call it answers
+    videos: tuple[Video, ...] = ()  # sampled frames, for models that take video
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,11 @@ one slow turn (the call fails, is made again without the images, and the model i
 treated as text-only for the rest of the process), while the other way round would
 silently hide every image from a vision model served under a custom name.
 ``[models.NAME] vision = false`` settles it.
+
+Video (sampled frames, ``core.media.video``) goes only to models that take it: configured
+(``[models.NAME] video = true|false``), else the Qwen names that do — VL, omni, QVQ and
+the natively multimodal ``qwen3.5``/``qwen3.6`` families. Anything else (OpenAI's models
+included: their API has no video part) gets a placeholder and the person a note.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from dataclasses import replace
 from core.types import FinalEvent, ReplyEvent
 
 __all__ = [
-    "UNKNOWN_TAKES_IMAGES", "Vision", "guess_takes_images", "image_placeholder",
-    "note_unseen_images",
+    "UNKNOWN_TAKES_IMAGES", "Vision", "guess_takes_images", "guess_takes_video",
+    "image_placeholder", "note_unseen_images", "video_placeholder",
 ]
 
 UNKNOWN_TAKES_IMAGES = True
@@ -35,6 +40,7 @@ _VISION_MARKERS = (
 )
 _VISION_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")
 _TEXT_MARKERS = ("smollm",)
+_VIDEO_MARKERS = ("-vl", "vl-", "qvq", "omni", "qwen3.5", "qwen3.6")
 
 
 def guess_takes_images(model: str) -> bool | None:
@@ -47,6 +53,19 @@ def guess_takes_images(model: str) -> bool | None:
     return None
 
 
+def guess_takes_video(model: str) -> bool:
+    """What the model's name says about video: the Qwen families that watch it (and open
+    Qwen-VL builds served under their Hugging Face names)."""
+    name = model.lower().rsplit("/", 1)[-1]
+    return any(m in name for m in _VIDEO_MARKERS)
+
+
+def video_placeholder(count: int, model: str) -> str:
+    """What a model that takes no video sees instead of a message's videos."""
+    noun = "a video" if count == 1 else f"{count} videos"
+    return f"[{noun} attached here, not shown: {model} does not watch videos]"
+
+
 def image_placeholder(count: int, model: str) -> str:
     """What a text-only model sees instead of a message's images."""
     noun = "an image" if count == 1 else f"{count} images"
@@ -56,9 +75,21 @@ def image_placeholder(count: int, model: str) -> str:
 class Vision:
     """Answers "does this model take images?" for the service; one per process."""
 
-    def __init__(self, configured: Mapping[str, bool] | None = None) -> None:
+    def __init__(self, configured: Mapping[str, bool] | None = None,
+                 video: Mapping[str, bool] | None = None) -> None:
         self._configured = {k.lower(): v for k, v in (configured or {}).items()}
+        self._video = {k.lower(): v for k, v in (video or {}).items()}
         self._learned: set[str] = set()
+
+    def takes_video(self, model: str) -> bool:
+        """Configured (``[models.NAME] video``), else guessed from the name; never for a
+        model that takes no images."""
+        name = model.lower()
+        if not self.takes_images(model):
+            return False
+        if name in self._video:
+            return self._video[name]
+        return guess_takes_video(model)
 
     def takes_images(self, model: str) -> bool:
         """Configured, else learned (refused images once), else guessed from the name."""
@@ -83,21 +114,30 @@ class Vision:
             self._learned.add(model.lower())
 
 async def note_unseen_images(
-    events: AsyncIterator[ReplyEvent], vision: Vision, model: str, fresh_images: bool
+    events: AsyncIterator[ReplyEvent], vision: Vision, model: str, fresh_images: bool,
+    fresh_videos: bool = False,
 ) -> AsyncIterator[ReplyEvent]:
-    """``events``; when the turn's own messages carried images that the answering model
-    could not see, its final event says so (once: only the turn that brought them)."""
+    """``events``; when the turn's own messages carried images (or videos) that the
+    answering model could not see, its final event says so (once: only the turn that
+    brought them)."""
     try:
         async for event in events:
-            if isinstance(event, FinalEvent) and fresh_images:
+            if isinstance(event, FinalEvent) and (fresh_images or fresh_videos):
                 # The model asked for, or the fallback that answered.
-                blind = next((m for m in (model, event.model)
-                              if m and not vision.takes_images(m)), None)
+                models = [m for m in (model, event.model) if m]
+                blind = next((m for m in models if not vision.takes_images(m)), None)
+                notes = [event.notice] if event.notice else []
                 if blind is not None:
-                    note = (f"(The model {blind} reads text only, so it did not see the "
-                            "image; I answered from the text.)")
-                    event = replace(event, notice=" ".join(n for n in (event.notice, note)
-                                                           if n))
+                    what = "image" if fresh_images else "video"
+                    notes.append(f"(The model {blind} reads text only, so it did not see "
+                                 f"the {what}; I answered from the text.)")
+                elif fresh_videos:
+                    unwatched = next((m for m in models if not vision.takes_video(m)), None)
+                    if unwatched is not None:
+                        notes.append(f"(The model {unwatched} does not watch videos, so it "
+                                     "did not see the video; I answered from the rest.)")
+                if len(notes) > bool(event.notice):
+                    event = replace(event, notice=" ".join(notes))
             yield event
     finally:
         close = getattr(events, "aclose", None)

@@ -1,4 +1,5 @@
-"""Small real documents written by the tests: a hand-written PDF, DOCX, PPTX, XLSX."""
+"""Small real media written by the tests: a hand-written PDF, DOCX, PPTX, XLSX, a voice
+note and a video clip (PyAV)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,37 @@ def voice_note(seconds: float = 1.0, *, container: str = "ogg", codec: str = "li
             frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
             frame.sample_rate = rate
             frame.pts = start
+            for packet in stream.encode(frame):
+                box.mux(packet)
+        for packet in stream.encode(None):
+            box.mux(packet)
+    return out.getvalue()
+
+
+COLOURS = ((230, 20, 20), (20, 160, 40), (30, 40, 220))  # red, green, blue
+
+
+def video_clip(seconds: float = 3.0, *, fps: int = 10, size: tuple[int, int] = (96, 64),
+               colours: tuple[tuple[int, int, int], ...] = COLOURS, container: str = "mp4",
+               codec: str = "libx264", keyframe_every: int = 0) -> bytes:
+    """A real video written with PyAV: ``seconds`` long, the screen one colour after the
+    other (each an equal stretch of the clip), H.264 in MP4 by default."""
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container) as box:
+        stream = box.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        if keyframe_every:
+            stream.codec_context.gop_size = keyframe_every
+        total = max(int(seconds * fps), 1)
+        for i in range(total):
+            pixels = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+            pixels[:, :] = colours[i * len(colours) // total]
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
             for packet in stream.encode(frame):
                 box.mux(packet)
         for packet in stream.encode(None):

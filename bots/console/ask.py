@@ -14,6 +14,7 @@ from bots.settings import Settings
 from core.errors import InputError
 from core.knowledge.cite import label
 from core.media.documents import MAX_DOCUMENT_BYTES
+from core.media.video import MAX_VIDEO_BYTES, is_video
 from core.service import ChatService
 from core.types import (
     Author,
@@ -41,15 +42,16 @@ def read_images(paths: Sequence[str]) -> tuple[bytes, ...]:
 
 
 def read_files(paths: Sequence[str]) -> tuple[Upload, ...]:
-    """Each document file as an upload (its name and bytes); a missing file is the
-    person's error, as is one larger than the document limit."""
+    """Each document, recording or video file as an upload (its name and bytes); a
+    missing file is the person's error, as is one larger than the limit for its kind."""
     found: list[Upload] = []
     for name in paths:
         path = Path(name).expanduser()
+        limit = MAX_VIDEO_BYTES if is_video(b"", path.name) else MAX_DOCUMENT_BYTES
         try:
-            if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            if path.stat().st_size > limit:
                 raise InputError(user_message=f"{name} is larger than "
-                                 f"{MAX_DOCUMENT_BYTES // (1024 * 1024)} MB")
+                                 f"{limit // (1024 * 1024)} MB")
             found.append(Upload(path.name, path.read_bytes()))
         except OSError as err:
             raise InputError(user_message=f"cannot read file {name}: {err.strerror}") from err
@@ -125,7 +127,7 @@ def sources_text(result: FinalEvent) -> str:
 
 
 # Turns that failed on what the person gave (exit 2), not on a service (exit 1).
-INPUT_KINDS = frozenset({"bad_input", "bad_image", "bad_document"})
+INPUT_KINDS = frozenset({"bad_input", "bad_image", "bad_document", "bad_audio", "bad_video"})
 
 
 def error_line(result: ErrorEvent) -> str:

@@ -17,14 +17,21 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bots.console.ask import console_request, error_line, sources_text, status_stream, stream_turn
+from bots.console.ask import (
+    console_request,
+    error_line,
+    read_files,
+    sources_text,
+    status_stream,
+    stream_turn,
+)
 from bots.console.commands import HELP, parse
 from bots.console.memory import memory_command
 from bots.runtime import open_runtime
 from bots.settings import Settings
 from core.errors import InputError
 from core.images import prepare_image
-from core.types import ErrorEvent, FinalEvent
+from core.types import ErrorEvent, FinalEvent, Upload
 
 __all__ = ["database_label", "run_chat"]
 
@@ -121,6 +128,7 @@ async def run_chat(settings: Settings, *, conversation: str,
                       + (f"· profile {profile!r} " if profile else "")
                       + f"· memory {database_label(settings.database_url)} · /help for commands")
             pending: list[bytes] = []
+            files: tuple[Upload, ...] = ()  # /file: documents, recordings, videos
             while True:
                 reader = asyncio.ensure_future(_read_line("you> " if interactive else ""))
                 if not await ctrl_c.until(reader):
@@ -146,10 +154,19 @@ async def run_chat(settings: Settings, *, conversation: str,
                 if command.name == "reset":
                     await service.reset(platform="console", scope=f"console/{conversation}")
                     pending.clear()
+                    files = ()
                     print("(started a new conversation)")
                     continue
                 if command.name in ("summary", "compact"):
                     print(await memory_command(service, command.name, conversation))
+                    continue
+                if command.name == "file":
+                    try:
+                        files += await asyncio.to_thread(read_files, [command.arg])
+                    except InputError as err:
+                        print(f"chatbridge: {err.user_message} (not attached)", file=sys.stderr)
+                    else:
+                        print(f"(file attached: {command.arg}; it goes with your next message)")
                     continue
                 if command.name == "image":
                     try:
@@ -161,9 +178,11 @@ async def run_chat(settings: Settings, *, conversation: str,
                         print(f"(image attached: {command.arg}; it goes with your next message)")
                     continue
                 images, pending = tuple(pending), []
+                attached, files = files, ()
                 if interactive:
                     sys.stdout.write("bot> ")
-                request = console_request(conversation, command.arg, images, profile=profile)
+                request = console_request(conversation, command.arg, images, attached,
+                                          profile=profile)
                 turn = asyncio.ensure_future(stream_turn(service, request, sys.stdout,
                                                          status_stream()))
                 ctrl_c.turn = turn

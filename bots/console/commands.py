@@ -8,6 +8,7 @@ __all__ = ["HELP", "Command", "parse"]
 
 HELP = """Type a message and press Enter. Commands:
   /image PATH   attach an image to your next message
+  /file PATH    attach a document, recording or video to your next message
   /reset        start a new conversation (the old one is kept)
   /summary      show the summary of the earlier conversation the model reads
   /compact      fold the conversation so far into that summary now
@@ -41,10 +42,11 @@ def parse(line: str) -> Command:
         if rest:
             return Command("hint", f"/{name} takes nothing after it: type just /{name}.")
         return Command("exit" if name == "quit" else name)
-    if name == "image":
+    if name in ("image", "file"):
         if not rest:
-            return Command("hint", "/image needs a file: /image PATH (then type your message).")
-        return Command("image", rest)
+            return Command("hint", f"/{name} needs a file: /{name} PATH (then type your "
+                           "message).")
+        return Command(name, rest)
     shown = word if len(word) <= 30 else word[:30] + "…"
     return Command("hint", f"Unknown command /{shown}: /help lists the commands "
                    "(//… sends a message starting with /).")

@@ -1,4 +1,5 @@
-"""Files attached to a Slack message: images downloaded for the model, the rest named.
+"""Files attached to a Slack message: images, documents and videos downloaded for the
+core, the rest named.
 
 Private file URLs need the bot token, and the token goes only to Slack's own file hosts
 (or the configured Web API host, a proxy or a test server): never to an external file's
@@ -35,7 +36,7 @@ def _readable(mimes: Sequence[str]) -> str:
 
 
 READABLE = _readable(ACCEPTED_MIMES) + (  # what the core reads, for people
-    " and documents (PDF, Word, PowerPoint, Excel, text, Markdown, CSV, HTML)")
+    ", videos and documents (PDF, Word, PowerPoint, Excel, text, Markdown, CSV, HTML)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,8 @@ async def _image(file: Mapping[str, Any], name: str, *, http: httpx.AsyncClient,
     # An audio clip (or audio file) goes to the speech model when one is set up.
     document = document or (audio and (mime.startswith("audio/")
                                        or file.get("subtype") == "slack_audio"))
+    # A video (an upload, or a clip recorded in Slack) is sampled into frames by the core.
+    document = document or mime.startswith("video/") or file.get("subtype") == "slack_video"
     if (mime not in ACCEPTED_MIMES and not document) or file.get("mode") == "snippet":
         raise _Skip(f"I can only read {READABLE}, so I skipped *{name}* ({kind}).")
     size = int(file.get("size") or 0)

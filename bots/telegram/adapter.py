@@ -358,8 +358,8 @@ class TelegramAdapter:
         if await self._once(self._event_id(incoming), "note"):
             await self._replier(incoming).say(
                 f"I can't read {incoming.unsupported} yet; I understand text, images "
-                "(photos, or images sent as files) and documents (PDF, Word, PowerPoint, "
-                "Excel, text, Markdown, CSV, HTML).")
+                "(photos, or images sent as files), videos and documents (PDF, Word, "
+                "PowerPoint, Excel, text, Markdown, CSV, HTML).")
 
     def _replier(self, incoming: Incoming, *, reuse: Sequence[int] = (),
                  on_shown: Callable[[list[int]], Awaitable[None]] | None = None,
@@ -520,7 +520,7 @@ class TelegramAdapter:
         found: list[Upload] = []
         notes: list[str] = []
         heard = incoming.recordings if self._service.transcribes else ()
-        for ref in incoming.documents + heard:
+        for ref in incoming.documents + heard + incoming.videos:
             if ref.size is not None and ref.size > limit:
                 notes.append(f"({ref.name} is too large: I can download files up to "
                              f"{limit // 1_000_000} MB.)")

@@ -27,7 +27,7 @@ COMMANDS = (
 NAMES = frozenset(c.command for c in COMMANDS)
 HELP = (
     "Write to me and I answer, remembering our conversation. I can read text and images "
-    "(photos, albums, and images sent as files up to {mb} MB).\n\n"
+    "(photos, albums, and images sent as files up to {mb} MB), and watch videos.\n\n"
     "In groups I answer when you mention me, reply to one of my messages, or use a command; "
     "each forum topic is its own conversation.\n\n"
     "/reset starts a new conversation (the old one is kept)\n"

@@ -111,6 +111,7 @@ class Incoming:
     album: str | None = None  # media_group_id of an album's items
     documents: tuple[FileRef, ...] = ()  # PDF, Word, … read into the message's text
     recordings: tuple[FileRef, ...] = ()  # voice notes and audio, for a speech model
+    videos: tuple[FileRef, ...] = ()  # videos, video notes and animations: sampled frames
 
 
 def place_of(message: Message) -> Place:
@@ -209,6 +210,25 @@ def _recordings(message: Message) -> tuple[FileRef, ...]:
     return ()
 
 
+def _videos(message: Message) -> tuple[FileRef, ...]:
+    if message.video is not None:
+        video = message.video
+        return (FileRef(video.file_id, video.file_size, video.file_name or "video",
+                        video.mime_type or "video/mp4"),)
+    if message.video_note is not None:  # the round ones: always MP4, no name or type given
+        note = message.video_note
+        return (FileRef(note.file_id, note.file_size, "video message", "video/mp4"),)
+    if message.animation is not None and not _images(message):
+        animation = message.animation  # a "GIF": Telegram sends it as a silent MP4
+        return (FileRef(animation.file_id, animation.file_size,
+                        animation.file_name or "animation", animation.mime_type or "video/mp4"),)
+    doc = message.document
+    if doc is not None and (doc.mime_type or "").startswith("video/"):
+        return (FileRef(doc.file_id, doc.file_size, doc.file_name or "video", doc.mime_type
+                        or "video/mp4"),)
+    return ()
+
+
 def _unsupported(message: Message) -> str | None:
     for attribute, label in _KINDS:
         if getattr(message, attribute, None):
@@ -226,6 +246,7 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
     images: list[FileRef] = []
     documents: list[FileRef] = []
     recordings: list[FileRef] = []
+    videos: list[FileRef] = []
     mentioned = replied = False
     unsupported: str | None = None
     for message in sorted(messages, key=lambda m: m.message_id):
@@ -234,7 +255,9 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
         papers = _documents(message)
         documents.extend(papers)
         recordings.extend(_recordings(message))
-        if not found and not papers:
+        clips = _videos(message)
+        videos.extend(clips)
+        if not found and not papers and not clips:
             unsupported = unsupported or _unsupported(message)
         mentioned = mentioned or _mentions_me(message, me)
         replied = replied or _replies_to_me(message, me)
@@ -245,12 +268,12 @@ def read_messages(messages: Sequence[Message], me: User) -> Incoming:
     # A bare /command reaches a group bot only when Telegram deems it ours (privacy mode)
     # or when privacy mode is off; the caller ignores bare commands it does not know.
     addressed = not place.group or mentioned or replied or command is not None
-    empty = not texts and not images and not documents and unsupported is None \
-        and command is None
+    empty = not texts and not images and not documents and not videos \
+        and unsupported is None and command is None
     return Incoming(
         place=place, reply_to=first.message_id, key=key, author=_author(first),
         text="\n\n".join(texts), images=tuple(images), addressed=addressed, command=command,
-        unsupported=unsupported if not images and not documents else None,
+        unsupported=unsupported if not images and not documents and not videos else None,
         empty=empty, bare_mention=empty and mentioned, album=first.media_group_id,
-        documents=tuple(documents), recordings=tuple(recordings),
+        documents=tuple(documents), recordings=tuple(recordings), videos=tuple(videos),
     )

@@ -1,1 +1,2 @@
-"""What people post besides text and images: documents read into text for the model."""
+"""What people post besides text and images: documents read into text, recordings
+transcribed, videos sampled into frames for the model."""

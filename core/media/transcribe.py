@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.errors import ModelError
 from core.image_prep import MemoryBudget
 from core.media.audio import AudioError, is_audio, to_wav
 from core.media.documents import document_kind
+from core.media.video import is_video
 from core.model.base import ModelClient
 from core.model.openai import OpenAIClient
-from core.types import ContextMessage, ModelCall, TextChunk, Upload
+from core.types import ContextMessage, FinishChunk, ModelCall, TextChunk, Upload, Usage
 
-__all__ = ["PROMPT", "AudioClient", "Transcriber", "is_recording", "transcription_failed"]
+__all__ = ["PROMPT", "AudioClient", "Transcriber", "Transcript", "is_recording",
+           "transcription_failed"]
 
 PROMPT = ("Transcribe this recording word for word, in the language spoken. Reply with the "
           "transcript only.")
@@ -39,6 +41,14 @@ class AudioClient(OpenAIClient):
         return body
 
 
+class Transcript(NamedTuple):
+    """What a speech model heard in one recording, and what the call used."""
+
+    text: str
+    seconds: float
+    usage: Usage
+
+
 class Transcriber:
     """Turns a recording into text with ``model`` (``CHATBRIDGE_ASR_MODEL``)."""
 
@@ -47,29 +57,37 @@ class Transcriber:
         self.model = model
         self._budget = budget
 
-    async def transcribe(self, data: bytes) -> tuple[str, float]:
-        """The words heard, and the recording's length in seconds. ``AudioError``: the
-        recording cannot be played; ``ModelError``: the speech model failed."""
+    async def transcribe(self, data: bytes) -> Transcript:
+        """The words heard, the recording's length in seconds and the call's usage.
+        ``AudioError``: the recording cannot be played; ``ModelError``: the speech model
+        failed."""
         async with self._budget.reserve(len(data) * 4 + 10 * 1024 * 1024):
             wav, seconds = await asyncio.to_thread(to_wav, data)
         url = "data:;base64," + base64.b64encode(wav).decode("ascii")
         del wav
         call = ModelCall(self.model, (ContextMessage("user", url),))
         parts: list[str] = []
+        usage: Usage | None = None
         async for chunk in self._client.stream(call):
             if isinstance(chunk, TextChunk):
                 parts.append(chunk.text)
+            elif isinstance(chunk, FinishChunk):
+                usage = chunk.usage
         text = "".join(parts).strip()
         if not text:
             raise AudioError("empty transcript", user_message="I couldn't make out any words "
                              "in that recording.")
-        return text, seconds
+        # A server that reports no usage: the words written, about four characters a token.
+        return Transcript(text, seconds, usage or Usage(0, (len(text) + 3) // 4,
+                                                        estimated=True))
 
 
 def is_recording(upload: Upload) -> bool:
     """An upload that is a recording (by its declared type, else its bytes), not a
-    document."""
+    document or a video."""
     if document_kind(upload.data, upload.name, upload.mime) is not None:
+        return False
+    if is_video(upload.data, upload.name, upload.mime):
         return False
     return upload.mime.lower().startswith("audio/") or is_audio(upload.data)
 

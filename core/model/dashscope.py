@@ -6,7 +6,7 @@ from typing import Any
 
 from core.model.cache import cached_usage
 from core.model.http import HTTPModelClient, ModelRequest, Piece
-from core.model.openai import image_data_url, sampling_fields, sends_thinking_flag
+from core.model.openai import image_data_url, sampling_fields, sends_thinking_flag, video_frames
 from core.model.sse import ServerSentEvent
 from core.model.toolwire import chat_tool_message, chat_tools, fragments, parse_tool_calls
 from core.types import (
@@ -26,17 +26,22 @@ _MULTIMODAL_MARKERS = ("-vl", "vl-", "qvq", "omni", "qwen3.5", "qwen3.6")
 
 
 def is_multimodal(call: ModelCall) -> bool:
-    """Whether the call goes to multimodal-generation: images, or a vision-native model."""
+    """Whether the call goes to multimodal-generation: images or videos, or a
+    vision-native model."""
     name = call.model.lower()
-    return any(m.images for m in call.messages) or any(k in name for k in _MULTIMODAL_MARKERS)
+    return (any(m.images or m.videos for m in call.messages)
+            or any(k in name for k in _MULTIMODAL_MARKERS))
 
 
-def _content(message: ContextMessage, multimodal: bool) -> str | list[dict[str, str]]:
+def _content(message: ContextMessage, multimodal: bool) -> str | list[dict[str, Any]]:
     if not multimodal:
         return message.text
-    items: list[dict[str, str]] = [
-        {"image": image_data_url(i.data, i.mime)} for i in message.images
+    # The native multimodal shape: a video is its list of frames (and their rate); the
+    # native API is always sent the frames (a whole file as a data URL is unconfirmed).
+    items: list[dict[str, Any]] = [
+        {"video": video_frames(v), "fps": v.fps} for v in message.videos
     ]
+    items += [{"image": image_data_url(i.data, i.mime)} for i in message.images]
     if message.text or not items:
         items.append({"text": message.text})
     return items

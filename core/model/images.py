@@ -1,4 +1,5 @@
-"""Send images only to models that take them: placeholders for the others (``Vision``)."""
+"""Send images (and videos) only to models that take them: placeholders for the others
+(``Vision``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from dataclasses import replace
 from core.errors import LocalResourcesExhausted, ModelBadRequest, ModelUnavailable
 from core.model.base import ModelClient
 from core.types import ContextMessage, ModelCall, ModelChunk
-from core.vision import Vision, image_placeholder
+from core.vision import Vision, image_placeholder, video_placeholder
 
-__all__ = ["ImageGate", "without_images"]
+__all__ = ["ImageGate", "without_images", "without_videos"]
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,21 @@ log = logging.getLogger(__name__)
 _REFUSED_STATUSES = (400, 415, 422)
 
 
+def without_videos(call: ModelCall) -> ModelCall:
+    """``call`` with every video replaced by a placeholder naming the model."""
+    if not any(m.videos for m in call.messages):
+        return call
+    messages = tuple(
+        m._replace(text=f"{m.text}\n{video_placeholder(len(m.videos), call.model)}".strip(),
+                   videos=()) if m.videos else m
+        for m in call.messages
+    )
+    return replace(call, messages=messages)
+
+
 def without_images(call: ModelCall) -> ModelCall:
-    """``call`` with every image replaced by a placeholder naming the model."""
+    """``call`` with every image (and video) replaced by a placeholder naming the model."""
+    call = without_videos(call)
     messages = tuple(
         ContextMessage(m.role, f"{m.text}\n{image_placeholder(len(m.images), call.model)}"
                        .strip(), (), m.author_name) if m.images else m
@@ -44,9 +58,12 @@ class ImageGate:
 
     async def stream(self, call: ModelCall, *, stream: bool = True) -> AsyncIterator[ModelChunk]:
         """The inner client's answer to ``call``, images only where the model takes them."""
-        has_images = any(m.images for m in call.messages)
+        has_images = any(m.images or m.videos for m in call.messages)
         if has_images and not self._vision.takes_images(call.model):
             call, has_images = without_images(call), False
+        elif not self._vision.takes_video(call.model):
+            call = without_videos(call)
+            has_images = any(m.images for m in call.messages)
         yielded = False
         try:
             async for chunk in self._inner.stream(call, stream=stream):

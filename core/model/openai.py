@@ -19,9 +19,11 @@ from core.types import (
     TextChunk,
     ToolCallsChunk,
     Usage,
+    Video,
 )
 
-__all__ = ["OpenAIClient", "image_data_url", "sampling_fields", "sends_thinking_flag"]
+__all__ = ["OpenAIClient", "image_data_url", "sampling_fields", "sends_thinking_flag",
+           "video_frames"]
 
 
 def image_data_url(data: bytes, mime: str) -> str:
@@ -48,10 +50,25 @@ def sends_thinking_flag(model: str, explicit: bool | None) -> bool | None:
     return False if model.lower().startswith("qwen") else None
 
 
+def video_frames(video: Video) -> list[str]:
+    """A video's frames as data URLs, the list Qwen's ``video`` part takes."""
+    return [image_data_url(f.data, f.mime) for f in video.frames]
+
+
+def _video(video: Video) -> dict[str, Any]:
+    """A small video whole (base64 ``video_url``: the model samples it), else its frames."""
+    if video.file is not None:
+        return {"type": "video_url",
+                "video_url": {"url": image_data_url(video.file.data, video.file.mime)}}
+    return {"type": "video", "video": video_frames(video), "fps": video.fps}
+
+
 def _content(message: ContextMessage) -> str | list[dict[str, Any]]:
-    if not message.images:
+    if not message.images and not message.videos:
         return message.text
-    parts: list[dict[str, Any]] = [
+    # Videos first: the same video asked about again keeps the cached prefix (protocols-2 J).
+    parts: list[dict[str, Any]] = [_video(v) for v in message.videos]
+    parts += [
         {"type": "image_url", "image_url": {"url": image_data_url(i.data, i.mime)}}
         for i in message.images
     ]

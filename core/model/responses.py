@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.model.http import HTTPModelClient, ModelRequest, Piece
+from core.model.images import without_videos
 from core.model.openai import image_data_url, sampling_fields, sends_thinking_flag
 from core.model.sse import ServerSentEvent
 from core.model.toolwire import ToolFragment
@@ -101,6 +102,7 @@ class ResponsesClient(HTTPModelClient):
     """The Responses API over the model client's pooled aiohttp session."""
 
     def _body(self, call: ModelCall, stream: bool) -> dict[str, Any]:
+        call = without_videos(call)  # the Responses API has no video input (protocols-2 J)
         body: dict[str, Any] = {
             "model": call.model,
             "input": [item for m in call.messages for item in _items(m)],

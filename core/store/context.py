@@ -20,7 +20,7 @@ from core.store.tables import (
     _stored,
 )
 from core.store.toolcalls import attach_tools
-from core.types import Image
+from core.types import Image, Video
 
 
 class ContextReads(StoreBase):
@@ -31,8 +31,9 @@ class ContextReads(StoreBase):
     ) -> list[StoredMessage]:
         """The newest usable messages that fit the token budget, oldest first.
 
-        Images are loaded for the newest ``image_turns`` user messages that have any;
-        older messages keep only their ``image_count``.
+        Images (and videos' frames) are loaded for the newest ``image_turns`` user
+        messages that have any; older messages keep only their ``image_count`` (and
+        ``video_count``).
         """
         return await self._tx(
             lambda conn: self._context(conn, conversation_id, limits, current_id),
@@ -98,7 +99,7 @@ class ContextReads(StoreBase):
             picked.append(message)
         picked = attach_tools(conn, conversation_id, picked, limits.budget_tokens - used)
         recent_turns = [m for m in picked if m.role == "user"][: limits.image_turns]
-        with_images = [m.id for m in recent_turns if m.image_count]
+        with_images = [m.id for m in recent_turns if m.image_count or m.video_count]
         images = self._images_for(conn, with_images) if with_images else {}
         # User messages in the platform's order (their sort key; then as stored), each
         # answer after the message it answers.
@@ -108,22 +109,40 @@ class ContextReads(StoreBase):
             (m.sort_key, m.id) if m.role == "user" else place.get(m.event_id, ("", m.id)),
             m.role != "user", m.id))
         if images:
-            picked = [m._replace(images=tuple(images[m.id])) if m.id in images else m
-                      for m in picked]
+            picked = [m._replace(images=images[m.id][0], videos=images[m.id][1])
+                      if m.id in images else m for m in picked]
         return [summary, *picked] if summary else picked
 
     @staticmethod
-    def _images_for(conn: Connection, message_ids: list[int]) -> dict[int, list[Image]]:
+    def _images_for(conn: Connection, message_ids: list[int]
+                    ) -> dict[int, tuple[tuple[Image, ...], tuple[Video, ...]]]:
+        """The images and the videos (their frames) of these messages, in order."""
         rows = conn.execute(
             select(_link.c.message_id, _att.c.sha256, _att.c.mime, _att.c.width,
-                   _att.c.height, _att.c.data)
+                   _att.c.height, _att.c.data, _link.c.video, _link.c.fps)
             .join(_att, _att.c.sha256 == _link.c.sha256)
             .where(_link.c.message_id.in_(message_ids))
             .order_by(_link.c.message_id, _link.c.position)
         )
-        found: dict[int, list[Image]] = {}
+        images: dict[int, list[Image]] = {}
+        frames: dict[int, dict[int, list[Image]]] = {}
+        rates: dict[tuple[int, int], float] = {}
+        files: dict[tuple[int, int], Image] = {}
         for r in rows:
-            found.setdefault(r.message_id, []).append(
-                Image(data=r.data, mime=r.mime, width=r.width, height=r.height, sha256=r.sha256)
-            )
+            image = Image(data=r.data, mime=r.mime, width=r.width, height=r.height,
+                          sha256=r.sha256)
+            if r.video is None:
+                images.setdefault(r.message_id, []).append(image)
+            elif r.mime.startswith("video/"):  # the file of a video sent whole
+                files[(r.message_id, r.video)] = image
+            else:
+                frames.setdefault(r.message_id, {}).setdefault(r.video, []).append(image)
+                rates[(r.message_id, r.video)] = float(r.fps or 0) or 2.0
+        found: dict[int, tuple[tuple[Image, ...], tuple[Video, ...]]] = {}
+        for message_id in {*images, *frames}:
+            videos = tuple(
+                Video(tuple(shots), rate, round(len(shots) / rate, 3), files.get(key))
+                for number, shots in sorted(frames.get(message_id, {}).items())
+                for key in [(message_id, number)] for rate in [rates[key]])
+            found[message_id] = (tuple(images.get(message_id, ())), videos)
         return found

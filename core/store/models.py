@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -95,6 +96,7 @@ class Message(Base):
     model: Mapped[str | None] = mapped_column(String(128))
     token_count: Mapped[int] = mapped_column(Integer, default=0)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
+    video_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     # True when the tokens above are chatbridge's estimate (the server reported none).
@@ -163,7 +165,8 @@ class Attachment(Base):
 
 
 class MessageAttachment(Base):
-    """Links a message to its attachments, in order."""
+    """Links a message to its attachments, in order; a video's sampled frames carry its
+    number within the message (``video``, from 1) and their rate (``fps``)."""
 
     __tablename__ = "message_attachments"
 
@@ -172,6 +175,8 @@ class MessageAttachment(Base):
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), ForeignKey("attachments.sha256"))
+    video: Mapped[int | None] = mapped_column(Integer)
+    fps: Mapped[float | None] = mapped_column(Float)
 
 
 class InboundEvent(Base):

@@ -198,7 +198,9 @@ class Records(StoreBase):
         ``model``, and within each by model (for the cost).
 
         A turn is an assistant message; its tokens are what the model reported, or our
-        estimate where it reported none (counted in ``estimated``).
+        estimate where it reported none (counted in ``estimated``). A user message whose
+        recordings a speech model transcribed carries that call's model and tokens: they
+        count too (as no turn of their own).
         """
         answer = _msg.alias("answer")
         question = _msg.alias("question")
@@ -210,12 +212,14 @@ class Records(StoreBase):
         if by not in keys:
             raise ValueError(f"unknown grouping {by!r}")
         key = keys[by].label("key")
-        calls = (select(func.count()).select_from(_tools)
-                 .where(_tools.c.message_id == question.c.id).scalar_subquery())
+        is_turn = answer.c.role == "assistant"
+        calls = case((is_turn, select(func.count()).select_from(_tools)
+                      .where(_tools.c.message_id == question.c.id).scalar_subquery()),
+                     else_=0)
         query = (
             select(
                 key,
-                func.count().label("turns"),
+                func.sum(case((is_turn, 1), else_=0)).label("turns"),
                 func.sum(case((answer.c.status == "failed", 1), else_=0)).label("failed"),
                 func.coalesce(func.sum(answer.c.prompt_tokens), 0).label("prompt"),
                 func.coalesce(func.sum(answer.c.completion_tokens), 0).label("completion"),
@@ -231,14 +235,16 @@ class Records(StoreBase):
             .join(question, and_(question.c.conversation_id == answer.c.conversation_id,
                                  question.c.event_id == answer.c.event_id,
                                  question.c.role == "user"), isouter=True)
-            .where(answer.c.role == "assistant", answer.c.created_at >= since)
+            .where(is_turn | ((answer.c.role == "user") & answer.c.model.is_not(None)
+                              & answer.c.prompt_tokens.is_not(None)),
+                   answer.c.created_at >= since)
             .group_by(key, keys["model"])
             .order_by(func.coalesce(func.sum(answer.c.prompt_tokens), 0)
                       + func.coalesce(func.sum(answer.c.completion_tokens), 0), key)
         )
 
         def work(conn: Connection) -> list[UsageRow]:
-            return [UsageRow(str(r.key), int(r.turns), int(r.failed or 0), int(r.prompt),
+            return [UsageRow(str(r.key), int(r.turns or 0), int(r.failed or 0), int(r.prompt),
                              int(r.completion), int(r.estimated or 0),
                              tool_calls=int(r.tool_calls), cached_tokens=int(r.cached),
                              cache_creation_tokens=int(r.created), model=str(r.model))

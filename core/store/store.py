@@ -50,7 +50,7 @@ from core.store.tables import (
     _usage,
     extend_lease,
 )
-from core.types import Author, Image, Usage
+from core.types import Author, Image, Usage, Video
 
 __all__ = ["ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow",
            "extend_lease"]
@@ -116,6 +116,7 @@ class Store(ContextReads, Records):
                         conn, conversation_id=conv_id, role="user", author=part.author,
                         text=part.text, token_count=part.token_count,
                         event_id=part.event_id, images=part.images, sort_key=part.sort_key,
+                        videos=part.videos, model=part.model, usage=part.usage,
                     )
                     if queued:
                         conn.execute(_SET_EVENT_MESSAGE, {
@@ -216,6 +217,7 @@ class Store(ContextReads, Records):
         latency_ms: int | None = None,
         sort_key: str | None = None,
         platform_ref: str | None = None,
+        videos: Sequence[Video] = (),
     ) -> int:
         result = conn.execute(_INSERT_MESSAGE, {
             "conversation_id": conversation_id,
@@ -227,6 +229,7 @@ class Store(ContextReads, Records):
             "model": model,
             "token_count": token_count,
             "image_count": len(images),
+            "video_count": len(videos),
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "usage_estimated": usage.estimated if usage else None,
@@ -241,14 +244,23 @@ class Store(ContextReads, Records):
             "created_at": utcnow(),
         })
         message_id = int(result.scalar_one())
-        for position, image in enumerate(images):
+        # Images first, then each video's frames (marked with the video's number and rate)
+        # and, when it is sent whole, its file (the video's number, no rate).
+        linked: list[tuple[Image, int | None, float | None]] = [
+            (image, None, None) for image in images]
+        for number, video in enumerate(videos, 1):
+            linked += [(frame, number, video.fps) for frame in video.frames]
+            if video.file is not None:
+                linked.append((video.file, number, None))
+        for position, (image, video_number, fps) in enumerate(linked):
             conn.execute(self._insert_attachment, {
                 "sha256": image.sha256, "mime": image.mime, "size": image.size,
                 "width": image.width, "height": image.height, "data": image.data,
                 "created_at": utcnow(),
             })
             conn.execute(_INSERT_LINK, {"message_id": message_id, "position": position,
-                                        "sha256": image.sha256})
+                                        "sha256": image.sha256, "video": video_number,
+                                        "fps": fps})
         return message_id
 
     async def finish_turn(

@@ -35,7 +35,7 @@ from core.store.models import (
     utcnow,
 )
 from core.store.toolcalls import StoredTool
-from core.types import Author, Image
+from core.types import Author, Image, Usage, Video
 
 T = TypeVar("T")
 
@@ -87,7 +87,7 @@ _SET_REPLY_REF = (
 )
 _CONTEXT = (
     select(_msg.c.id, _msg.c.role, _msg.c.text, _msg.c.author_name, _msg.c.token_count,
-           _msg.c.image_count, _msg.c.event_id, _msg.c.sort_key)
+           _msg.c.image_count, _msg.c.event_id, _msg.c.sort_key, _msg.c.video_count)
     .where(_msg.c.conversation_id == bindparam("p_id"), _msg.c.status != "failed")
     .order_by(_msg.c.id.desc())
     .limit(bindparam("p_limit"))
@@ -114,6 +114,8 @@ class StoredMessage(NamedTuple):
     images: tuple[Image, ...] = ()
     sort_key: str = ""  # the platform's order of a user message ("" where it has none)
     tools: tuple[StoredTool, ...] = ()  # the turn's tool calls (on its user message)
+    video_count: int = 0
+    videos: tuple[Video, ...] = ()
 
 
 def extend_lease(conn: Connection, fence: Fence) -> bool:
@@ -142,9 +144,9 @@ def _refs(raw: str | None) -> list[str]:
 
 
 def _stored(row: Any) -> StoredMessage:
-    ident, role, text, name, tokens, image_count, event_id, sort_key = row
+    ident, role, text, name, tokens, image_count, event_id, sort_key, video_count = row
     return StoredMessage(ident, role, text, name or "", tokens, image_count, event_id or "",
-                         sort_key=sort_key or "")
+                         sort_key=sort_key or "", video_count=video_count or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,10 @@ class TurnPart:
     images: tuple[Image, ...] = ()
     message_id: int | None = None  # already stored, by an attempt that did not finish
     sort_key: str | None = None  # the platform's order (Slack ts, Telegram date/id)
+    videos: tuple[Video, ...] = ()
+    # The speech model that transcribed the message's recordings, and what it used.
+    model: str | None = None
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)

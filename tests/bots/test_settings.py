@@ -9,6 +9,7 @@ import pytest
 
 from bots.settings import LOCAL, load_settings
 from core.errors import ConfigError
+from core.vision import Vision
 
 
 def test_defaults_with_a_dashscope_key(tmp_path: Path) -> None:
@@ -106,8 +107,24 @@ def test_vision_flags_from_config_and_environment(tmp_path: Path) -> None:
     assert s.model_choices == ("qwen-max",)
 
 
+def test_video_flags_from_config_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "chatbridge.toml").write_text(
+        '[models.my-vllm]\nvision = true\nvideo = true\n[models."qwen3.5-flash"]\nvideo = false\n')
+    s = load_settings({"CHATBRIDGE_MODEL": "custom", "CHATBRIDGE_MODEL_VIDEO": "yes",
+                       "CHATBRIDGE_MAX_VIDEO_FRAMES": "32", "CHATBRIDGE_MODEL_API_KEY": "k"},
+                      cwd=tmp_path)
+    assert s.video == {"my-vllm": True, "qwen3.5-flash": False, "custom": True}
+    assert s.vision == {"my-vllm": True}
+    assert (s.max_video_frames, s.max_video_seconds) == (32, 300)
+    vision = Vision(s.vision, s.video)
+    assert vision.takes_video("my-vllm") and not vision.takes_video("qwen3.5-flash")
+    assert vision.takes_video("qwen3-vl-plus") and vision.takes_video("Qwen/Qwen2.5-VL-7B")
+    assert not vision.takes_video("qwen-plus") and not vision.takes_video("gpt-4o")
+
+
 @pytest.mark.parametrize("toml", [
     '[models."qwen-max"]\nvision = "no"\n', '[models."qwen-max"]\nvisoin = true\n',
+    '[models."qwen-max"]\nvideo = 1\n',
     '[models]\nqwen-max = true\n',
 ])
 def test_bad_vision_flags_stop_startup(tmp_path: Path, toml: str) -> None:

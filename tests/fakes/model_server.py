@@ -18,6 +18,8 @@ counted, lookup ≤ 20 blocks back from each marker, ≥ 1024 tokens, created af
 response, 5 minutes — and usage reports ``cached_tokens`` / ``cache_creation_input_tokens``.
 Prompt tokens are counted from the request (≈ 4 characters a token) when a request carries
 markers or ``count_tokens`` is set.
+Video parts are checked against protocols-2 J (``video_problem``): a malformed one is
+answered with HTTP 400, as Model Studio refuses it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+MAX_DATA_URI_BYTES = 10_485_760  # protocols-2 J: max bytes per data-URI item
 MODELS = ("qwen-plus", "qwen-max", "qwen-turbo", "qwen3-vl-plus", "qwen3.5-plus")
 KINDS = ("ok", "error", "moderation_midstream", "drop", "no_finish", "hang")
 OUTPUT_BLOCKED = "Output data may contain inappropriate content."
@@ -196,6 +199,63 @@ def content_blocks(body: dict[str, Any]) -> list[tuple[str, Any, int, bool]]:
             size = count_tokens(str(part.get("text", ""))) if part.get("type") == "text" else 85
             blocks.append((role, part, size, mark is not None))
     return blocks
+
+
+def _data_url_problem(url: Any, kinds: tuple[str, ...]) -> str | None:
+    if not isinstance(url, str) or not url.startswith(tuple(f"data:{k}/" for k in kinds)):
+        return f"expected a data:{'|'.join(kinds)}/… URL, got {str(url)[:40]!r}"
+    if len(url) > MAX_DATA_URI_BYTES:
+        return f"Exceeded limit on max bytes per data-uri item : {MAX_DATA_URI_BYTES}"
+    _, _, data = url.partition(";base64,")
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError:
+        return "a data URL that is not base64"
+    return None
+
+
+def video_problem(body: dict[str, Any], api: str, multimodal: bool) -> str | None:
+    """Why the request's video parts are malformed (protocols-2 J), if they are.
+
+    Chat Completions: ``{"type": "video", "video": [image data URLs…]}`` (``fps`` a
+    positive number, optional: its placement is unconfirmed, so both readings pass) or
+    ``{"type": "video_url", "video_url": {"url": "data:video/…"}}``; DashScope native
+    (multimodal-generation only): ``{"video": [image data URLs…], "fps"?: n}``. The
+    Responses API takes no video."""
+    messages = body.get("messages")
+    if messages is None:
+        given = body.get("input")
+        messages = given.get("messages") if isinstance(given, dict) else given
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            frames = None
+            if api == "openai" and part.get("type") == "video":
+                frames = part.get("video")
+            elif api == "openai" and part.get("type") == "video_url":
+                url = (part.get("video_url") or {}).get("url")
+                return _data_url_problem(url, ("video",))
+            elif api == "native" and "video" in part:
+                if not multimodal:
+                    return "video input needs the multimodal-generation endpoint"
+                frames = part.get("video")
+            elif api == "responses" and "video" in str(part.get("type", "")):
+                return "the Responses API takes no video input"
+            if frames is None:
+                continue
+            if not isinstance(frames, list) or not frames:
+                return "a video's frame list must be a non-empty list of images"
+            for frame in frames:
+                if (problem := _data_url_problem(frame, ("image",))) is not None:
+                    return problem
+            fps = part.get("fps", 2)
+            if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 10:
+                return f"fps must be a number in (0, 10], got {fps!r}"
+    return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -391,6 +451,10 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as err:
                 self._error(api, Reply(kind="error"), 400, str(err))
                 return
+        problem = video_problem(body, api, multimodal)
+        if problem is not None:
+            self._error(api, Reply(kind="error"), 400, problem)
+            return
         if api == "openai" and is_summary_request(body):
             reply = fake._next_summary_reply()
             if reply is None:

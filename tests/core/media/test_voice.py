@@ -7,6 +7,7 @@ import base64
 import io
 import wave
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -91,3 +92,25 @@ async def test_failed_transcription_is_a_clear_message(
     final = [e async for e in service.handle(voice("v3", "hello"))][-1]
     assert isinstance(final, FinalEvent) and final.text == "Hi Ann."
     assert "(Not read: I couldn't transcribe" in final.notice
+
+
+async def test_the_speech_calls_usage_is_recorded_and_counted(
+        service: ChatService, fake_model: FakeModelServer, engine: AsyncEngine) -> None:
+    fake_model.enqueue(Reply(text="Book a room.", usage=(300, 4)),
+                       Reply(text="Booked.", usage=(40, 2)))
+    final = [e async for e in service.handle(voice("asr-usage"))][-1]
+    assert isinstance(final, FinalEvent) and final.text == "Booked."
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Message.model, Message.prompt_tokens,
+                                         Message.completion_tokens)
+                                  .where(Message.role == "user"))).one()
+    assert tuple(row) == ("qwen3-omni-flash", 300, 4)
+    store = open_store(engine)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    by_model = {r.model: r for r in await store.usage(since=since, by="model")}
+    assert (by_model["qwen3-omni-flash"].turns, by_model["qwen3-omni-flash"].prompt_tokens,
+            by_model["qwen3-omni-flash"].completion_tokens) == (0, 300, 4)
+    assert (by_model["qwen-plus"].turns, by_model["qwen-plus"].prompt_tokens) == (1, 40)
+    rows = await store.usage(since=since, by="user")  # one row per person and model
+    assert {r.key for r in rows} == {"Ann"}
+    assert (sum(r.turns for r in rows), sum(r.prompt_tokens for r in rows)) == (1, 340)

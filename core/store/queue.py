@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     or_,
     select,
     tuple_,
@@ -38,7 +39,9 @@ from sqlalchemy import (
 )
 
 from core.store.models import Conversation, InboundEvent, InboxLease, utcnow
+from core.store.pipelined import CLAIM_KEYS
 from core.store.store import Fence, Store, extend_lease
+from core.store.tables import _SET_REPLY_REF
 
 __all__ = ["Claim", "InboxStore", "QueuedEvent"]
 
@@ -48,6 +51,8 @@ _conv: Table = Conversation.__table__  # type: ignore[assignment]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASED_CACHE_SIZE = 10_000  # conversation keys remembered to have a lease row
 WAITING = ("received", "processing")
+_EVENT_COLUMNS = ("platform", "event_id", "status", "received_at", "scope_key", "payload",
+                  "attempts", "available_at", "sort_key")
 # models.WAITING_SQL as an expression, its values written out (not bound) so that the
 # database uses the partial index ix_inbound_events_waiting: the claim and next_due then
 # read only the events still waiting, however many were answered before.
@@ -146,6 +151,17 @@ class Claim:
     abandoned: tuple[QueuedEvent, ...] = ()  # tried too often: marked failed, not retried
     owner: str = ""
     lease_seconds: float = 0.0
+    # (event id, platform ref) of answers whose message appeared only after they were
+    # stored: written when the claim is released, in the same statement (issue 11).
+    replies: list[tuple[str, str]] = field(default_factory=list, compare=False)
+
+    def note_reply(self, event_id: str, ref: str) -> bool:
+        """Have ``release`` store where the answer to ``event_id`` is (``False``: a
+        hand-made claim, which is never released; store it yourself)."""
+        if not self.owner:
+            return False
+        self.replies.append((event_id, ref))
+        return True
 
     @property
     def fence(self) -> Fence | None:
@@ -187,6 +203,25 @@ class InboxStore:
                               .returning(_evt.c.id))
         self._insert_lease = (upsert(_lease).values(owner=None, expires_at=EPOCH)
                               .on_conflict_do_nothing(index_elements=["platform", "scope_key"]))
+        # PostgreSQL: the event and (for a new event) its key's lease row in ONE statement,
+        # sent without BEGIN/COMMIT: one round trip (issue 11).
+        self._record = None
+        if store.pipelined:
+            new_event = (upsert(_evt)
+                         .values({c: bindparam(c, type_=_evt.c[c].type) for c in _EVENT_COLUMNS})
+                         .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+                         .returning(_evt.c.id, _evt.c.platform, _evt.c.scope_key)
+                         .cte("new_event"))
+            new_lease = (upsert(_lease)
+                         .from_select(["platform", "scope_key", "owner", "expires_at"],
+                                      select(new_event.c.platform, new_event.c.scope_key,
+                                             null(), literal(EPOCH, _lease.c.expires_at.type)))
+                         .on_conflict_do_nothing(index_elements=["platform", "scope_key"])
+                         .cte("new_lease"))
+            self._record = select(new_event.c.id).add_cte(new_lease)
+        # PostgreSQL: freeing the lease and noting where the answer is, one statement.
+        self._free_with_ref = (_FREE_LEASE.add_cte(_SET_REPLY_REF.cte("reply_ref"))
+                               if store.pipelined else None)
 
     async def enqueue(
         self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
@@ -200,22 +235,35 @@ class InboxStore:
         key = {"p_platform": platform, "p_scope": scope}
         leased = (platform, scope) in self._leased
 
-        def work(conn: Connection) -> bool:
+        def row() -> dict[str, Any]:
             now = utcnow()
-            if if_known and not conn.scalar(_KNOWN_KEY, key):
-                return False
-            new = conn.execute(self._insert_event, {
+            return {
                 "platform": platform, "event_id": event_id, "status": "received",
                 "received_at": now, "scope_key": scope, "payload": body, "attempts": 0,
                 "available_at": now + timedelta(seconds=delay), "sort_key": sort_key,
-            }).scalar_one_or_none()
+            }
+
+        def work(conn: Connection) -> bool:
+            if if_known and not conn.scalar(_KNOWN_KEY, key):
+                return False
+            new = conn.execute(self._insert_event, row()).scalar_one_or_none()
             if new is None:
                 return False
             if not leased:
                 conn.execute(self._insert_lease, {"platform": platform, "scope_key": scope})
             return True
 
-        recorded = await self._store.run(work, "record the message")
+        def one(conn: Connection) -> bool:
+            record = self._record if not leased else self._insert_event
+            return conn.execute(record, row()).scalar_one_or_none() is not None
+
+        # One statement (PostgreSQL, or a key with a lease row): no transaction around it.
+        # Repeated after a lost connection, an insert that did commit finds its row and
+        # says "seen before": the event is in the inbox all the same (the poll claims it).
+        if not if_known and (leased or self._record is not None):
+            recorded = await self._store.run_one(one, "record the message")
+        else:
+            recorded = await self._store.run(work, "record the message")
         if recorded:  # committed: the lease row is there
             self._leased[(platform, scope)] = None
             self._leased.move_to_end((platform, scope))
@@ -233,6 +281,12 @@ class InboxStore:
         ``busy`` (keys the caller is answering now, whose lease may have run out while
         the database was away: the owner name is the same, so nothing else would stop a
         second turn)."""
+
+        if self._store.pipelined and platforms is not None:
+            return await self._claim_at_once(owner=owner, lease_seconds=lease_seconds,
+                                             limit=limit, max_batch=max_batch,
+                                             max_attempts=max_attempts,
+                                             platforms=platforms, busy=busy)
 
         def work(conn: Connection) -> list[Claim]:
             now = utcnow()
@@ -278,11 +332,39 @@ class InboxStore:
 
         return await self._store.run(work, "claim inbound events")
 
+    async def _claim_at_once(
+        self, *, owner: str, lease_seconds: float, limit: int, max_batch: int,
+        max_attempts: int, platforms: Collection[str], busy: Collection[tuple[str, str]],
+    ) -> list[Claim]:
+        """``claim`` on PostgreSQL: one statement (``pipelined.CLAIM_KEYS``), one round
+        trip. Repeated after a lost connection, a claim that did commit leaves its keys
+        leased to us until the lease expires (then any replica takes them)."""
+        now = utcnow()
+        params = {"p_now": now, "p_until": now + timedelta(seconds=lease_seconds),
+                  "p_platforms": list(platforms), "p_busy": [f"{p}/{s}" for p, s in busy],
+                  "p_scan": limit * 4, "p_limit": limit, "p_batch": max_batch,
+                  "p_max_attempts": max_attempts, "p_owner": owner}
+
+        def one(conn: Connection) -> list[Claim]:
+            keys: dict[tuple[str, str], list[QueuedEvent]] = {}
+            for r in conn.execute(CLAIM_KEYS, params):
+                keys.setdefault((r.platform, r.scope_key), []).append(QueuedEvent(
+                    r.id, r.event_id, _payload(r.payload), r.attempts + 1, r.message_id,
+                    r.sort_key, _shown(r.shown)))
+            return [Claim(platform, scope,
+                          tuple(e for e in events if e.attempts <= max_attempts),
+                          tuple(e for e in events if e.attempts > max_attempts),
+                          owner, lease_seconds)
+                    for (platform, scope), events in keys.items()]
+
+        return await self._store.run_one(one, "claim inbound events")
+
     async def renew(self, *, platform: str, scope: str, owner: str,
                     lease_seconds: float) -> bool:
         """Extend a held lease; ``False`` if it is no longer ours."""
         fence = Fence(platform, scope, owner, lease_seconds)
-        return await self._store.run(lambda conn: extend_lease(conn, fence), "renew a lease")
+        return await self._store.run_one(lambda conn: extend_lease(conn, fence),
+                                         "renew a lease")
 
     async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
         """Give the key back. Its events still open are closed as ``done`` or ``failed``
@@ -292,12 +374,36 @@ class InboxStore:
         ``done`` closes only events no turn started on (commands, what was skipped): one
         whose user message was stored but whose turn did not store its end (the database
         failed) goes back to the inbox instead, as an attempt, so it is not lost."""
-        ids = [e.id for e in claim.events]
+        # Events a finish_turn of this process closed need nothing more (every statement
+        # below skips closed events): usually all of them, and the release is then one
+        # statement without a transaction around it.
+        finished = self._store.take_finished(claim.platform, [e.event_id for e in claim.events])
+        ids = [e.id for e in claim.events if e.event_id not in finished]
+        lease = {"p_platform": claim.platform, "p_scope": claim.scope, "p_owner": owner}
+        replies = list(claim.replies)
+
+        def refs(conn: Connection) -> None:
+            for event_id, ref in replies:
+                conn.execute(_SET_REPLY_REF, {"p_event": event_id,
+                                              "p_platform": claim.platform, "p_ref": ref})
+
+        if not ids and (not replies or (len(replies) == 1 and self._free_with_ref is not None)):
+            def one(conn: Connection) -> None:
+                if replies:
+                    assert self._free_with_ref is not None
+                    event_id, ref = replies[0]
+                    conn.execute(self._free_with_ref, {**lease, "p_event": event_id,
+                                                       "p_ref": ref})
+                else:
+                    conn.execute(_FREE_LEASE, lease)
+
+            await self._store.run_one(one, "release a lease")
+            return
 
         def work(conn: Connection) -> None:
             # The lease row first, as claim/begin_turn/finish_turn lock it: one lock order.
-            conn.execute(_FREE_LEASE, {"p_platform": claim.platform, "p_scope": claim.scope,
-                                       "p_owner": owner})
+            conn.execute(_FREE_LEASE, lease)
+            refs(conn)
             if ids:
                 if status == "received":
                     conn.execute(_PUT_BACK_EVENTS, {"p_ids": ids, "p_owner": owner})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Connection,
@@ -25,11 +25,13 @@ from sqlalchemy import (
     update,
 )
 
+from core.errors import LeaseLost
 from core.limits import LimitHit, Rule, window_end, window_start
 from core.store.context import ContextReads
 from core.store.models import (
     utcnow,
 )
+from core.store.pipelined import FINISH_ANSWER
 from core.store.records import Records
 from core.store.tables import (
     _CLOSE_EVENT,
@@ -275,10 +277,43 @@ class Store(ContextReads, Records):
         ``also`` runs in the same transaction with the answer's id (its sources…).
         """
 
+        closes = start.event_ids or (event_id,)
+        fence = start.fence
+        spent = usage.total_tokens if usage else 0
+        if self.pipelined and fence is not None and also is None and not (
+                spent and start.quota_subjects):
+            # PostgreSQL, the usual answer: one statement, one round trip (issue 11).
+            now = utcnow()
+            answer = {
+                "m_conversation_id": start.conversation_id, "m_role": "assistant",
+                "m_author_id": None, "m_author_name": None, "m_text": text,
+                "m_reasoning": reasoning or None, "m_model": model, "m_token_count": token_count,
+                "m_image_count": 0,
+                "m_prompt_tokens": usage.prompt_tokens if usage else None,
+                "m_completion_tokens": usage.completion_tokens if usage else None,
+                "m_usage_estimated": usage.estimated if usage else None,
+                "m_cached_tokens": usage.cached_tokens if usage else None,
+                "m_cache_creation_tokens": usage.cache_creation_tokens if usage else None,
+                "m_latency_ms": latency_ms, "m_status": status, "m_error": error,
+                "m_event_id": event_id, "m_sort_key": None, "m_created_at": now,
+                "p_platform": platform, "p_scope": fence.scope, "p_owner": fence.owner,
+                "p_until": now + timedelta(seconds=fence.lease_seconds),
+                "p_closes": list(closes), "p_status": "failed" if status == "failed" else "done",
+            }
+
+            def one(conn: Connection) -> int:
+                stored, held = conn.execute(FINISH_ANSWER, answer).one()
+                if not held:
+                    raise LeaseLost(f"lease on {fence.platform} {fence.scope} lost")
+                return int(stored or 0)  # 0: stored by an attempt not confirmed
+
+            message_id = await self.run_one(one, "store the answer")
+            self._mark_finished(platform, closes)
+            return message_id
+
         def work(conn: Connection) -> int:
             if start.fence is not None:
                 _hold(conn, start.fence)
-            closes = start.event_ids or (event_id,)
             rows = conn.execute(select(_evt.c.event_id, _evt.c.status, _evt.c.shown).where(
                 _evt.c.platform == platform, _evt.c.event_id.in_(closes))).all()
             if rows and all(r.status in ("done", "failed") for r in rows):
@@ -292,7 +327,6 @@ class Store(ContextReads, Records):
             )
             now = utcnow()
             conn.execute(_TOUCH_CONVERSATION, {"p_id": start.conversation_id, "p_now": now})
-            spent = usage.total_tokens if usage else 0
             for subject in start.quota_subjects if spent else ():
                 stmt = self._insert(_usage).values(
                     platform=platform, subject=subject, period="day",
@@ -311,7 +345,10 @@ class Store(ContextReads, Records):
                 also(conn, message_id)
             return message_id
 
-        return await self._tx(work, "store the answer")
+        message_id = await self._tx(work, "store the answer")
+        if fence is not None:
+            self._mark_finished(platform, closes)
+        return message_id
 
     async def note_shown(self, *, platform: str, event_ids: Sequence[str],
                          refs: Sequence[str]) -> None:

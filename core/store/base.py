@@ -64,6 +64,7 @@ class StoreBase:
         self._insert_conversation = self._insert(_conv).on_conflict_do_nothing(
             index_elements=["platform", "scope_key"], index_where=sql_text("status = 'open'"),
         )
+        self._open_new = self._insert_conversation.returning(_conv.c.id, _conv.c.profile)
         self._insert_attachment = self._insert(_att).on_conflict_do_nothing(
             index_elements=["sha256"]
         )

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from core.store.models import WAITING_SQL
 from core.store.tables import _conv, _evt, _lease, _msg
 
-__all__ = ["CLAIM_KEYS", "FINISH_ANSWER", "MESSAGE_COLUMNS"]
+__all__ = ["ADD_USER_MESSAGE", "BEGIN_READ", "CLAIM_KEYS", "FINISH_ANSWER", "MESSAGE_COLUMNS"]
 
 MESSAGE_COLUMNS = (
     "conversation_id", "role", "author_id", "author_name", "text", "reasoning", "model",
@@ -159,3 +159,39 @@ ORDER BY batch.first, coalesce(batch.sort_key, ''), batch.id
     bindparam("p_batch", type_=Integer), bindparam("p_max_attempts", type_=Integer),
     bindparam("p_owner", type_=String),
 )
+
+
+# begin_turn of a queued turn, its reads in one statement: extend the lease (the fence),
+# the user messages an earlier attempt stored for these events (JSON pairs), the open
+# conversation under the key and its memory row. One row, whether they exist or not.
+BEGIN_READ = text("""
+WITH held AS (
+    UPDATE inbox_leases SET expires_at = :p_until
+    WHERE platform = :p_platform AND scope_key = :p_scope AND owner = :p_owner
+    RETURNING owner
+)
+SELECT (SELECT count(*) FROM held) AS held,
+       (SELECT json_agg(json_build_array(e.event_id, e.message_id))
+        FROM inbound_events AS e
+        WHERE e.platform = :p_platform AND e.event_id = ANY(:p_events)
+          AND e.message_id IS NOT NULL) AS stored,
+       c.id, c.profile, m.conversation_id AS has_memory, m.summary, m.summary_tokens,
+       m.covers_message_id, m.epoch, m.updated_at
+FROM (SELECT 1) AS one
+LEFT JOIN conversations AS c
+       ON c.platform = :p_platform AND c.scope_key = :p_scope AND c.status = 'open'
+LEFT JOIN conversation_memory AS m ON m.conversation_id = c.id
+""").bindparams(
+    bindparam("p_until", type_=DateTime(timezone=True)),
+    bindparam("p_platform", type_=String), bindparam("p_scope", type_=String),
+    bindparam("p_owner", type_=String), bindparam("p_events", type_=ARRAY(String)),
+)
+# One user message of a queued turn and its event's link to it, one statement.
+_user = (insert(_msg).values({c: _param(c) for c in MESSAGE_COLUMNS})
+         .returning(_msg.c.id).cte("user_message"))
+ADD_USER_MESSAGE = select(_user.c.id).add_cte(
+    update(_evt)
+    .where(_evt.c.platform == bindparam("p_platform"),
+           _evt.c.event_id == bindparam("m_event_id"))
+    .values(message_id=select(_user.c.id).scalar_subquery())
+    .cte("linked"))

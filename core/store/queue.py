@@ -254,7 +254,7 @@ class InboxStore:
             return True
 
         def one(conn: Connection) -> bool:
-            record = self._record if not leased else self._insert_event
+            record = self._insert_event if leased or self._record is None else self._record
             return conn.execute(record, row()).scalar_one_or_none() is not None
 
         # One statement (PostgreSQL, or a key with a lease row): no transaction around it.

@@ -124,6 +124,8 @@ _RETRY_UNANSWERED = (update(_evt).where(_OPEN_EVENTS, _evt.c.message_id.is_not(N
 _PUT_BACK_EVENTS = (update(_evt).where(_OPEN_EVENTS)
                     .values(status="received", lease_owner=None,
                             attempts=_evt.c.attempts - 1))
+_KEY_WAITING = select(exists().where(_evt.c.platform == bindparam("p_platform"),
+                                    _evt.c.scope_key == bindparam("p_scope"), _WAITING))
 _NEXT_DUE = select(func.min(_evt.c.available_at)).where(_WAITING)
 _NEXT_DUE_OF = _NEXT_DUE.where(_evt.c.platform.in_(bindparam("p_platforms", expanding=True)))
 
@@ -220,8 +222,20 @@ class InboxStore:
                          .cte("new_lease"))
             self._record = select(new_event.c.id).add_cte(new_lease)
         # PostgreSQL: freeing the lease and noting where the answer is, one statement.
-        self._free_with_ref = (_FREE_LEASE.add_cte(_SET_REPLY_REF.cte("reply_ref"))
-                               if store.pipelined else None)
+        # and whether more events wait under the key.
+        self._free_and_look = self._free_with_ref = None
+        if store.pipelined:
+            # (NULL and the epoch written into the statement: a None value bound inside a
+            # CTE is taken for a missing parameter.)
+            freed = (update(_lease)
+                     .where(_lease.c.platform == bindparam("p_platform"),
+                            _lease.c.scope_key == bindparam("p_scope"),
+                            _lease.c.owner == bindparam("p_owner"))
+                     .values(owner=null(),
+                             expires_at=literal_column("'1970-01-01T00:00:00+00:00'")))
+            self._free_and_look = _KEY_WAITING.add_cte(freed.cte("freed"))
+            self._free_with_ref = self._free_and_look.add_cte(
+                _SET_REPLY_REF.cte("reply_ref"))
 
     async def enqueue(
         self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
@@ -366,14 +380,17 @@ class InboxStore:
         return await self._store.run_one(lambda conn: extend_lease(conn, fence),
                                          "renew a lease")
 
-    async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
+    async def release(self, claim: Claim, *, owner: str, status: str = "done") -> bool:
         """Give the key back. Its events still open are closed as ``done`` or ``failed``
         — or, as ``received`` (shutdown), put back to be claimed at once by any replica;
         a hand-back is not counted as an attempt (only dying in a turn is).
 
         ``done`` closes only events no turn started on (commands, what was skipped): one
         whose user message was stored but whose turn did not store its end (the database
-        failed) goes back to the inbox instead, as an attempt, so it is not lost."""
+        failed) goes back to the inbox instead, as an attempt, so it is not lost.
+
+        Returns whether events wait under the key after it (the caller claims again only
+        then, rather than after every turn)."""
         # Events a finish_turn of this process closed need nothing more (every statement
         # below skips closed events): usually all of them, and the release is then one
         # statement without a transaction around it.
@@ -387,20 +404,21 @@ class InboxStore:
                 conn.execute(_SET_REPLY_REF, {"p_event": event_id,
                                               "p_platform": claim.platform, "p_ref": ref})
 
-        if not ids and (not replies or (len(replies) == 1 and self._free_with_ref is not None)):
-            def one(conn: Connection) -> None:
-                if replies:
-                    assert self._free_with_ref is not None
-                    event_id, ref = replies[0]
-                    conn.execute(self._free_with_ref, {**lease, "p_event": event_id,
-                                                       "p_ref": ref})
-                else:
-                    conn.execute(_FREE_LEASE, lease)
+        def more(conn: Connection) -> bool:
+            return bool(conn.scalar(_KEY_WAITING, lease))
 
-            await self._store.run_one(one, "release a lease")
-            return
+        look, look_ref = self._free_and_look, self._free_with_ref
+        if not ids and not replies and look is not None:
+            # PostgreSQL: one statement, no transaction (issue 11).
+            return await self._store.run_one(lambda conn: bool(conn.scalar(look, lease)),
+                                             "release a lease")
+        if not ids and len(replies) == 1 and look_ref is not None:
+            event_id, ref = replies[0]
+            return await self._store.run_one(
+                lambda conn: bool(conn.scalar(look_ref, {
+                    **lease, "p_event": event_id, "p_ref": ref})), "release a lease")
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> bool:
             # The lease row first, as claim/begin_turn/finish_turn lock it: one lock order.
             conn.execute(_FREE_LEASE, lease)
             refs(conn)
@@ -414,8 +432,9 @@ class InboxStore:
                         conn.execute(_RETRY_UNANSWERED, {"p_ids": ids, "p_owner": owner})
                     conn.execute(_CLOSE_EVENTS, {"p_ids": ids, "p_owner": owner,
                                                  "p_status": status, "p_now": utcnow()})
+            return more(conn)
 
-        await self._store.run(work, "release a lease")
+        return await self._store.run(work, "release a lease")
 
     async def next_due(self, platforms: Collection[str] | None = None) -> datetime | None:
         """When the soonest waiting event (of ``platforms``, if given) becomes due
@@ -432,7 +451,7 @@ class InboxStore:
                 value = value.replace(tzinfo=UTC)
             return value
 
-        return await self._store.run(work, "look at the inbox")
+        return await self._store.run_one(work, "look at the inbox")
 
     async def held_by(self, owner: str) -> int:
         """How many keys ``owner`` holds (for tests and shutdown logs)."""

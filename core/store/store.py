@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Connection,
+    bindparam,
     select,
     update,
 )
@@ -57,6 +58,13 @@ from core.types import Author, Image, Usage
 
 __all__ = ["ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow",
            "extend_lease"]
+
+
+_NOTE_SHOWN = (update(_evt)
+               .where(_evt.c.platform == bindparam("p_platform"),
+                      _evt.c.event_id.in_(bindparam("p_events", expanding=True)),
+                      _evt.c.status.in_(("received", "processing")))
+               .values(shown=bindparam("p_shown")))
 
 
 class Store(ContextReads, Records):
@@ -431,9 +439,8 @@ class Store(ContextReads, Records):
         value = json.dumps(list(refs))
 
         def work(conn: Connection) -> None:
-            conn.execute(update(_evt).where(_evt.c.platform == platform,
-                                            _evt.c.event_id.in_(list(event_ids)),
-                                            _evt.c.status.in_(("received", "processing")))
-                         .values(shown=value))
+            conn.execute(_NOTE_SHOWN, {"p_platform": platform, "p_events": list(event_ids),
+                                       "p_shown": value})
 
-        await self._tx(work, "remember the reply")
+        # One statement, the same when repeated: no transaction around it (issue 11).
+        await self.run_one(work, "remember the reply")

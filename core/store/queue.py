@@ -302,6 +302,8 @@ class InboxStore:
                                              max_attempts=max_attempts,
                                              platforms=platforms, busy=busy)
 
+        locking = self._store.engine.dialect.name != "sqlite"
+
         def work(conn: Connection) -> list[Claim]:
             now = utcnow()
             # Only keys whose lease is free: held keys must not crowd free ones out of
@@ -315,8 +317,12 @@ class InboxStore:
             order = {(r[0], r[1]): r[2] for r in due if (r[0], r[1]) not in busy}
             if not order:
                 return []
-            free = conn.execute(_FREE_KEYS, {"p_keys": list(order), "p_now": now}).all()
-            keys = sorted(((r[0], r[1]) for r in free), key=order.__getitem__)[:limit]
+            if locking:
+                free = [(r[0], r[1]) for r in conn.execute(
+                    _FREE_KEYS, {"p_keys": list(order), "p_now": now})]
+            else:  # SQLite: nothing to lock; _DUE found them free and _TAKE_LEASE checks
+                free = list(order)
+            keys = sorted(free, key=order.__getitem__)[:limit]
             until = now + timedelta(seconds=lease_seconds)
             claims = []
             for platform, scope in keys:

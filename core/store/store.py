@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Connection,
+    and_,
     bindparam,
     select,
     update,
@@ -65,6 +66,12 @@ _NOTE_SHOWN = (update(_evt)
                       _evt.c.event_id.in_(bindparam("p_events", expanding=True)),
                       _evt.c.status.in_(("received", "processing")))
                .values(shown=bindparam("p_shown")))
+
+_OF_EVENTS = and_(_evt.c.platform == bindparam("p_platform"),
+                  _evt.c.event_id.in_(bindparam("p_events", expanding=True)))
+_TURN_EVENTS = select(_evt.c.event_id, _evt.c.status, _evt.c.shown).where(_OF_EVENTS)
+_STORED_PARTS = select(_evt.c.event_id, _evt.c.message_id).where(
+    _OF_EVENTS, _evt.c.message_id.is_not(None))
 
 
 class Store(ContextReads, Records):
@@ -218,9 +225,8 @@ class Store(ContextReads, Records):
     def _stored_parts(conn: Connection, platform: str, parts: Sequence[TurnPart]
                       ) -> dict[str, int]:
         """The user messages already stored for these queued events, by event id."""
-        rows = conn.execute(select(_evt.c.event_id, _evt.c.message_id).where(
-            _evt.c.platform == platform, _evt.c.event_id.in_([p.event_id for p in parts]),
-            _evt.c.message_id.is_not(None)))
+        rows = conn.execute(_STORED_PARTS, {"p_platform": platform,
+                                            "p_events": [p.event_id for p in parts]})
         return {r.event_id: int(r.message_id) for r in rows}
 
     def _charge(
@@ -396,8 +402,8 @@ class Store(ContextReads, Records):
         def work(conn: Connection) -> int:
             if start.fence is not None:
                 _hold(conn, start.fence)
-            rows = conn.execute(select(_evt.c.event_id, _evt.c.status, _evt.c.shown).where(
-                _evt.c.platform == platform, _evt.c.event_id.in_(closes))).all()
+            rows = conn.execute(_TURN_EVENTS, {"p_platform": platform,
+                                               "p_events": list(closes)}).all()
             if rows and all(r.status in ("done", "failed") for r in rows):
                 return 0  # stored by an attempt whose COMMIT we did not see confirmed
             refs = [ref for r in rows if r.event_id == event_id for ref in _refs(r.shown)]

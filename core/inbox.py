@@ -63,6 +63,9 @@ class Inbox:
         self._idle.set()
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
+        # Whether events waited under a key when this replica released it (until _done).
+        self._more: dict[tuple[str, str], bool] = {}
+        self._held_back = False  # the last claim was limited by free slots, not by work
 
     @property
     def running(self) -> int:
@@ -105,6 +108,7 @@ class Inbox:
             self._wake.clear()
             free = self._concurrency - len(self._running)
             limit = min(free, 16)
+            self._held_back = free < 16
             claimed = 0
             if limit > 0 and self._handlers:
                 try:
@@ -143,10 +147,16 @@ class Inbox:
         return len(claims)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
+        claim = self._running.pop(task, None)
         if not self._running:
             self._idle.set()
-        self._wake.set()  # its key may have more waiting; a slot is free
+        # Claim again only if it can find something: events wait under the released key
+        # (the release looked), or claims were held back by the concurrency limit. An
+        # empty claim after every turn was a round trip per turn (issue 11); events of
+        # other keys woke us when they arrived, or the poll finds them.
+        more = claim is None or self._more.pop((claim.platform, claim.scope), True)
+        if more or self._held_back:
+            self._wake.set()
 
     async def _answer(self, claim: Claim) -> None:
         handler = self._handlers[claim.platform]  # claims are of registered platforms only
@@ -179,8 +189,8 @@ class Inbox:
         finally:
             try:
                 status = "received" if requeue else "failed" if failed else "done"
-                await asyncio.shield(self._queue.release(claim, owner=self.owner,
-                                                         status=status))
+                self._more[(claim.platform, claim.scope)] = await asyncio.shield(
+                    self._queue.release(claim, owner=self.owner, status=status))
             except (StoreError, asyncio.CancelledError) as err:
                 log.warning("inbox: could not release %s %s (%s); its lease will expire",
                             claim.platform, claim.scope, type(err).__name__)

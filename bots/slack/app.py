@@ -715,7 +715,10 @@ class SlackBot:
         # The answer was stored with its first message (noted as it appeared); only a
         # final answer that ends in another message (buttons on a later part) is noted
         # again. Shown already: failing to note where is only logged.
-        if rendered.ref and rendered.ref != (stored_ref[0] if stored_ref else None):
+        if rendered.ref and rendered.ref != (stored_ref[0] if stored_ref else None) \
+                and not claim.note_reply(last.event_id, rendered.ref):
+            # (A queued turn's ref is written with the claim's release: no transaction
+            # of its own.)
             await _best_effort("recording the reply", service.record_reply(
                 platform=PLATFORM, event_id=last.event_id, ref=rendered.ref))
         await self.desk.after_turn(requests, customer)

@@ -504,12 +504,12 @@ class TelegramAdapter:
             return
         # The answer was stored with its first message if that existed before the final
         # answer came; else where it is is noted now (only feedback needs it).
-        if tap.answered and replier.message_ids and \
-                replier.noted_first != replier.message_ids[0]:
+        ref = f"{replier.target.chat_id}/{replier.message_ids[0]}" \
+            if replier.message_ids else ""
+        if tap.answered and ref and replier.noted_first != replier.message_ids[0] \
+                and not claim.note_reply(event_id, ref):  # (written with the release)
             try:
-                await service.record_reply(
-                    platform=PLATFORM, event_id=event_id,
-                    ref=f"{replier.target.chat_id}/{replier.message_ids[0]}")
+                await service.record_reply(platform=PLATFORM, event_id=event_id, ref=ref)
             except Exception as err:  # the answer is delivered; only feedback loses its link
                 log.warning("could not record where the answer to %s is: %s", event_id, err)
 

@@ -8,7 +8,7 @@ from sqlalchemy import (
 )
 
 from core.store.base import StoreBase
-from core.store.summaries import SUMMARY_ROLE, read_memory
+from core.store.summaries import SUMMARY_ROLE, MemoryRow, read_memory
 from core.store.tables import (
     _CONTEXT,
     _CONTEXT_AFTER,
@@ -71,7 +71,8 @@ class ContextReads(StoreBase):
 
     def _context(
         self, conn: Connection, conversation_id: int, limits: ContextLimits,
-        current_id: int | None = None,
+        current_id: int | None = None, *, memory: MemoryRow | bool | None = True,
+        new: bool = False,
     ) -> list[StoredMessage]:
         """The context for the turn of message ``current_id``, in conversation order.
 
@@ -82,7 +83,12 @@ class ContextReads(StoreBase):
         picked: list[StoredMessage] = []
         used = 0
         # The rolling summary stands for the messages it covers (core.memory).
-        memory = read_memory(conn, conversation_id)
+        # (``memory``: the row when the caller read it already; ``new``: the conversation
+        # was opened in this transaction, so it has no summary and no tool calls yet.)
+        if memory is True:
+            memory = None if new else read_memory(conn, conversation_id)
+        elif memory is False:
+            memory = None
         covers = memory.covers_message_id if memory else 0
         summary = (StoredMessage(covers, SUMMARY_ROLE, memory.summary, "", memory.summary_tokens,
                                  0) if memory and memory.summary else None)
@@ -97,7 +103,8 @@ class ContextReads(StoreBase):
                 break
             used += message.token_count
             picked.append(message)
-        picked = attach_tools(conn, conversation_id, picked, limits.budget_tokens - used)
+        if not new:
+            picked = attach_tools(conn, conversation_id, picked, limits.budget_tokens - used)
         recent_turns = [m for m in picked if m.role == "user"][: limits.image_turns]
         with_images = [m.id for m in recent_turns if m.image_count or m.video_count]
         images = self._images_for(conn, with_images) if with_images else {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     or_,
     select,
     tuple_,
@@ -38,7 +39,9 @@ from sqlalchemy import (
 )
 
 from core.store.models import Conversation, InboundEvent, InboxLease, utcnow
+from core.store.pipelined import CLAIM_KEYS
 from core.store.store import Fence, Store, extend_lease
+from core.store.tables import _SET_REPLY_REF
 
 __all__ = ["Claim", "InboxStore", "QueuedEvent"]
 
@@ -48,6 +51,8 @@ _conv: Table = Conversation.__table__  # type: ignore[assignment]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASED_CACHE_SIZE = 10_000  # conversation keys remembered to have a lease row
 WAITING = ("received", "processing")
+_EVENT_COLUMNS = ("platform", "event_id", "status", "received_at", "scope_key", "payload",
+                  "attempts", "available_at", "sort_key")
 # models.WAITING_SQL as an expression, its values written out (not bound) so that the
 # database uses the partial index ix_inbound_events_waiting: the claim and next_due then
 # read only the events still waiting, however many were answered before.
@@ -119,6 +124,8 @@ _RETRY_UNANSWERED = (update(_evt).where(_OPEN_EVENTS, _evt.c.message_id.is_not(N
 _PUT_BACK_EVENTS = (update(_evt).where(_OPEN_EVENTS)
                     .values(status="received", lease_owner=None,
                             attempts=_evt.c.attempts - 1))
+_KEY_WAITING = select(exists().where(_evt.c.platform == bindparam("p_platform"),
+                                    _evt.c.scope_key == bindparam("p_scope"), _WAITING))
 _NEXT_DUE = select(func.min(_evt.c.available_at)).where(_WAITING)
 _NEXT_DUE_OF = _NEXT_DUE.where(_evt.c.platform.in_(bindparam("p_platforms", expanding=True)))
 
@@ -146,6 +153,17 @@ class Claim:
     abandoned: tuple[QueuedEvent, ...] = ()  # tried too often: marked failed, not retried
     owner: str = ""
     lease_seconds: float = 0.0
+    # (event id, platform ref) of answers whose message appeared only after they were
+    # stored: written when the claim is released, in the same statement (issue 11).
+    replies: list[tuple[str, str]] = field(default_factory=list, compare=False)
+
+    def note_reply(self, event_id: str, ref: str) -> bool:
+        """Have ``release`` store where the answer to ``event_id`` is (``False``: a
+        hand-made claim, which is never released; store it yourself)."""
+        if not self.owner:
+            return False
+        self.replies.append((event_id, ref))
+        return True
 
     @property
     def fence(self) -> Fence | None:
@@ -187,6 +205,37 @@ class InboxStore:
                               .returning(_evt.c.id))
         self._insert_lease = (upsert(_lease).values(owner=None, expires_at=EPOCH)
                               .on_conflict_do_nothing(index_elements=["platform", "scope_key"]))
+        # PostgreSQL: the event and (for a new event) its key's lease row in ONE statement,
+        # sent without BEGIN/COMMIT: one round trip (issue 11).
+        self._record = None
+        if store.pipelined:
+            new_event = (upsert(_evt)
+                         .values({c: bindparam(c, type_=_evt.c[c].type) for c in _EVENT_COLUMNS})
+                         .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+                         .returning(_evt.c.id, _evt.c.platform, _evt.c.scope_key)
+                         .cte("new_event"))
+            new_lease = (upsert(_lease)
+                         .from_select(["platform", "scope_key", "owner", "expires_at"],
+                                      select(new_event.c.platform, new_event.c.scope_key,
+                                             null(), literal(EPOCH, _lease.c.expires_at.type)))
+                         .on_conflict_do_nothing(index_elements=["platform", "scope_key"])
+                         .cte("new_lease"))
+            self._record = select(new_event.c.id).add_cte(new_lease)
+        # PostgreSQL: freeing the lease and noting where the answer is, one statement.
+        # and whether more events wait under the key.
+        self._free_and_look = self._free_with_ref = None
+        if store.pipelined:
+            # (NULL and the epoch written into the statement: a None value bound inside a
+            # CTE is taken for a missing parameter.)
+            freed = (update(_lease)
+                     .where(_lease.c.platform == bindparam("p_platform"),
+                            _lease.c.scope_key == bindparam("p_scope"),
+                            _lease.c.owner == bindparam("p_owner"))
+                     .values(owner=null(),
+                             expires_at=literal_column("'1970-01-01T00:00:00+00:00'")))
+            self._free_and_look = _KEY_WAITING.add_cte(freed.cte("freed"))
+            self._free_with_ref = self._free_and_look.add_cte(
+                _SET_REPLY_REF.cte("reply_ref"))
 
     async def enqueue(
         self, *, platform: str, event_id: str, scope: str, payload: Mapping[str, Any],
@@ -200,22 +249,35 @@ class InboxStore:
         key = {"p_platform": platform, "p_scope": scope}
         leased = (platform, scope) in self._leased
 
-        def work(conn: Connection) -> bool:
+        def row() -> dict[str, Any]:
             now = utcnow()
-            if if_known and not conn.scalar(_KNOWN_KEY, key):
-                return False
-            new = conn.execute(self._insert_event, {
+            return {
                 "platform": platform, "event_id": event_id, "status": "received",
                 "received_at": now, "scope_key": scope, "payload": body, "attempts": 0,
                 "available_at": now + timedelta(seconds=delay), "sort_key": sort_key,
-            }).scalar_one_or_none()
+            }
+
+        def work(conn: Connection) -> bool:
+            if if_known and not conn.scalar(_KNOWN_KEY, key):
+                return False
+            new = conn.execute(self._insert_event, row()).scalar_one_or_none()
             if new is None:
                 return False
             if not leased:
                 conn.execute(self._insert_lease, {"platform": platform, "scope_key": scope})
             return True
 
-        recorded = await self._store.run(work, "record the message")
+        def one(conn: Connection) -> bool:
+            record = self._insert_event if leased or self._record is None else self._record
+            return conn.execute(record, row()).scalar_one_or_none() is not None
+
+        # One statement (PostgreSQL, or a key with a lease row): no transaction around it.
+        # Repeated after a lost connection, an insert that did commit finds its row and
+        # says "seen before": the event is in the inbox all the same (the poll claims it).
+        if not if_known and (leased or self._record is not None):
+            recorded = await self._store.run_one(one, "record the message")
+        else:
+            recorded = await self._store.run(work, "record the message")
         if recorded:  # committed: the lease row is there
             self._leased[(platform, scope)] = None
             self._leased.move_to_end((platform, scope))
@@ -234,6 +296,14 @@ class InboxStore:
         the database was away: the owner name is the same, so nothing else would stop a
         second turn)."""
 
+        if self._store.pipelined and platforms is not None:
+            return await self._claim_at_once(owner=owner, lease_seconds=lease_seconds,
+                                             limit=limit, max_batch=max_batch,
+                                             max_attempts=max_attempts,
+                                             platforms=platforms, busy=busy)
+
+        locking = self._store.engine.dialect.name != "sqlite"
+
         def work(conn: Connection) -> list[Claim]:
             now = utcnow()
             # Only keys whose lease is free: held keys must not crowd free ones out of
@@ -247,8 +317,12 @@ class InboxStore:
             order = {(r[0], r[1]): r[2] for r in due if (r[0], r[1]) not in busy}
             if not order:
                 return []
-            free = conn.execute(_FREE_KEYS, {"p_keys": list(order), "p_now": now}).all()
-            keys = sorted(((r[0], r[1]) for r in free), key=order.__getitem__)[:limit]
+            if locking:
+                free = [(r[0], r[1]) for r in conn.execute(
+                    _FREE_KEYS, {"p_keys": list(order), "p_now": now})]
+            else:  # SQLite: nothing to lock; _DUE found them free and _TAKE_LEASE checks
+                free = list(order)
+            keys = sorted(free, key=order.__getitem__)[:limit]
             until = now + timedelta(seconds=lease_seconds)
             claims = []
             for platform, scope in keys:
@@ -278,26 +352,82 @@ class InboxStore:
 
         return await self._store.run(work, "claim inbound events")
 
+    async def _claim_at_once(
+        self, *, owner: str, lease_seconds: float, limit: int, max_batch: int,
+        max_attempts: int, platforms: Collection[str], busy: Collection[tuple[str, str]],
+    ) -> list[Claim]:
+        """``claim`` on PostgreSQL: one statement (``pipelined.CLAIM_KEYS``), one round
+        trip. Repeated after a lost connection, a claim that did commit leaves its keys
+        leased to us until the lease expires (then any replica takes them)."""
+        now = utcnow()
+        params = {"p_now": now, "p_until": now + timedelta(seconds=lease_seconds),
+                  "p_platforms": list(platforms), "p_busy": [f"{p}/{s}" for p, s in busy],
+                  "p_scan": limit * 4, "p_limit": limit, "p_batch": max_batch,
+                  "p_max_attempts": max_attempts, "p_owner": owner}
+
+        def one(conn: Connection) -> list[Claim]:
+            keys: dict[tuple[str, str], list[QueuedEvent]] = {}
+            for r in conn.execute(CLAIM_KEYS, params):
+                keys.setdefault((r.platform, r.scope_key), []).append(QueuedEvent(
+                    r.id, r.event_id, _payload(r.payload), r.attempts + 1, r.message_id,
+                    r.sort_key, _shown(r.shown)))
+            return [Claim(platform, scope,
+                          tuple(e for e in events if e.attempts <= max_attempts),
+                          tuple(e for e in events if e.attempts > max_attempts),
+                          owner, lease_seconds)
+                    for (platform, scope), events in keys.items()]
+
+        return await self._store.run_one(one, "claim inbound events")
+
     async def renew(self, *, platform: str, scope: str, owner: str,
                     lease_seconds: float) -> bool:
         """Extend a held lease; ``False`` if it is no longer ours."""
         fence = Fence(platform, scope, owner, lease_seconds)
-        return await self._store.run(lambda conn: extend_lease(conn, fence), "renew a lease")
+        return await self._store.run_one(lambda conn: extend_lease(conn, fence),
+                                         "renew a lease")
 
-    async def release(self, claim: Claim, *, owner: str, status: str = "done") -> None:
+    async def release(self, claim: Claim, *, owner: str, status: str = "done") -> bool:
         """Give the key back. Its events still open are closed as ``done`` or ``failed``
         — or, as ``received`` (shutdown), put back to be claimed at once by any replica;
         a hand-back is not counted as an attempt (only dying in a turn is).
 
         ``done`` closes only events no turn started on (commands, what was skipped): one
         whose user message was stored but whose turn did not store its end (the database
-        failed) goes back to the inbox instead, as an attempt, so it is not lost."""
-        ids = [e.id for e in claim.events]
+        failed) goes back to the inbox instead, as an attempt, so it is not lost.
 
-        def work(conn: Connection) -> None:
+        Returns whether events wait under the key after it (the caller claims again only
+        then, rather than after every turn)."""
+        # Events a finish_turn of this process closed need nothing more (every statement
+        # below skips closed events): usually all of them, and the release is then one
+        # statement without a transaction around it.
+        finished = self._store.take_finished(claim.platform, [e.event_id for e in claim.events])
+        ids = [e.id for e in claim.events if e.event_id not in finished]
+        lease = {"p_platform": claim.platform, "p_scope": claim.scope, "p_owner": owner}
+        replies = list(claim.replies)
+
+        def refs(conn: Connection) -> None:
+            for event_id, ref in replies:
+                conn.execute(_SET_REPLY_REF, {"p_event": event_id,
+                                              "p_platform": claim.platform, "p_ref": ref})
+
+        def more(conn: Connection) -> bool:
+            return bool(conn.scalar(_KEY_WAITING, lease))
+
+        look, look_ref = self._free_and_look, self._free_with_ref
+        if not ids and not replies and look is not None:
+            # PostgreSQL: one statement, no transaction (issue 11).
+            return await self._store.run_one(lambda conn: bool(conn.scalar(look, lease)),
+                                             "release a lease")
+        if not ids and len(replies) == 1 and look_ref is not None:
+            event_id, ref = replies[0]
+            return await self._store.run_one(
+                lambda conn: bool(conn.scalar(look_ref, {
+                    **lease, "p_event": event_id, "p_ref": ref})), "release a lease")
+
+        def work(conn: Connection) -> bool:
             # The lease row first, as claim/begin_turn/finish_turn lock it: one lock order.
-            conn.execute(_FREE_LEASE, {"p_platform": claim.platform, "p_scope": claim.scope,
-                                       "p_owner": owner})
+            conn.execute(_FREE_LEASE, lease)
+            refs(conn)
             if ids:
                 if status == "received":
                     conn.execute(_PUT_BACK_EVENTS, {"p_ids": ids, "p_owner": owner})
@@ -308,8 +438,9 @@ class InboxStore:
                         conn.execute(_RETRY_UNANSWERED, {"p_ids": ids, "p_owner": owner})
                     conn.execute(_CLOSE_EVENTS, {"p_ids": ids, "p_owner": owner,
                                                  "p_status": status, "p_now": utcnow()})
+            return more(conn)
 
-        await self._store.run(work, "release a lease")
+        return await self._store.run(work, "release a lease")
 
     async def next_due(self, platforms: Collection[str] | None = None) -> datetime | None:
         """When the soonest waiting event (of ``platforms``, if given) becomes due
@@ -326,7 +457,7 @@ class InboxStore:
                 value = value.replace(tzinfo=UTC)
             return value
 
-        return await self._store.run(work, "look at the inbox")
+        return await self._store.run_one(work, "look at the inbox")
 
     async def held_by(self, owner: str) -> int:
         """How many keys ``owner`` holds (for tests and shutdown logs)."""

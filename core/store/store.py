@@ -17,20 +17,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Connection,
+    and_,
+    bindparam,
     select,
     update,
 )
 
+from core.errors import LeaseLost
 from core.limits import LimitHit, Rule, window_end, window_start
 from core.store.context import ContextReads
 from core.store.models import (
     utcnow,
 )
+from core.store.pipelined import ADD_USER_MESSAGE, BEGIN_READ, FINISH_ANSWER
 from core.store.records import Records
+from core.store.summaries import MemoryRow
 from core.store.tables import (
     _CLOSE_EVENT,
     _INSERT_LINK,
@@ -54,6 +59,19 @@ from core.types import Author, Image, Usage, Video
 
 __all__ = ["ContextLimits", "Fence", "Store", "StoredMessage", "TurnPart", "TurnStart", "UsageRow",
            "extend_lease"]
+
+
+_NOTE_SHOWN = (update(_evt)
+               .where(_evt.c.platform == bindparam("p_platform"),
+                      _evt.c.event_id.in_(bindparam("p_events", expanding=True)),
+                      _evt.c.status.in_(("received", "processing")))
+               .values(shown=bindparam("p_shown")))
+
+_OF_EVENTS = and_(_evt.c.platform == bindparam("p_platform"),
+                  _evt.c.event_id.in_(bindparam("p_events", expanding=True)))
+_TURN_EVENTS = select(_evt.c.event_id, _evt.c.status, _evt.c.shown).where(_OF_EVENTS)
+_STORED_PARTS = select(_evt.c.event_id, _evt.c.message_id).where(
+    _OF_EVENTS, _evt.c.message_id.is_not(None))
 
 
 class Store(ContextReads, Records):
@@ -92,6 +110,12 @@ class Store(ContextReads, Records):
             assert author is not None
             parts = (TurnPart(event_id, author, text, token_count, tuple(images)),)
 
+        if self.pipelined and queued and fence is not None \
+                and not any(p.images for p in parts):
+            return await self._tx(lambda conn: self._begin_queued(
+                conn, platform=platform, scope=scope, profile=profile, parts=parts,
+                fence=fence, context=context, limits=limits), "record the message")
+
         def work(conn: Connection) -> TurnStart | None:
             if fence is not None:
                 _hold(conn, fence)
@@ -102,7 +126,9 @@ class Store(ContextReads, Records):
                 })
                 if evt.scalar_one_or_none() is None:
                     return None
-            conv_id, conv_profile = self._open_conversation(conn, platform, scope, profile)
+            # (new: opened just now, so no summary and no tool calls to read)
+            conv_id, conv_profile, new = self._open_conversation(conn, platform, scope,
+                                                                 profile)
             message_id = 0
             fresh = False
             # What an earlier attempt stored, as the database has it now: a retried
@@ -130,20 +156,78 @@ class Store(ContextReads, Records):
                 return TurnStart(conv_id, message_id, conv_profile, limited=hit,
                                  event_ids=event_ids, fence=fence)
             history = (None if context is None
-                       else tuple(self._context(conn, conv_id, context, message_id)))
+                       else tuple(self._context(conn, conv_id, context, message_id, new=new)))
             quota = tuple(sorted({subjects[r.subject] for r in limits if r.measure == "tokens"}))
             return TurnStart(conv_id, message_id, conv_profile, history, quota_subjects=quota,
                              event_ids=event_ids, fence=fence)
 
         return await self._tx(work, "record the message")
 
+    def _begin_queued(
+        self, conn: Connection, *, platform: str, scope: str, profile: str | None,
+        parts: Sequence[TurnPart], fence: Fence, context: ContextLimits | None,
+        limits: tuple[Rule, ...],
+    ) -> TurnStart:
+        """``begin_turn`` of a queued turn on PostgreSQL, in a few round trips (issue 11):
+        the fence, what an earlier attempt stored, the open conversation and its memory
+        in one statement (``pipelined.BEGIN_READ``); each new user message and its
+        event's link in one more; then the context window (and tool calls)."""
+        now = utcnow()
+        row = conn.execute(BEGIN_READ, {
+            "p_until": now + timedelta(seconds=fence.lease_seconds), "p_platform": platform,
+            "p_scope": scope, "p_owner": fence.owner,
+            "p_events": [p.event_id for p in parts]}).one()
+        if not row.held:
+            raise LeaseLost(f"lease on {fence.platform} {fence.scope} lost")
+        # What an earlier attempt stored, as the database has it now: a retried
+        # begin_turn whose COMMIT was not confirmed must not store a message twice.
+        pairs = json.loads(row.stored) if isinstance(row.stored, str) else row.stored or ()
+        known = {str(e): int(m) for e, m in pairs}  # (asyncpg decodes JSON itself)
+        memory: MemoryRow | None = None
+        if row.id is None:
+            conv_id, conv_profile, new = self._open_conversation(
+                conn, platform, scope, profile, known_absent=True)
+        else:
+            conv_id, conv_profile, new = int(row.id), row.profile, False
+            if row.has_memory is not None:
+                memory = MemoryRow(row.summary or "", int(row.summary_tokens or 0),
+                                   int(row.covers_message_id or 0), int(row.epoch or 0),
+                                   row.updated_at)
+        message_id = 0
+        fresh = False
+        for part in parts:
+            message_id = known.get(part.event_id) or part.message_id or 0
+            if not message_id:
+                fresh = True
+                message_id = int(conn.execute(ADD_USER_MESSAGE, {
+                    "m_conversation_id": conv_id, "m_role": "user",
+                    "m_author_id": part.author.id, "m_author_name": part.author.name,
+                    "m_text": part.text, "m_reasoning": None, "m_model": None,
+                    "m_token_count": part.token_count, "m_image_count": 0,
+                    "m_prompt_tokens": None, "m_completion_tokens": None,
+                    "m_usage_estimated": None, "m_cached_tokens": None,
+                    "m_cache_creation_tokens": None, "m_latency_ms": None, "m_status": "ok",
+                    "m_error": None, "m_event_id": part.event_id, "m_sort_key": part.sort_key,
+                    "m_created_at": utcnow(), "p_platform": platform}).scalar_one())
+        last = parts[-1]
+        event_ids = tuple(p.event_id for p in parts)
+        subjects = {"user": f"user:{last.author.id}", "conversation": f"conversation:{scope}"}
+        hit = self._charge(conn, platform, subjects, limits) if limits and fresh else None
+        if hit is not None:
+            return TurnStart(conv_id, message_id, conv_profile, limited=hit,
+                             event_ids=event_ids, fence=fence)
+        history = (None if context is None else tuple(self._context(
+            conn, conv_id, context, message_id, memory=memory, new=new)))
+        quota = tuple(sorted({subjects[r.subject] for r in limits if r.measure == "tokens"}))
+        return TurnStart(conv_id, message_id, conv_profile, history, quota_subjects=quota,
+                         event_ids=event_ids, fence=fence)
+
     @staticmethod
     def _stored_parts(conn: Connection, platform: str, parts: Sequence[TurnPart]
                       ) -> dict[str, int]:
         """The user messages already stored for these queued events, by event id."""
-        rows = conn.execute(select(_evt.c.event_id, _evt.c.message_id).where(
-            _evt.c.platform == platform, _evt.c.event_id.in_([p.event_id for p in parts]),
-            _evt.c.message_id.is_not(None)))
+        rows = conn.execute(_STORED_PARTS, {"p_platform": platform,
+                                            "p_events": [p.event_id for p in parts]})
         return {r.event_id: int(r.message_id) for r in rows}
 
     def _charge(
@@ -185,18 +269,24 @@ class Store(ContextReads, Records):
         return None
 
     def _open_conversation(
-        self, conn: Connection, platform: str, scope: str, profile: str | None
-    ) -> tuple[int, str | None]:
+        self, conn: Connection, platform: str, scope: str, profile: str | None,
+        known_absent: bool = False,
+    ) -> tuple[int, str | None, bool]:
+        """The open conversation under the key, opened if there is none: id, profile and
+        whether this transaction opened it."""
         key = {"p_platform": platform, "p_scope": scope}
-        row = conn.execute(_SELECT_OPEN, key).first()
+        row = None if known_absent else conn.execute(_SELECT_OPEN, key).first()
         if row is None:
             now = utcnow()
-            conn.execute(self._insert_conversation, {
+            row = conn.execute(self._open_new, {
                 "platform": platform, "scope_key": scope, "profile": profile, "status": "open",
                 "created_at": now, "updated_at": now,
-            })
-            row = conn.execute(_SELECT_OPEN, key).one()
-        return int(row.id), row.profile
+            }).first()  # (None: another transaction opened it just now)
+            if row is None:
+                row = conn.execute(_SELECT_OPEN, key).one()
+                return int(row.id), row.profile, False
+            return int(row.id), row.profile, True
+        return int(row.id), row.profile, False
 
     def _add_message(
         self,
@@ -287,12 +377,45 @@ class Store(ContextReads, Records):
         ``also`` runs in the same transaction with the answer's id (its sources…).
         """
 
+        closes = start.event_ids or (event_id,)
+        fence = start.fence
+        spent = usage.total_tokens if usage else 0
+        if self.pipelined and fence is not None and also is None and not (
+                spent and start.quota_subjects):
+            # PostgreSQL, the usual answer: one statement, one round trip (issue 11).
+            now = utcnow()
+            answer = {
+                "m_conversation_id": start.conversation_id, "m_role": "assistant",
+                "m_author_id": None, "m_author_name": None, "m_text": text,
+                "m_reasoning": reasoning or None, "m_model": model, "m_token_count": token_count,
+                "m_image_count": 0,
+                "m_prompt_tokens": usage.prompt_tokens if usage else None,
+                "m_completion_tokens": usage.completion_tokens if usage else None,
+                "m_usage_estimated": usage.estimated if usage else None,
+                "m_cached_tokens": usage.cached_tokens if usage else None,
+                "m_cache_creation_tokens": usage.cache_creation_tokens if usage else None,
+                "m_latency_ms": latency_ms, "m_status": status, "m_error": error,
+                "m_event_id": event_id, "m_sort_key": None, "m_created_at": now,
+                "p_platform": platform, "p_scope": fence.scope, "p_owner": fence.owner,
+                "p_until": now + timedelta(seconds=fence.lease_seconds),
+                "p_closes": list(closes), "p_status": "failed" if status == "failed" else "done",
+            }
+
+            def one(conn: Connection) -> int:
+                stored, held = conn.execute(FINISH_ANSWER, answer).one()
+                if not held:
+                    raise LeaseLost(f"lease on {fence.platform} {fence.scope} lost")
+                return int(stored or 0)  # 0: stored by an attempt not confirmed
+
+            message_id = await self.run_one(one, "store the answer")
+            self._mark_finished(platform, closes)
+            return message_id
+
         def work(conn: Connection) -> int:
             if start.fence is not None:
                 _hold(conn, start.fence)
-            closes = start.event_ids or (event_id,)
-            rows = conn.execute(select(_evt.c.event_id, _evt.c.status, _evt.c.shown).where(
-                _evt.c.platform == platform, _evt.c.event_id.in_(closes))).all()
+            rows = conn.execute(_TURN_EVENTS, {"p_platform": platform,
+                                               "p_events": list(closes)}).all()
             if rows and all(r.status in ("done", "failed") for r in rows):
                 return 0  # stored by an attempt whose COMMIT we did not see confirmed
             refs = [ref for r in rows if r.event_id == event_id for ref in _refs(r.shown)]
@@ -304,7 +427,6 @@ class Store(ContextReads, Records):
             )
             now = utcnow()
             conn.execute(_TOUCH_CONVERSATION, {"p_id": start.conversation_id, "p_now": now})
-            spent = usage.total_tokens if usage else 0
             for subject in start.quota_subjects if spent else ():
                 stmt = self._insert(_usage).values(
                     platform=platform, subject=subject, period="day",
@@ -323,7 +445,10 @@ class Store(ContextReads, Records):
                 also(conn, message_id)
             return message_id
 
-        return await self._tx(work, "store the answer")
+        message_id = await self._tx(work, "store the answer")
+        if fence is not None:
+            self._mark_finished(platform, closes)
+        return message_id
 
     async def note_shown(self, *, platform: str, event_ids: Sequence[str],
                          refs: Sequence[str]) -> None:
@@ -332,9 +457,8 @@ class Store(ContextReads, Records):
         value = json.dumps(list(refs))
 
         def work(conn: Connection) -> None:
-            conn.execute(update(_evt).where(_evt.c.platform == platform,
-                                            _evt.c.event_id.in_(list(event_ids)),
-                                            _evt.c.status.in_(("received", "processing")))
-                         .values(shown=value))
+            conn.execute(_NOTE_SHOWN, {"p_platform": platform, "p_events": list(event_ids),
+                                       "p_shown": value})
 
-        await self._tx(work, "remember the reply")
+        # One statement, the same when repeated: no transaction around it (issue 11).
+        await self.run_one(work, "remember the reply")

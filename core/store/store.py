@@ -111,7 +111,7 @@ class Store(ContextReads, Records):
             parts = (TurnPart(event_id, author, text, token_count, tuple(images)),)
 
         if self.pipelined and queued and fence is not None \
-                and not any(p.images for p in parts):
+                and not any(p.images or p.videos for p in parts):
             return await self._tx(lambda conn: self._begin_queued(
                 conn, platform=platform, scope=scope, profile=profile, parts=parts,
                 fence=fence, context=context, limits=limits), "record the message")
@@ -199,13 +199,17 @@ class Store(ContextReads, Records):
             message_id = known.get(part.event_id) or part.message_id or 0
             if not message_id:
                 fresh = True
+                usage = part.usage
                 message_id = int(conn.execute(ADD_USER_MESSAGE, {
                     "m_conversation_id": conv_id, "m_role": "user",
                     "m_author_id": part.author.id, "m_author_name": part.author.name,
-                    "m_text": part.text, "m_reasoning": None, "m_model": None,
+                    "m_text": part.text, "m_reasoning": None, "m_model": part.model,
                     "m_token_count": part.token_count, "m_image_count": 0,
-                    "m_prompt_tokens": None, "m_completion_tokens": None,
-                    "m_usage_estimated": None, "m_cached_tokens": None,
+                    # (a transcribed message carries its speech call's usage)
+                    "m_prompt_tokens": usage.prompt_tokens if usage else None,
+                    "m_completion_tokens": usage.completion_tokens if usage else None,
+                    "m_usage_estimated": usage.estimated if usage else None,
+                    "m_cached_tokens": None,
                     "m_cache_creation_tokens": None, "m_latency_ms": None, "m_status": "ok",
                     "m_error": None, "m_event_id": part.event_id, "m_sort_key": part.sort_key,
                     "m_created_at": utcnow(), "p_platform": platform}).scalar_one())

@@ -74,4 +74,4 @@ class SharedState:
                     found[str(key)] = value
             return found
 
-        return await self._store.run(work, "reading what the person looks at")
+        return await self._store.run_one(work, "reading what the person looks at")  # a read

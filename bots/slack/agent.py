@@ -24,6 +24,7 @@ __all__ = ["Focuses", "SurfaceState", "asks_about_focus", "event_stamp"]
 
 log = logging.getLogger(__name__)
 SURFACE_KEY = "surface"
+SURFACE_FRESH_SECONDS = 30.0  # a surface stored by a replica is read again after this
 # "summarise this channel", "what is this thread about", "the message above", "here"…
 _ABOUT_FOCUS = re.compile(
     r"\b(this|that|the|current)\s+(channel|conversation|thread|discussion|message|post)\b"
@@ -46,12 +47,19 @@ class SurfaceState:
         self.setting = setting
         self._state = state
         self._seen_agent: bool | None = None  # the last answer here (used if SQL fails)
+        self._read_at = -SURFACE_FRESH_SECONDS  # when the stored surface was last read
 
     async def agent(self) -> bool:
-        """Whether each DM message is a thread root (``auto``: as stored by any replica)."""
+        """Whether each DM message is a thread root (``auto``: as stored by any replica,
+        read again at most every ``SURFACE_FRESH_SECONDS``: it changes only when the app's
+        settings do, and one read per message is a round trip per turn)."""
         if self.setting != "auto":
             return self.setting == "agent"
-        if self._state is not None:
+        now = time.monotonic()
+        if self._state is not None and (self._seen_agent is None
+                                        or now - self._read_at >= SURFACE_FRESH_SECONDS):
+            # (until some replica learned it, every DM asks)
+            self._read_at = now
             try:
                 found = await self._state.get_many(platform=PLATFORM, keys=[SURFACE_KEY])
             except StoreError as err:
@@ -62,6 +70,7 @@ class SurfaceState:
         return bool(self._seen_agent)
 
     def _learn(self, agent: bool) -> None:
+        self._read_at = time.monotonic()
         if self._seen_agent is not agent:
             log.info("Slack DM surface: %s", "agent" if agent else "assistant")
             self._seen_agent = agent

@@ -472,7 +472,7 @@ class SlackBot:
     async def _readable_focus(self, msg: Incoming) -> Focus | None:
         """The channel the person looked at when writing a DM, if the bot may read it
         there (a channel ``[slack.allow]`` keeps the bot out of is not read into a DM)."""
-        if msg.kind == "channel":
+        if msg.kind != "assistant":  # only Agent messaging and assistant threads have one
             return None
         focus = await self.focuses.get(msg.team, msg.user, msg.thread_ts)
         if not focus.channel or not self.config.allow.permits(
@@ -684,8 +684,11 @@ class SlackBot:
             stored_ref[:1] = refs[:1]
 
         turn = service.answer(requests, claim)
-        focus = await self._readable_focus(last)
-        if focus is not None and service.toolbox(service.profile(self._profile(last))):
+        with_tools = bool(service.toolbox(service.profile(self._profile(last))))
+        # (read only when it can be used: a round trip a turn otherwise)
+        focus = (await self._readable_focus(last)
+                 if with_tools or asks_about_focus(waiting[-1][1]) else None)
+        if focus is not None and with_tools:
             # The model decides whether the question needs the channel (read_channel).
             tool = channel_tool(self.client, focus,
                                 max_chars=self._channel_room(last, requests[-1].text),

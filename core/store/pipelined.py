@@ -40,7 +40,7 @@ MESSAGE_COLUMNS = (
     "conversation_id", "role", "author_id", "author_name", "text", "reasoning", "model",
     "token_count", "image_count", "prompt_tokens", "completion_tokens", "usage_estimated",
     "cached_tokens", "cache_creation_tokens", "latency_ms", "status", "error", "event_id",
-    "sort_key", "created_at",
+    "sort_key", "created_at", "video_count",
 )
 
 

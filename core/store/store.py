@@ -204,7 +204,7 @@ class Store(ContextReads, Records):
                     "m_conversation_id": conv_id, "m_role": "user",
                     "m_author_id": part.author.id, "m_author_name": part.author.name,
                     "m_text": part.text, "m_reasoning": None, "m_model": part.model,
-                    "m_token_count": part.token_count, "m_image_count": 0,
+                    "m_token_count": part.token_count, "m_image_count": 0, "m_video_count": 0,
                     # (a transcribed message carries its speech call's usage)
                     "m_prompt_tokens": usage.prompt_tokens if usage else None,
                     "m_completion_tokens": usage.completion_tokens if usage else None,
@@ -392,7 +392,7 @@ class Store(ContextReads, Records):
                 "m_conversation_id": start.conversation_id, "m_role": "assistant",
                 "m_author_id": None, "m_author_name": None, "m_text": text,
                 "m_reasoning": reasoning or None, "m_model": model, "m_token_count": token_count,
-                "m_image_count": 0,
+                "m_image_count": 0, "m_video_count": 0,
                 "m_prompt_tokens": usage.prompt_tokens if usage else None,
                 "m_completion_tokens": usage.completion_tokens if usage else None,
                 "m_usage_estimated": usage.estimated if usage else None,

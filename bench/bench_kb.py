@@ -8,6 +8,7 @@ each question is a query whose one right passage is its answer.
     .venv/bin/python -m bench.bench_kb [--databases sqlite,postgres] [--sizes 1000,50000]
         [--embed-url URL --embed-model NAME [--embed-key-env VAR]] [--stand-in-dims N]
         [--queries N] [--no-quality] [--latency-dims 1024] [--weights 0.3,0.7]
+        [--modes fulltext,dense,hybrid]
 
 Quality: recall@1, recall@5 and MRR (over the top 10) for full-text, dense and hybrid.
 Dense needs an embedding model: ``--embed-url`` (an OpenAI-compatible base URL such as
@@ -220,7 +221,7 @@ async def main_async(args: argparse.Namespace) -> None:
     else:
         embedder = StandIn(args.stand_in_dims)
         label = f"stand-in ({args.stand_in_dims} dims, not a model)"
-    modes = ["fulltext", "dense", "hybrid"]
+    modes = args.modes
     print(f"data: Swedish Construction FAQ (en), {len(faq)} Q&A; dense: {label}")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         pg_url = (stack.enter_context(postgres_cluster(
@@ -275,6 +276,9 @@ def main() -> None:
     parser.add_argument("--latency-dims", type=int, default=1024,
                         help="width of the vectors in the latency runs (text-embedding-v4: 1024)")
     parser.add_argument("--no-quality", action="store_true", help="latency only")
+    parser.add_argument("--modes", default="fulltext,dense,hybrid",
+                        type=lambda s: [x for x in s.split(",") if x],
+                        help="rankings whose quality is measured")
     parser.add_argument("--weights", default=WEIGHTS,
                         type=lambda s: tuple(float(x) for x in s.split(",")),
                         help="fusion weights full-text,dense (default: the searcher's)")

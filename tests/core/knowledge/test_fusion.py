@@ -88,3 +88,18 @@ async def test_full_text_alone_and_no_embedding_for_a_base_without_vectors(
         assert found[0].score == 0.3  # full-text's weight: the best of one ranking
     # The base has no vectors of this model: asked once, not embedded again.
     assert len(embedder.calls) == 1
+
+
+async def test_only_the_bases_asked_are_searched(engine: AsyncEngine) -> None:
+    store, searcher = await _base(engine, None)
+    index = KnowledgeIndex(store)
+    other = await index.ensure_base("staff-handbook")
+    doc = Document("/kb/handbook.md", "Handbook", "# Handbook\n\n## Refunds\n\nA refund "
+                   "over 500 SEK needs a manager's approval.\n")
+    await index.put_document(other, doc, split_markdown(doc.markdown))
+    help_only = await searcher.search(["help"], "refund")
+    assert help_only and {p.kb for p in help_only} == {"help"}
+    handbook = await searcher.search(["staff-handbook"], "refund")
+    assert [p.kb for p in handbook] == ["staff-handbook"]
+    both = await searcher.search(["help", "staff-handbook"], "refund approval")
+    assert both[0].kb == "staff-handbook" and {p.kb for p in both} == {"help", "staff-handbook"}

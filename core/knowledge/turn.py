@@ -9,10 +9,11 @@ from collections.abc import Callable, Sequence
 from core.knowledge.search import fts_terms
 from core.store import StoredMessage
 
-__all__ = ["FOLLOW_UP_WORDS", "is_small_talk", "make_room", "search_text"]
+__all__ = ["FOLLOW_UP_WORDS", "is_follow_up", "is_small_talk", "make_room", "passage_tokens",
+           "search_text"]
 
-# A message with fewer words that say what it is about than this ("and how much is it?",
-# "what about Finland?") is read as a follow-up of the question before it.
+# A message with fewer words that say what it is about than this, which points back
+# ("and how much is it?", "what about Finland?"), is a follow-up of the question before it.
 FOLLOW_UP_WORDS = 3
 
 # Greetings, thanks and acknowledgements (English): nothing in a knowledge base answers
@@ -22,6 +23,10 @@ k kk fine great good cool nice perfect awesome super wonderful excellent brillia
 bye goodbye cya later morning afternoon evening night day yes yeah yep yup sure alright
 got understood noted appreciate appreciated welcome lol haha much lot""".split())
 _ASKING = frozenset("how what when where which who whom whose why".split())
+# Words by which a short message points back at the question before it.
+_LEADING = frozenset("and also or but plus".split())
+_POINTING = frozenset("it its that this these those they them their there same one ones "
+                      "then".split())
 
 
 def _words(text: str) -> list[str]:
@@ -39,10 +44,21 @@ def is_small_talk(text: str) -> bool:
         w in _SMALL_TALK for w in words)
 
 
+def is_follow_up(text: str) -> bool:
+    """Whether ``text`` reads as a follow-up: short, and pointing back ("and …", "what
+    about …", "it", "that", "there"…)."""
+    words = _words(text)
+    if not words or len(fts_terms(text)) >= FOLLOW_UP_WORDS:
+        return False
+    opening = " ".join(words[:2])
+    return (words[0] in _LEADING or opening in ("what about", "how about")
+            or any(w in _POINTING for w in words))
+
+
 def search_text(text: str, history: Sequence[StoredMessage]) -> str:
     """The text to search the knowledge base with: ``text``, preceded by the previous
     question when ``text`` is a short follow-up of it."""
-    if len(fts_terms(text)) >= FOLLOW_UP_WORDS:
+    if not is_follow_up(text):
         return text
     answered = False
     for message in reversed(history):

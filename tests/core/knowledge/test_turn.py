@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.db import open_store
 from core.knowledge.cite import NOT_FOUND
-from core.knowledge.turn import is_small_talk, make_room, search_text
+from core.knowledge.turn import is_follow_up, is_small_talk, make_room, search_text
 from core.model import OpenAIClient
 from core.profiles import Profile, build_profile
 from core.service import ChatService, ServiceOptions
@@ -44,6 +44,13 @@ def test_a_short_follow_up_is_searched_with_the_question_before_it() -> None:
     assert search_text("Which cards do you accept for payment?", history) == (
         "Which cards do you accept for payment?")
     assert search_text("and the cost?", history[2:]) == "and the cost?"
+    # Short, but a new subject: it does not point back at anything.
+    assert search_text("tell me a joke", history) == "tell me a joke"
+    for follow_up in ("what about Finland?", "how about express?", "is it free?",
+                      "and to Denmark"):
+        assert is_follow_up(follow_up), follow_up
+    for alone in ("tell me a joke", "Which cards do you accept for payment and invoices?"):
+        assert not is_follow_up(alone), alone
 
 
 def test_make_room_drops_the_oldest_keeping_summary_and_this_turn() -> None:

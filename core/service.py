@@ -35,6 +35,7 @@ from core.intake import Extras, Intake, storable_request
 from core.knowledge.cite import NOT_FOUND, cited, context_block, store_sources
 from core.knowledge.search import Passage
 from core.knowledge.tool import kb_search_tool
+from core.knowledge.turn import is_small_talk, make_room, passage_tokens, search_text
 from core.profiles import Profile
 from core.service_base import ServiceOptions
 from core.service_commands import Commands
@@ -302,7 +303,7 @@ class ChatService(Commands, Intake):
         yield StatusEvent("thinking…")
         counter = self._counter(model)
         try:
-            passages = await self._passages(profile, request)
+            passages = await self._passages(profile, request, history)
         except ChatbridgeError as err:  # the database failed while searching
             log.error("knowledge-base search failed in %s: %s", request.scope, err)
             await self._fail(start, request, model, err, int((time.monotonic() - began) * 1000))
@@ -320,9 +321,12 @@ class ChatService(Commands, Intake):
                              notice=offer_line(profile.handoff),
                              offer_person=profile.handoff is not None)
             return
+        block = context_block(passages) if passages else ""
+        # The history was loaded to fit the budget without the passages: make room.
+        seen = make_room(history, passage_tokens(counter.count, block),
+                         profile.budget_for(model) - counter.count(profile.system_prompt))
         call = ModelCall(
-            model, build_messages(profile, history, show_authors=request.shared,
-                                  knowledge=context_block(passages) if passages else ""),
+            model, build_messages(profile, seen, show_authors=request.shared, knowledge=block),
             profile.sampling, cache=profile.prompt_cache,
         )
         answer: list[str] = []
@@ -408,7 +412,8 @@ class ChatService(Commands, Intake):
         text = "".join(answer)
         answer_tokens = message_tokens(counter, text)
         # Servers that report no usage (llama.cpp streaming) get our own count.
-        prompt_tokens = counter.count(profile.system_prompt) + sum(m.token_count for m in history)
+        prompt_tokens = (counter.count(profile.system_prompt) + passage_tokens(counter.count, block)
+                         + sum(m.token_count for m in seen))
         usage = finish.usage or Usage(prompt_tokens, answer_tokens, estimated=True)
         latency = int((time.monotonic() - began) * 1000)
         await self._finish(
@@ -427,11 +432,16 @@ class ChatService(Commands, Intake):
         yield FinalEvent(text, request.scope, finish.model or model, usage, latency,
                          notice=notice, sources=cited(text, passages or ()))
 
-    async def _passages(self, profile: Profile, request: ChatRequest) -> list[Passage] | None:
-        """Knowledge-base passages for this turn (``None``: the profile answers without)."""
+    async def _passages(self, profile: Profile, request: ChatRequest,
+                        history: Sequence[StoredMessage]) -> list[Passage] | None:
+        """Knowledge-base passages for this turn (``None``: the profile answers without,
+        as it does small talk)."""
         if self._knowledge is None or not profile.knowledge or profile.kb_mode != "auto":
             return None
-        return await self._knowledge.search(profile.knowledge, request.text,
+        if is_small_talk(request.text):
+            return None
+        return await self._knowledge.search(profile.knowledge,
+                                            search_text(request.text, history),
                                             k=profile.kb_passages)
 
     async def _fail(

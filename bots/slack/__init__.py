@@ -26,10 +26,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.runtime import open_runtime
 from bots.settings import Settings
-from bots.slack.app import SlackBot, make_client
+from bots.slack.app import SlackBot
 from bots.slack.config import SlackConfig, load_slack_config
 from bots.slack.errors import error_kind
 from bots.slack.server import EVENTS_PATH, http_app, socket_handler
+from bots.slack.support import make_client
 from core.errors import ChatbridgeError, ConfigError
 from core.model.transport import describe
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
-import aiohttp
-from slack_bolt.async_app import AsyncApp, AsyncAssistant
-from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.context.save_thread_context.async_save_thread_context import (
@@ -27,29 +24,34 @@ from slack_bolt.context.say.async_say import AsyncSay
 from slack_bolt.context.set_suggested_prompts.async_set_suggested_prompts import (
     AsyncSetSuggestedPrompts,
 )
-from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.posters import HANDOFF_START, RELEASE_ACTION, SlackPoster, open_posters
+from bots.posters import SlackPoster, open_posters
 from bots.relay import Desk
 from bots.runtime import Runtime
-from bots.slack.agent import Focuses, SurfaceState, asks_about_focus, event_stamp
+from bots.slack.agent import Focuses, SurfaceState, asks_about_focus
 from bots.slack.channel import CHANNEL_TASK, channel_tool, read_channel
 from bots.slack.config import DENIED, SlackConfig
 from bots.slack.errors import error_kind
-from bots.slack.files import READABLE, Attachments, fetch_attachments
+from bots.slack.files import Attachments, fetch_attachments
+from bots.slack.listeners import register
 from bots.slack.people import Names
-from bots.slack.render import FEEDBACK_ACTION, SEND_ERRORS, StreamLimits, render_reply
+from bots.slack.render import SEND_ERRORS, StreamLimits, render_reply
 from bots.slack.server import RECEIPT, Receipt
+from bots.slack.support import (
+    TaskSet,
+    best_effort,
+    help_text,
+    make_client,
+    quiet_token_warning,
+    thread_title,
+)
 from bots.slack.text import command_word, mentions, plain_text
 from bots.slack.translate import (
     PLATFORM,
     Focus,
     Incoming,
     ReplyTarget,
-    focus_from_context,
-    incoming_from_event,
 )
 from core.errors import StoreError
 from core.export import first_author
@@ -66,100 +68,6 @@ GIVEN_UP = (":warning: Sorry, answering your message failed several times, so I 
             "it. Please send it again, perhaps in other words.")
 
 
-def make_client(config: SlackConfig,
-                session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
-    """The Web API client: the configured base URL, and 429 Retry-After honoured.
-
-    With ``session``, every call reuses its pooled connections (without one, slack-sdk
-    opens and closes a connection per call).
-    """
-    client = AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=30,
-                            session=session)
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
-    return client
-
-
-class _DropMessage(logging.Filter):
-    """Drops log records whose message is exactly ``text``."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every other record."""
-        return record.getMessage() != self.text
-
-
-def _quiet_token_warning() -> None:
-    """bolt reads SLACK_BOT_TOKEN from the environment even when given a client, then
-    warns that the token is unused; we pass the client on purpose (one pooled session)."""
-    logger = logging.getLogger("slack_bolt.AsyncApp")
-    text = warning_client_prioritized_and_token_skipped()
-    if not any(isinstance(f, _DropMessage) and f.text == text for f in logger.filters):
-        logger.addFilter(_DropMessage(text))
-
-
-class TaskSet:
-    """Background tasks kept by reference, finished (or cancelled) on shutdown."""
-
-    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._secrets = secrets
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``work`` in the background."""
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        self._idle.clear()
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not self._tasks:
-            self._idle.set()
-        if not task.cancelled() and (err := task.exception()) is not None:
-            log.error("%s failed: %s: %s", task.get_name(), type(err).__name__,
-                      redact(str(err), *self._secrets))
-
-    async def wait_idle(self) -> None:
-        """Wait until no task is running."""
-        await self._idle.wait()
-
-    async def drain(self, grace: float) -> None:
-        """Let running tasks finish for up to ``grace`` seconds, then cancel the rest."""
-        try:
-            await asyncio.wait_for(self.wait_idle(), grace)
-        except TimeoutError:
-            tasks = list(self._tasks)
-            log.warning("cancelling %d unfinished turn(s) at shutdown", len(tasks))
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def help_text(config: SlackConfig) -> str:
-    """What the bot tells people who write ``help``."""
-    return (
-        "I answer with an AI model and remember our conversation.\n\n"
-        "• *Direct messages:* write to me; every message gets an answer.\n"
-        "• *Channels:* mention me and I answer in a thread; later messages in that thread "
-        "need no mention. Each thread is its own conversation.\n"
-        f"• *Images:* attach them and I'll look (up to {config.max_file_bytes // 2**20} MB "
-        f"each). I read {READABLE}; other files I can't read.\n"
-        f"• *Start over:* write `reset` in a direct message (or use `{config.reset_command}`), "
-        "or mention me with `reset` in a thread.\n"
-        "• *Memory:* `summary` shows what I keep of the earlier conversation; `compact` "
-        "folds the conversation so far into it now.\n"
-        "• Rate answers with the thumbs under them."
-    )
-
-
 class SlackBot:
     """The Slack adapter: a bolt ``AsyncApp`` wired to the core's ``ChatService``."""
 
@@ -171,7 +79,7 @@ class SlackBot:
         self.surface = SurfaceState(config.surface, state)
         self.focuses = Focuses(state)
         self._state = state
-        _quiet_token_warning()
+        quiet_token_warning()
         self.app = AsyncApp(
             # bolt pins the level of the logger named after the app: keep it out of ours.
             name="slack_bolt.chatbridge", client=client, signing_secret=config.signing_secret,
@@ -183,173 +91,12 @@ class SlackBot:
                          lease_seconds=runtime.settings.lease_seconds)
         self._staff = self.desk.staff_places(PLATFORM)
         self._auto = config.auto_reply_channels
-        self._register()
+        register(self)
         runtime.inbox.register(PLATFORM, self._process)
         self.desk.start_sweeper()
         runtime.inbox.start()
 
     # ---------------------------------------------------------------- listeners
-    def _register(self) -> None:
-        app, config = self.app, self.config
-        assistant = AsyncAssistant()
-
-        async def incoming(body: Mapping[str, Any], context: AsyncBoltContext,
-                           in_assistant: bool = False) -> Incoming | None:
-            event = body.get("event")
-            direct = isinstance(event, Mapping) and event.get("channel_type") == "im"
-            return incoming_from_event(
-                body, bot_user_id=context.bot_user_id or "", bot_id=context.bot_id or "",
-                allow_bots=config.allow_bots, assistant=in_assistant,
-                agent=direct and not in_assistant and await self.surface.agent())
-
-        @assistant.thread_started
-        async def thread_started(payload: dict[str, Any], body: dict[str, Any],
-                                 context: AsyncBoltContext, say: AsyncSay,
-                                 set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
-            await self._saw(agent=False, stamp=event_stamp(payload, body))
-            thread = payload.get("assistant_thread") or {}
-            team = context.team_id or str(body.get("team_id") or "")
-            channel, thread_ts = str(thread.get("channel_id")), str(thread.get("thread_ts"))
-            # The thread's identity, not the delivery's: retries and replicas share it.
-            event_id = f"{team}/{channel}/{thread_ts}/started"
-            user = str(thread.get("user_id") or "")
-            if config.allow.decide(team=team, channel=channel, user=user,
-                                   direct=True) != "answer":
-                self.tasks.spawn(self._refuse(event_id, ReplyTarget(
-                    channel, thread_ts, team, user, assistant=True)), "slack refusal")
-                return
-            self.tasks.spawn(self._greet(event_id, say, set_suggested_prompts),
-                             "slack greeting")
-
-        @assistant.thread_context_changed
-        async def context_changed(payload: dict[str, Any],
-                                  save_thread_context: AsyncSaveThreadContext) -> None:
-            new = (payload.get("assistant_thread") or {}).get("context") or {}
-            self.tasks.spawn(self._save_context(save_thread_context, new),
-                             "slack thread context")
-
-        @assistant.user_message
-        async def assistant_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
-            if (msg := await incoming(body, context, True)) is not None:
-                await self._receive(msg, context)
-
-        app.assistant(assistant)
-
-        @app.event("app_mention")
-        @app.event("message")
-        async def message(body: dict[str, Any], context: AsyncBoltContext) -> None:
-            # Every message event is acknowledged (200), answered or not: an unmatched
-            # event would get a 404 and Slack would deliver it again.
-            if (msg := await incoming(body, context)) is not None:
-                await self._receive(msg, context)
-
-        @app.event("app_home_opened")
-        async def home_opened(event: dict[str, Any], body: dict[str, Any],
-                              context: AsyncBoltContext) -> None:
-            if event.get("tab") != "messages":
-                return  # the Home tab: not used
-            await self._saw(agent=True, stamp=event_stamp(event, body))
-            team = context.team_id or str(body.get("team_id") or "")
-            user, channel = str(event.get("user") or ""), str(event.get("channel") or "")
-            if channel and user and config.allow.permits(team=team, channel=channel,
-                                                         user=user, direct=True):
-                self.tasks.spawn(self._greet_tab(team, user, channel), "slack greeting")
-
-        @app.event("app_context_changed")
-        async def app_context_changed(event: dict[str, Any], body: dict[str, Any],
-                                      context: AsyncBoltContext) -> None:
-            team = context.team_id or str(body.get("team_id") or "")
-            user = str(event.get("user") or context.user_id or "")
-            # Stored before the ack: the next message may reach another replica.
-            values = {**self.surface.record(agent=True),
-                      **Focuses.values(team, user, focus_from_context(event.get("context")))}
-            try:
-                await self._state.put_many(platform=PLATFORM, values=values,
-                                           stamp=event_stamp(event, body))
-            except StoreError as err:
-                log.error("could not store what %s looks at: %s; Slack will deliver it "
-                          "again", user or "a person", err)
-                if isinstance(receipt := context.get(RECEIPT), Receipt):
-                    receipt.failed = True  # HTTP: the answer becomes 503
-                else:
-                    raise
-
-        @app.command(config.reset_command)
-        async def reset_command(ack: AsyncAck, body: dict[str, Any],
-                                respond: AsyncRespond) -> None:
-            channel, team = str(body.get("channel_id", "")), str(body.get("team_id", ""))
-            user = str(body.get("user_id", ""))
-            if config.allow.decide(team=team, channel=channel, user=user,
-                                   direct=channel.startswith("D")) != "answer":
-                # Only the person who typed the command sees this answer, even in a channel.
-                await ack(text=DENIED)
-                return
-            if str(body.get("text") or "").strip():
-                await ack(text=f"`{config.reset_command}` takes nothing after it: send just "
-                          f"`{config.reset_command}`.")
-            elif channel.startswith("D") and team:
-                # Acknowledge first (Slack waits 3 seconds at most); reset in the background.
-                await ack(text="Done: I started a new conversation and forgot this one.")
-                self.tasks.spawn(self._reset(f"{team}/{channel}", respond), "slack reset")
-            else:
-                await ack(text="In a channel each thread is its own conversation: mention me "
-                          "with `reset` in the thread to start it over, or start a new thread.")
-
-        @app.action(FEEDBACK_ACTION)
-        async def feedback(ack: AsyncAck, body: dict[str, Any]) -> None:
-            await ack()
-            container = body.get("container") or {}
-            channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
-            ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
-            user = (body.get("user") or {}).get("id")
-            team = str((body.get("team") or {}).get("id") or body.get("team_id") or "")
-            actions = body.get("actions") or [{}]
-            value = actions[0].get("value")
-            allowed = config.allow.permits(team=team, channel=str(channel), user=str(user),
-                                           direct=str(channel).startswith("D"))
-            if channel and ts and user and allowed and value in ("positive", "negative"):
-                self.tasks.spawn(self._feedback(f"{channel}/{ts}", str(user),
-                                                value == "positive"), "slack feedback")
-
-        @app.action(RELEASE_ACTION)
-        async def release(ack: AsyncAck, body: dict[str, Any]) -> None:
-            await ack()
-            container = body.get("container") or {}
-            channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
-            ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
-            user = str((body.get("user") or {}).get("id") or "")
-            if channel in self._staff and ts:
-                self.tasks.spawn(self._release(f"{channel}/{ts}", user), "handoff release")
-
-        @app.action(HANDOFF_START)
-        async def person(ack: AsyncAck, body: dict[str, Any]) -> None:
-            await ack()
-            container = body.get("container") or {}
-            message = body.get("message") or {}
-            channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id")
-                          or "")
-            user = str((body.get("user") or {}).get("id") or "")
-            team = str((body.get("team") or {}).get("id") or body.get("team_id") or "")
-            scope = str((body.get("actions") or [{}])[0].get("value") or "")
-            allowed = config.allow.permits(team=team, channel=channel, user=user,
-                                           direct=channel.startswith("D"))
-            if channel and user and allowed and scope.startswith(f"{team}/{channel}"):
-                thread = container.get("thread_ts") or message.get("thread_ts")
-                customer = {"channel": channel, "thread_ts": thread, "team": team,
-                            "user": user, "assistant": False}
-                profile = config.dm_profile if channel.startswith("D") \
-                    else config.profile_for_channel(channel)
-                self.tasks.spawn(self.desk.person_asked(
-                    platform=PLATFORM, scope=scope, customer=customer, profile=profile),
-                    "handoff on request")
-
-        # Last, so it matches only what no listener above took: events the app may be
-        # subscribed to that we do not act on (app_home_opened, reaction_added, …). Without
-        # it bolt logs a multi-line "Unhandled request" warning for each.
-        @app.event(re.compile(".*"))
-        async def other_event(body: dict[str, Any]) -> None:
-            log.debug("ignored event %s", (body.get("event") or {}).get("type"))
-
     async def _saw(self, *, agent: bool, stamp: str) -> None:
         """Store which DM surface an event showed (``auto``); failing to is logged: the
         next such event stores it."""
@@ -419,16 +166,16 @@ class SlackBot:
         """Tell someone outside ``[slack.allow]`` once per message (redeliveries stay
         silent) that the bot is not for them."""
         if await self._first_time(f"{event_id}/denied", "the refusal"):
-            await _best_effort("the refusal", self._post(target, DENIED))
+            await best_effort("the refusal", self._post(target, DENIED))
 
     async def _greet(self, event_id: str, say: AsyncSay,
                      set_prompts: AsyncSetSuggestedPrompts) -> None:
         if not await self._first_time(event_id, "the greeting"):
             return
         if self.config.greeting:
-            await _best_effort("the greeting", say(self.config.greeting))
+            await best_effort("the greeting", say(self.config.greeting))
         prompts = self.config.prompts_for(self.config.dm_profile)
-        await _best_effort("assistant.threads.setSuggestedPrompts", set_prompts(
+        await best_effort("assistant.threads.setSuggestedPrompts", set_prompts(
             prompts=[{"title": p.title, "message": p.message} for p in prompts]))
 
     async def _greet_tab(self, team: str, user: str, channel: str) -> None:
@@ -437,7 +184,7 @@ class SlackBot:
         if not await self._first_time(f"{team}/{user}/messages-tab", "the greeting"):
             return
         prompts = self.config.prompts_for(self.config.dm_profile)
-        await _best_effort("assistant.threads.setSuggestedPrompts",
+        await best_effort("assistant.threads.setSuggestedPrompts",
                            self.client.assistant_threads_setSuggestedPrompts(
                                channel_id=channel, title=self.config.greeting or None,
                                prompts=[{"title": p.title, "message": p.message}
@@ -485,7 +232,7 @@ class SlackBot:
             await self.runtime.service.reset(platform=PLATFORM, scope=scope)
         except Exception as err:
             log.error("reset of %s failed: %s", scope, type(err).__name__)
-            await _best_effort("the reset failure notice", respond(
+            await best_effort("the reset failure notice", respond(
                 text=":warning: Sorry, I couldn't start a new conversation; please try again."))
 
     async def _release(self, notice_ref: str, user: str) -> None:
@@ -513,7 +260,7 @@ class SlackBot:
 
     async def _note(self, target: ReplyTarget, text: str) -> None:
         """Post a side note; failing to is logged, never the end of the turn."""
-        await _best_effort("chat.postMessage (note)", self._post(target, text))
+        await best_effort("chat.postMessage (note)", self._post(target, text))
 
     async def _joined(self, scope: str) -> bool:
         """Whether the bot took part in this thread: a conversation, open or closed by a
@@ -587,7 +334,7 @@ class SlackBot:
         except (TypeError, ValueError):
             return
         if await self._first_time(f"{event_id}/given-up", "the give-up notice"):
-            await _best_effort("the give-up notice", self._post(msg.target(), GIVEN_UP))
+            await best_effort("the give-up notice", self._post(msg.target(), GIVEN_UP))
 
     async def _guard(self, msg: Incoming, work: Awaitable[None]) -> None:
         """Run ``work``; if it fails, tell the person (best effort) instead of going quiet."""
@@ -659,13 +406,13 @@ class SlackBot:
         if verdict.note:
             notes.append(verdict.note)
         first = last.kind == "assistant" and await self._new_thread(last.scope)
-        title = _title(waiting[0][1])
+        title = thread_title(waiting[0][1])
 
         async def on_start() -> None:  # side calls only: none of them may end the turn
             for note in notes:
                 await self._note(target, f"_{note}_")
             if first and target.thread_ts:
-                await _best_effort("assistant.threads.setTitle",
+                await best_effort("assistant.threads.setTitle",
                                    self.client.assistant_threads_setTitle(
                                        channel_id=target.channel, thread_ts=target.thread_ts,
                                        title=title))
@@ -722,19 +469,6 @@ class SlackBot:
                 and not claim.note_reply(last.event_id, rendered.ref):
             # (A queued turn's ref is written with the claim's release: no transaction
             # of its own.)
-            await _best_effort("recording the reply", service.record_reply(
+            await best_effort("recording the reply", service.record_reply(
                 platform=PLATFORM, event_id=last.event_id, ref=rendered.ref))
         await self.desk.after_turn(requests, customer)
-
-
-async def _best_effort(what: str, call: Awaitable[object]) -> None:
-    """Await a side call; a failure is logged (its kind only) and otherwise ignored."""
-    try:
-        await call
-    except Exception as err:
-        log.warning("%s failed: %s", what, error_kind(err))
-
-
-def _title(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "Conversation"
-    return line if len(line) <= 60 else line[:59].rstrip() + "…"

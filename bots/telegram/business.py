@@ -69,9 +69,7 @@ class Business:
         """The connection as Telegram has it now (stored); ``None`` when Telegram would not
         say (then the answer is tried, as before the connection was known)."""
         try:
-            conn = await self._bot.do_api_request(
-                "getBusinessConnection", api_kwargs={"business_connection_id": connection_id},
-                return_type=BusinessConnection)
+            conn = await self._bot.get_business_connection(connection_id)
         except TelegramError as err:
             log.warning("getBusinessConnection %s failed: %s", connection_id,
                         type(err).__name__)

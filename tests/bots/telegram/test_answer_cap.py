@@ -19,6 +19,7 @@ async def test_telegram_sends_a_capped_answer(tmp_path: Path, bot_api: FakeBotAp
     async with run_bot(settings, bot_api, fake_model) as bot:
         fake_model.enqueue(Reply(text=HUGE, chunk_size=997))
         bot.send(tg_message("write a lot"))
+        await bot.answered(ALICE["id"], 3)  # (idle alone may come before the poll took it)
         await bot.idle()
         await bot.settle()
         texts = bot_api.texts(ALICE["id"])

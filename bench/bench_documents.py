@@ -38,6 +38,7 @@ from core.knowledge.convert import convert
 from core.knowledge.index import KnowledgeIndex
 from core.media.documents import extract
 from core.store.documents import DocumentStore
+from tests.media_files import pdf_of_pages
 
 T = TypeVar("T")
 LINES = 45  # lines of text a page
@@ -53,33 +54,13 @@ def _line(page: int, line: int) -> str:
 
 def pdf(pages: int) -> bytes:
     """A text PDF of ``pages`` pages (Helvetica, ``LINES`` lines each), xref computed."""
-    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b"",
-                            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    kids: list[str] = []
+    streams = []
     for page in range(pages):
         lines = [MARKER] if page == pages - 1 else []
         lines += [_line(page, i) for i in range(LINES - len(lines))]
         shown = " ".join(f"({text}) Tj T*" for text in lines)
-        stream = f"BT /F1 10 Tf 14 TL 50 750 Td {shown} ET".encode("latin-1")
-        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
-        content = len(objects)
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents "
-                       f"{content} 0 R /Resources << /Font << /F1 3 0 R >> >> >>".encode())
-        kids.append(f"{len(objects)} 0 R")
-    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode()
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-              % (len(objects) + 1, xref))
-    return out.getvalue()
+        streams.append(f"BT /F1 10 Tf 14 TL 50 750 Td {shown} ET".encode("latin-1"))
+    return pdf_of_pages(streams)
 
 
 def docx(pages: int) -> bytes:

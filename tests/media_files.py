@@ -15,6 +15,11 @@ def pdf(pages: list[str] | None = None, *, scanned: int = 0) -> bytes:
         streams.append(f"BT /F1 14 Tf 72 720 Td ({safe}) Tj ET".encode("latin-1"))
     for i in range(scanned):
         streams.append(f"0.2 0.4 0.{i % 10} rg 72 400 300 200 re f".encode())
+    return pdf_of_pages(streams)
+
+
+def pdf_of_pages(streams: list[bytes]) -> bytes:
+    """A PDF with one page per content stream (font /F1: Helvetica), xref offsets computed."""
     objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
     kids: list[str] = []
     font = 3

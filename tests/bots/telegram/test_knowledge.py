@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.bots.telegram.conftest import ALICE, TOML, make_settings, message, run_bot
-from tests.bots.telegram.fake_bot_api import FakeBotApi
+from tests.bots.telegram.fake_bot_api import FakeBotApi, Sent
 from tests.core.knowledge.seed import FAQ_URL, PROFILE_TOML, seed, stored_sources
 from tests.fakes.model_server import FakeModelServer, Reply
+
+SHOP_TOML = TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
 
 
 async def test_answer_cites_the_right_passage(tmp_path: Path, bot_api: FakeBotApi,
                                               fake_model: FakeModelServer,
                                               db_url: str) -> None:
     await seed(db_url)
-    toml = TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+    toml = SHOP_TOML
     settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
     async with run_bot(settings, bot_api, fake_model) as bot:
         fake_model.enqueue(Reply(text="We ship to **Norway** [1]."))
@@ -35,12 +37,11 @@ async def test_answer_cites_the_right_passage(tmp_path: Path, bot_api: FakeBotAp
     assert (number, heading, source) == (1, "Shop FAQ > Shipping", FAQ_URL)
 
 
-async def test_a_rich_answer_keeps_its_sources_as_a_block(
-        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
-        db_url: str) -> None:
+async def table_answer(tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+                       db_url: str) -> Sent:
+    """The one message a shop customer gets for an answer with a table and a citation."""
     await seed(db_url)
-    toml = TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
-    settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
+    settings = make_settings(tmp_path, bot_api, fake_model, db_url, SHOP_TOML)
     async with run_bot(settings, bot_api, fake_model) as bot:
         fake_model.enqueue(Reply(text="Delivery [1]:\n\n| Country | Days |\n|---|---|\n"
                                       "| Norway | 3 |\n"))
@@ -48,37 +49,35 @@ async def test_a_rich_answer_keeps_its_sources_as_a_block(
         await bot.answered(ALICE["id"])
         await bot.idle()
         [sent] = bot_api.sent(ALICE["id"])
-        assert sent.rich is not None and not bot_api.calls_to("sendMessage")
-        blocks = sent.rich["blocks"]
-        assert [b["type"] for b in blocks][-2:] == ["table", "paragraph"]
-        assert blocks[-1]["text"][0] == {"type": "bold", "text": "Sources:"}
-        assert {"type": "url", "text": "Shop FAQ — Shipping", "url": FAQ_URL} \
-            in blocks[-1]["text"]
-        assert sent.text.endswith("Sources: [1] Shop FAQ — Shipping")
+    return sent
+
+
+async def test_a_rich_answer_keeps_its_sources_as_a_block(
+        tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
+        db_url: str) -> None:
+    sent = await table_answer(tmp_path, bot_api, fake_model, db_url)
+    assert sent.rich is not None and not bot_api.calls_to("sendMessage")
+    blocks = sent.rich["blocks"]
+    assert [b["type"] for b in blocks][-2:] == ["table", "paragraph"]
+    assert blocks[-1]["text"][0] == {"type": "bold", "text": "Sources:"}
+    assert {"type": "url", "text": "Shop FAQ — Shipping", "url": FAQ_URL} \
+        in blocks[-1]["text"]
+    assert sent.text.endswith("Sources: [1] Shop FAQ — Shipping")
 
 
 async def test_without_rich_messages_the_sources_line_is_html(
         tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer,
         sqlite_url: str) -> None:
-    await seed(sqlite_url)
     bot_api.rich = False  # an older Bot API server
-    toml = TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
-    settings = make_settings(tmp_path, bot_api, fake_model, sqlite_url, toml)
-    async with run_bot(settings, bot_api, fake_model) as bot:
-        fake_model.enqueue(Reply(text="Delivery [1]:\n\n| Country | Days |\n|---|---|\n"
-                                      "| Norway | 3 |\n"))
-        bot.send(message("How long to Norway?"))
-        await bot.answered(ALICE["id"])
-        await bot.idle()
-        [sent] = bot_api.sent(ALICE["id"])
-        assert sent.rich is None and sent.html is not None
-        assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in sent.html
+    sent = await table_answer(tmp_path, bot_api, fake_model, sqlite_url)
+    assert sent.rich is None and sent.html is not None
+    assert f'<a href="{FAQ_URL}">Shop FAQ — Shipping</a>' in sent.html
 
 
 async def test_i_dont_know_offers_a_person(tmp_path: Path, bot_api: FakeBotApi,
                                            fake_model: FakeModelServer, db_url: str) -> None:
     await seed(db_url)
-    toml = (TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+    toml = (SHOP_TOML
             + '\n[profiles.shop.handoff]\nstaff = "telegram:-1001234567890"\n')
     settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
     async with run_bot(settings, bot_api, fake_model) as bot:
@@ -104,7 +103,7 @@ async def test_i_dont_know_offers_a_person(tmp_path: Path, bot_api: FakeBotApi,
 async def test_the_talk_to_a_person_button_hands_the_chat_over(
         tmp_path: Path, bot_api: FakeBotApi, fake_model: FakeModelServer, db_url: str) -> None:
     await seed(db_url)
-    toml = (TOML.replace("[telegram]", '[telegram]\nprofile = "shop"') + PROFILE_TOML
+    toml = (SHOP_TOML
             + '\n[profiles.shop.handoff]\nstaff = "telegram:-1001234567890"\n')
     settings = make_settings(tmp_path, bot_api, fake_model, db_url, toml)
     async with run_bot(settings, bot_api, fake_model) as bot:

@@ -90,17 +90,22 @@ def test_the_table_lists_the_settings_this_test_knows() -> None:
     assert set(listed) == set(BAD), "add a bad value for each new setting to BAD"
 
 
-@pytest.mark.parametrize("name", settings_in_readme())
-def test_a_bad_value_is_one_line_naming_the_setting(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting from the machine running the tests; the working directory a new one."""
     import os
 
     for var in list(os.environ):
         if var.startswith(("CHATBRIDGE_", "DASHSCOPE_", "SLACK_", "TELEGRAM_")):
             monkeypatch.delenv(var)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("name", settings_in_readme())
+def test_a_bad_value_is_one_line_naming_the_setting(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _clean_environment(monkeypatch, tmp_path)
     value, command = BAD[name]
     env = {**GOOD, "CHATBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cb.db",
            name: value}
@@ -145,12 +150,7 @@ def test_a_bad_config_value_is_one_line_naming_the_key(
     key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import os
-
-    for var in list(os.environ):
-        if var.startswith(("CHATBRIDGE_", "DASHSCOPE_", "SLACK_", "TELEGRAM_")):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+    _clean_environment(monkeypatch, tmp_path)
     toml, named = BAD_CONFIG[key]
     (tmp_path / "chatbridge.toml").write_text(toml)
     monkeypatch.setenv("CHATBRIDGE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cb.db")

@@ -613,21 +613,20 @@ class FakeBotApi:
         self.messages[(chat_id, sent.message_id)] = sent
         return self._message(sent)
 
-    async def _m_sendrichmessagedraft(self, call: Call) -> Any:
-        chat_id = self._chat(call)
-        if chat_id < 0:
+    def _draft_checks(self, call: Call) -> None:
+        """What Telegram refuses of any draft: a group chat, a zero draft id."""
+        if self._chat(call) < 0:
             raise ApiError(400, "Bad Request: method is available only for private chats")
         if not call.get("draft_id"):
             raise ApiError(400, "Bad Request: draft_id must be non-zero")
+
+    async def _m_sendrichmessagedraft(self, call: Call) -> Any:
+        self._draft_checks(call)
         self._rich(call, draft=True)
         return True
 
     async def _m_sendmessagedraft(self, call: Call) -> Any:
-        chat_id = self._chat(call)
-        if chat_id < 0:
-            raise ApiError(400, "Bad Request: method is available only for private chats")
-        if not call.get("draft_id"):
-            raise ApiError(400, "Bad Request: draft_id must be non-zero")
+        self._draft_checks(call)
         self._visible(call, allow_empty=True)
         return True
 

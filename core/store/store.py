@@ -148,18 +148,9 @@ class Store(ContextReads, Records):
                         conn.execute(_SET_EVENT_MESSAGE, {
                             "p_platform": platform, "p_event": part.event_id,
                             "p_message": message_id})
-            last = parts[-1]
-            event_ids = tuple(p.event_id for p in parts)
-            subjects = {"user": f"user:{last.author.id}", "conversation": f"conversation:{scope}"}
-            hit = self._charge(conn, platform, subjects, limits) if limits and fresh else None
-            if hit is not None:
-                return TurnStart(conv_id, message_id, conv_profile, limited=hit,
-                                 event_ids=event_ids, fence=fence)
-            history = (None if context is None
-                       else tuple(self._context(conn, conv_id, context, message_id, new=new)))
-            quota = tuple(sorted({subjects[r.subject] for r in limits if r.measure == "tokens"}))
-            return TurnStart(conv_id, message_id, conv_profile, history, quota_subjects=quota,
-                             event_ids=event_ids, fence=fence)
+            return self._started(conn, platform=platform, scope=scope, parts=parts,
+                                 conv=(conv_id, conv_profile, new), message_id=message_id,
+                                 fresh=fresh, fence=fence, context=context, limits=limits)
 
         return await self._tx(work, "record the message")
 
@@ -213,6 +204,21 @@ class Store(ContextReads, Records):
                     "m_cache_creation_tokens": None, "m_latency_ms": None, "m_status": "ok",
                     "m_error": None, "m_event_id": part.event_id, "m_sort_key": part.sort_key,
                     "m_created_at": utcnow(), "p_platform": platform}).scalar_one())
+        return self._started(conn, platform=platform, scope=scope, parts=parts,
+                             conv=(conv_id, conv_profile, new), message_id=message_id,
+                             fresh=fresh, fence=fence, context=context, limits=limits,
+                             memory=memory)
+
+    def _started(
+        self, conn: Connection, *, platform: str, scope: str, parts: Sequence[TurnPart],
+        conv: tuple[int, str | None, bool], message_id: int, fresh: bool, fence: Fence | None,
+        context: ContextLimits | None, limits: tuple[Rule, ...],
+        memory: MemoryRow | bool | None = True,
+    ) -> TurnStart:
+        """The end of either ``begin_turn`` path: the turn counted against ``limits`` (when
+        its messages are new) and, unless refused, its context loaded. ``conv``: the
+        conversation's id, profile and whether it was opened just now."""
+        conv_id, conv_profile, new = conv
         last = parts[-1]
         event_ids = tuple(p.event_id for p in parts)
         subjects = {"user": f"user:{last.author.id}", "conversation": f"conversation:{scope}"}

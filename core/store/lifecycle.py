@@ -20,29 +20,16 @@ from sqlalchemy import Connection, Table, delete, exists, func, select
 
 from core.store import summaries
 from core.store.models import (
-    Attachment,
-    Conversation,
     ConversationMemory,
-    Feedback,
-    InboundEvent,
-    Message,
-    MessageAttachment,
     OutboxItem,
     PlatformState,
-    UsageCounter,
 )
 from core.store.store import Store
+from core.store.tables import _att, _conv, _evt, _fb, _link, _msg, _usage
 
 __all__ = ["Removed", "apply_retention", "forget", "prune"]
 
-_conv: Table = Conversation.__table__  # type: ignore[assignment]
-_msg: Table = Message.__table__  # type: ignore[assignment]
-_att: Table = Attachment.__table__  # type: ignore[assignment]
-_link: Table = MessageAttachment.__table__  # type: ignore[assignment]
-_evt: Table = InboundEvent.__table__  # type: ignore[assignment]
-_fb: Table = Feedback.__table__  # type: ignore[assignment]
 _out: Table = OutboxItem.__table__  # type: ignore[assignment]
-_usage: Table = UsageCounter.__table__  # type: ignore[assignment]
 _mem: Table = ConversationMemory.__table__  # type: ignore[assignment]
 _state: Table = PlatformState.__table__  # type: ignore[assignment]
 
